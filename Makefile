@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine: `make study` and `make test`.
+# Both install into a project-local virtual environment (.venv) first.
+#
+# TORCH: the torch requirement installed *before* everything else. Its default, the CPU build 2.13.0, lies on this
+# kind of machine's disk; asking for it first keeps pip from resolving `torch` to a multi-GB CUDA build.
+# On a GPU machine: `make test TORCH=torch` (or a pinned CUDA build).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+TORCH ?= torch==2.13.0
+PROFILE ?= default
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install test lint study bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+study: install
+	$(PY) -m congkit.study --profile $(PROFILE)
+
+bench: install
+	$(PY) benchmarks/decoding.py --json
+
+clean:
+	rm -rf book/_build .study

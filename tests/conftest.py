@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from congkit.models import char_tokenizer, tiny_llama
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return char_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def plain_tokenizer():
+    return char_tokenizer(chat_template=False)
+
+
+def _model(tokenizer, seed):
+    # A larger init spread than usual gives peaked next-token distributions, so heads and argmaxes are meaningful.
+    return tiny_llama(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=seed, init_std=0.3)
+
+
+@pytest.fixture(scope="session")
+def expert(tokenizer):
+    return _model(tokenizer, seed=1)
+
+
+@pytest.fixture(scope="session")
+def amateur(tokenizer):
+    return _model(tokenizer, seed=2)
+
+
+PROMPTS = ["Add 3 and 4.", "Sort: b a c", "Reverse the word 'hello' please.", "Count the letters in abcabc"]
