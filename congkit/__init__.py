@@ -12,9 +12,21 @@ from .decoding import (
 )
 from .rewards import ImplicitReward, completion_logprobs, implicit_reward, implicit_reward_from_ids
 from .tokens import encode_pair, encode_prompt
+from .world import ExplicitReward, NoiseRates, Task, WorldData, judge
+from .world_build import World, WorldConfig, build_world, card_table, smoke_world_config
 
 __all__ = [
     "DecodingConfig",
+    "ExplicitReward",
+    "NoiseRates",
+    "Task",
+    "World",
+    "WorldConfig",
+    "WorldData",
+    "build_world",
+    "card_table",
+    "judge",
+    "smoke_world_config",
     "Generation",
     "ImplicitReward",
     "apply_repetition_penalty",
