@@ -179,3 +179,21 @@ def verdicts(table: pd.DataFrame) -> pd.DataFrame:
                          evidence=f"reward drop from {lo} to {hi}: "
                                   + ", ".join(f"{METHOD_LABELS[m]} {v:+.3f}" for m, v in drop.items())))  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def side_by_side(sweep: Dataset, alphas=(0.0, 0.5, 1.0), n: int = 6) -> pd.DataFrame:
+    """A few eval prompts with the naive pi_r sample and CD samples at some alphas, explicit reward in brackets."""
+    df = sweep.to_pandas()
+    prompts = list(dict.fromkeys(df.prompt))[:n]
+    out = []
+    for prompt in prompts:
+        part = df[df.prompt == prompt]
+        row = {"prompt": prompt}
+        naive = part[part.alpha.isna()].iloc[0]
+        row["naive pi_r"] = f"{naive.response!r} [{naive.explicit:.2f}]"
+        for a in alphas:
+            hit = part[np.isclose(part.alpha, a)]
+            if len(hit):
+                row[f"CD alpha={a}"] = f"{hit.iloc[0].response!r} [{hit.iloc[0].explicit:.2f}]"
+        out.append(row)
+    return pd.DataFrame(out)

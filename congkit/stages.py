@@ -111,12 +111,17 @@ class PipelineConfig:
     cd_alpha: float = 0.5
     cd_lam: float = 0.1
     alpha_sweep: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
-    weak_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=5e-4, beta=0.1))
-    strong_sft: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=5e-4, num_train_epochs=2))
+    # DPO stages add an NLL term on the chosen response (RPO; TRL loss_type ["sigmoid", "sft"]): plain DPO on these
+    # character-level models lowers the likelihood of answer tokens shared by chosen and rejected and wrecks accuracy.
+    weak_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=2e-4, num_train_epochs=2, beta=0.1,
+                                                                      dpo_loss=["sigmoid", "sft"]))  # fmt: skip
+    strong_sft: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-4, num_train_epochs=2))
     auxconf_weight: float = 0.5
-    wspo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=5e-4, num_train_epochs=2, beta=0.1))
-    cong_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=2e-4, beta=0.5))
-    gold_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=5e-4, beta=0.1))
+    wspo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-4, num_train_epochs=2, beta=0.1))
+    cong_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-4, num_train_epochs=2, beta=0.5,
+                                                                      dpo_loss=["sigmoid", "sft"]))  # fmt: skip
+    gold_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=2e-4, num_train_epochs=2, beta=0.1,
+                                                                      dpo_loss=["sigmoid", "sft"]))  # fmt: skip
     eval_samples: int = 4
     eval_seed: int = 1000
 
@@ -335,9 +340,14 @@ class Pipeline:
             return str(self._sft_stage(method, contrastive, cfg.strong_sft, key, seed))
         # cong: ConG-S, then DPO with the CD sample as chosen and ConG-S's own sample as rejected.
         cong_s = self.strong("cong_s", seed, eps)
-        own_key = {"model": cong_s, "sampling": asdict(cfg.sampling), "seed": seed}
+        return str(self._dpo_stage("cong", cong_s, self.cong_pairs(seed, eps), cfg.cong_dpo, {}, seed))
 
-        def own_samples(tmp: Path) -> None:
+    def cong_pairs(self, seed: int, eps: float = 0.0) -> Dataset:
+        """ConG's preference data: chosen = CD sample, rejected = ConG-S's own sample (identical pairs dropped)."""
+        samples, cong_s = self.weak_samples(seed, eps), self.strong("cong_s", seed, eps)
+        key = {"model": cong_s, "sampling": asdict(self.config.sampling), "seed": seed}
+
+        def build(tmp: Path) -> None:
             gen = sample(self.load(cong_s), self.tokenizer, list(samples["prompt"]),
                          self._sampling(seed=seed + 7), progress=self.progress)  # fmt: skip
             pairs = {"prompt": [], "chosen": [], "rejected": []}
@@ -348,8 +358,7 @@ class Pipeline:
                     pairs["rejected"].append(rejected)
             Dataset.from_dict(pairs).save_to_disk(str(tmp / "pairs"))
 
-        pairs = load_from_disk(str(self._stage("cong_pairs", own_key, own_samples) / "pairs"))
-        return str(self._dpo_stage("cong", cong_s, pairs, cfg.cong_dpo, {}, seed))
+        return load_from_disk(str(self._stage("cong_pairs", key, build) / "pairs"))
 
     # --- stage 5: evaluation --------------------------------------------------------------------------------------
 
@@ -445,6 +454,35 @@ class Pipeline:
             Dataset.from_dict(rows).save_to_disk(str(tmp / "sweep"))
 
         return load_from_disk(str(self._stage("alpha_sweep", key, build) / "sweep"))
+
+    def claims(self) -> pd.DataFrame:
+        """Claim 1 and claim 2 rows (tidy) for every seed, at epsilon = 0."""
+        from .evaluation import claim_rows
+
+        rows = []
+        for seed in self.config.seeds:
+            rows += claim_rows(seed, self.implicit_vs_explicit(seed), self.alpha_sweep(seed))
+        return pd.DataFrame(rows)
+
+    def training_views(self, seed: int = 0, eps: float = 0.0, n: int = 5) -> pd.DataFrame:
+        """What each strong method trained on, for the first `n` training prompts."""
+        samples = self.weak_samples(seed, eps).select(range(n))
+        cong_pairs = self.cong_pairs(seed, eps)
+        own = dict(zip(cong_pairs["prompt"], cong_pairs["rejected"]))
+        pool = self._pool(self.setting.strong_base, seed, "strong_pool")
+        gold = preference_pairs(pool["prompt"], pool["samples"], pool["scores"], 0.0, seed)
+        gold_pairs = {p: (c, r) for p, c, r in zip(gold["prompt"], gold["chosen"], gold["rejected"])}
+        rows = []
+        for row in samples:
+            p = row["prompt"]
+            rows.append({
+                "prompt": p,
+                "WeakSFT / AuxConf / WSPO: pi_r sample": row["plain"],
+                "ConG-S target, ConG chosen: CD sample": row["cd"],
+                "ConG rejected: ConG-S's own sample": own.get(p, "(same as chosen: pair dropped)"),
+                "gold chosen / rejected": " | ".join(gold_pairs.get(p, ("(tie: dropped)", ""))),
+            })
+        return pd.DataFrame(rows)
 
     # --- everything -----------------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset
@@ -33,6 +33,8 @@ class TrainConfig:
     seed: int = 0
     logging_steps: int = 10
     beta: float = 0.1  # DPO / WSPO only
+    dpo_loss: list[str] = field(default_factory=lambda: ["sigmoid"])  # TRL loss_type; ["sigmoid", "sft"] = RPO
+    dpo_loss_weights: list[float] | None = None
 
 
 class LossHistory(TrainerCallback):
@@ -131,7 +133,13 @@ def train_dpo(
 ) -> tuple[PreTrainedModel, list[dict]]:
     """DPO with TRL's DPOTrainer on (prompt, chosen, rejected), `ref_model` frozen."""
     _quiet_transformers()
-    args = DPOConfig(**_common_args(cfg, output_dir), beta=cfg.beta, max_length=None)
+    args = DPOConfig(
+        **_common_args(cfg, output_dir),
+        beta=cfg.beta,
+        max_length=None,
+        loss_type=list(cfg.dpo_loss),
+        loss_weights=cfg.dpo_loss_weights,
+    )
     history = LossHistory()
     trainer = DPOTrainer(
         model=model,

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from congkit.models import char_tokenizer, tiny_llama
+from congkit.world_build import build_world, smoke_world_config
 
 torch.set_num_threads(2)
 
@@ -32,3 +33,9 @@ def amateur(tokenizer):
 
 
 PROMPTS = ["Add 3 and 4.", "Sort: b a c", "Reverse the word 'hello' please.", "Count the letters in abcabc"]
+
+
+@pytest.fixture(scope="session")
+def smoke_world(tmp_path_factory):
+    """The smoke world, built once per test session (~25 s)."""
+    return build_world(smoke_world_config(), root=tmp_path_factory.mktemp("world"), progress=False)

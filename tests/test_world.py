@@ -24,7 +24,7 @@ from congkit.world import (
     make_task,
     wrong_answer,
 )
-from congkit.world_build import ModelSize, WorldConfig, build_world, card_table, smoke_world_config
+from congkit.world_build import ModelSize, WorldConfig, build_world, card_table
 
 TASKS = [make_task(f, random.Random(i)) for i in range(20) for f in FAMILIES]
 
@@ -115,11 +115,6 @@ def test_tokenizer_round_trip_and_chat_template(tmp_path):
     prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert prompt == "<|user|>hi<|assistant|>"
     assert tok.eos_token == "<|end|>" and tok.pad_token == "<pad>"
-
-
-@pytest.fixture(scope="session")
-def smoke_world(tmp_path_factory):
-    return build_world(smoke_world_config(), root=tmp_path_factory.mktemp("runs"), progress=False)
 
 
 def test_smoke_world_card_invariants(smoke_world):
