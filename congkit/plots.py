@@ -95,7 +95,10 @@ def method_bars(table: pd.DataFrame, metric: str = "reward", setting: str = "eps
     methods = [m for m in METHOD_ORDER if m in set(part.method)]
     stats = [mean_ci(part[part.method == m].value) for m in methods]
     means = [s[0] for s in stats]
-    err = [[s[0] - s[1] if np.isfinite(s[1]) else 0 for s in stats], [s[2] - s[0] if np.isfinite(s[2]) else 0 for s in stats]]
+    err = [
+        [s[0] - s[1] if np.isfinite(s[1]) else 0 for s in stats],
+        [s[2] - s[0] if np.isfinite(s[2]) else 0 for s in stats],
+    ]
     fig, ax = plt.subplots(figsize=(8, 3.6))
     colors = ["C7" if m in ("weak_base", "weak_aligned", "strong_base", "gold") else
               ("C2" if m.startswith("cong") else "C0") for m in methods]  # fmt: skip
@@ -164,5 +167,7 @@ def pipeline_diagram() -> plt.Figure:
     arrow("strong", "congs")
     arrow("congs", "cong")
     arrow("cd", "congs", "CD samples")
-    ax.set_title("ConG: extract the alignment direction of a weak pair by contrastive decoding, train the strong model on it")
+    ax.set_title(
+        "ConG: extract the alignment direction of a weak pair by contrastive decoding, train the strong model on it"
+    )
     return fig

@@ -475,13 +475,15 @@ class Pipeline:
         rows = []
         for row in samples:
             p = row["prompt"]
-            rows.append({
-                "prompt": p,
-                "WeakSFT / AuxConf / WSPO: pi_r sample": row["plain"],
-                "ConG-S target, ConG chosen: CD sample": row["cd"],
-                "ConG rejected: ConG-S's own sample": own.get(p, "(same as chosen: pair dropped)"),
-                "gold chosen / rejected": " | ".join(gold_pairs.get(p, ("(tie: dropped)", ""))),
-            })
+            rows.append(
+                {
+                    "prompt": p,
+                    "WeakSFT / AuxConf / WSPO: pi_r sample": row["plain"],
+                    "ConG-S target, ConG chosen: CD sample": row["cd"],
+                    "ConG rejected: ConG-S's own sample": own.get(p, "(same as chosen: pair dropped)"),
+                    "gold chosen / rejected": " | ".join(gold_pairs.get(p, ("(tie: dropped)", ""))),
+                }
+            )
         return pd.DataFrame(rows)
 
     # --- everything -----------------------------------------------------------------------------------------------

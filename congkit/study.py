@@ -75,15 +75,23 @@ def real_pipeline_config() -> PipelineConfig:
         seeds=[0],
         noise_levels=[0.0, 0.2],
         n_preference_samples=5,
-        sampling=DecodingConfig(lam=None, temperature=0.8, top_p=0.95, repetition_penalty=1.2, max_new_tokens=512,
-                                batch_size=16),  # fmt: skip
+        sampling=DecodingConfig(
+            lam=None, temperature=0.8, top_p=0.95, repetition_penalty=1.2, max_new_tokens=512, batch_size=16
+        ),  # fmt: skip
         alpha_sweep=[0.0, 0.25, 0.5, 0.75, 1.0],
-        weak_dpo=TrainConfig(learning_rate=8e-7, beta=0.1, per_device_train_batch_size=4, gradient_accumulation_steps=8),
-        strong_sft=TrainConfig(learning_rate=1e-5, num_train_epochs=2, per_device_train_batch_size=4,
-                               gradient_accumulation_steps=8),  # fmt: skip
+        weak_dpo=TrainConfig(
+            learning_rate=8e-7, beta=0.1, per_device_train_batch_size=4, gradient_accumulation_steps=8
+        ),
+        strong_sft=TrainConfig(
+            learning_rate=1e-5, num_train_epochs=2, per_device_train_batch_size=4, gradient_accumulation_steps=8
+        ),  # fmt: skip
         wspo=TrainConfig(learning_rate=1e-6, beta=0.1, per_device_train_batch_size=4, gradient_accumulation_steps=8),
-        cong_dpo=TrainConfig(learning_rate=6e-7, beta=0.5, per_device_train_batch_size=4, gradient_accumulation_steps=8),
-        gold_dpo=TrainConfig(learning_rate=8e-7, beta=0.1, per_device_train_batch_size=4, gradient_accumulation_steps=8),
+        cong_dpo=TrainConfig(
+            learning_rate=6e-7, beta=0.5, per_device_train_batch_size=4, gradient_accumulation_steps=8
+        ),
+        gold_dpo=TrainConfig(
+            learning_rate=8e-7, beta=0.1, per_device_train_batch_size=4, gradient_accumulation_steps=8
+        ),
         eval_samples=1,
     )
 

@@ -67,7 +67,10 @@ def test_smoke_pipeline_produces_every_method_and_metric(smoke_run):
     pipe, table = smoke_run
     assert set(table.columns) == {"method", "seed", "setting", "metric", "value"}
     methods = set(table.method)
-    assert set(STRONG_METHODS) | {"gold", "weak_aligned", "weak_base", "strong_base", "cd", "naive", "weak_pair"} <= methods
+    assert (
+        set(STRONG_METHODS) | {"gold", "weak_aligned", "weak_base", "strong_base", "cd", "naive", "weak_pair"}
+        <= methods
+    )
     for method in STRONG_METHODS:
         for metric in ("reward", "win_rate", "length", "heldout_accuracy", "pgr"):
             assert len(table[(table.method == method) & (table.metric == metric)]) == 2  # two noise levels
@@ -145,8 +148,16 @@ def test_real_checkpoint_path_offline(tmp_path):
         model = tiny_llama(len(tok), hidden_size=hidden, num_layers=layers, num_heads=2, seed=hidden)
         model.save_pretrained(tmp_path / name)
         tok.save_pretrained(tmp_path / name)
-    rm_config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                            num_attention_heads=2, num_key_value_heads=2, num_labels=1, pad_token_id=tok.pad_token_id)
+    rm_config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(0)
     LlamaForSequenceClassification(rm_config).save_pretrained(tmp_path / "rm")
     tok.save_pretrained(tmp_path / "rm")
@@ -155,9 +166,13 @@ def test_real_checkpoint_path_offline(tmp_path):
     assert len(scores) == 2 and all(np.isfinite(scores)) and scores[0] != scores[1]
     prompts = [f"Question {i}: say something about {w}." for i, w in enumerate("abcdefgh")]
     setting = Setting(
-        name="tiny-real", weak_base=str(tmp_path / "weak"), strong_base=str(tmp_path / "strong"),
-        train_prompts=Dataset.from_dict({"prompt": prompts[:6]}), eval_prompts=Dataset.from_dict({"prompt": prompts[6:]}),
-        scorer=scorer, device="cpu",
+        name="tiny-real",
+        weak_base=str(tmp_path / "weak"),
+        strong_base=str(tmp_path / "strong"),
+        train_prompts=Dataset.from_dict({"prompt": prompts[:6]}),
+        eval_prompts=Dataset.from_dict({"prompt": prompts[6:]}),
+        scorer=scorer,
+        device="cpu",
     )
     config = smoke_pipeline_config()
     config.noise_levels, config.alpha_sweep = [0.0], [0.5]

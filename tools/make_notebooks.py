@@ -1,6 +1,6 @@
 """Writes notebooks/*.ipynb from the cell lists below (kept as code so the notebooks stay reviewable in diffs).
 
-    python tools/make_notebooks.py
+python tools/make_notebooks.py
 """
 
 from pathlib import Path
@@ -9,11 +9,11 @@ import nbformat as nbf
 
 OUT = Path(__file__).resolve().parent.parent / "notebooks"
 
-PARAMS = '''profile = "default"  # smoke | default | real
+PARAMS = """profile = "default"  # smoke | default | real
 runs_dir = "../runs"  # stage cache (shared by all notebooks)
-seed = 0  # the seed whose artifacts are shown in detail'''
+seed = 0  # the seed whose artifacts are shown in detail"""
 
-SETUP = '''import warnings
+SETUP = """import warnings
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -26,7 +26,7 @@ from congkit.study import study_objects
 warnings.filterwarnings("ignore")
 pd.set_option("display.max_colwidth", 80)
 world, setting, pipe = study_objects(profile, runs_dir)
-print(f"profile={profile}, setting={setting.name}, seeds={pipe.config.seeds}, noise levels={pipe.config.noise_levels}")'''
+print(f"profile={profile}, setting={setting.name}, seeds={pipe.config.seeds}, noise levels={pipe.config.noise_levels}")"""
 
 
 def md(text):
@@ -67,9 +67,9 @@ and samples from $p_\alpha = \mathrm{softmax}(F)$, with $F = -\infty$ outside th
 Below, each identity is checked numerically on the study's weak pair: the pre-alignment weak model ($\pi_{ref}$) and
 its DPO-aligned version ($\pi_r$, built by the pipeline and cached).
 """),
-        code(PARAMS + '\nalpha = 0.5\nlam = 0.1\nn_prompts = 64', tags=["parameters"]),
+        code(PARAMS + "\nalpha = 0.5\nlam = 0.1\nn_prompts = 64", tags=["parameters"]),
         code(SETUP),
-        code('''from congkit.derivation import cd_identity_checks, next_token_logprobs
+        code("""from congkit.derivation import cd_identity_checks, next_token_logprobs
 
 tok = pipe.tokenizer
 pi_ref = pipe.load(setting.weak_base)
@@ -77,25 +77,25 @@ pi_r = pipe.load(pipe.weak_aligned(seed, 0.0))
 prompts = list(setting.eval_prompts["prompt"][:n_prompts])
 expert_logp = next_token_logprobs(pi_r, tok, prompts)
 amateur_logp = next_token_logprobs(pi_ref, tok, prompts)
-pd.Series(cd_identity_checks(expert_logp, amateur_logp, alpha, lam), name="value").to_frame()'''),
+pd.Series(cd_identity_checks(expert_logp, amateur_logp, alpha, lam), name="value").to_frame()"""),
         md("""
 Each check compares congkit's decoding scores with the formula written out: the first and third rows are the largest
 absolute deviations over all prompts and head tokens (floating-point round-off is ~1e-6), the second and fourth are
 exact properties. The head size depends on $\\lambda$:
 """),
-        code('''fig = plots.head_size_vs_lambda(expert_logp)
-plt.show()'''),
+        code("""fig = plots.head_size_vs_lambda(expert_logp)
+plt.show()"""),
         md("""
 The same identities hold at every step of generation, since CD applies them to each next-token distribution. congkit's
 batched decoder also returns each generated token's implicit reward $\\log \\pi_r - \\log \\pi_{ref}$ at no extra cost.
 A few responses from the two extremes and the middle of the $\\alpha$ range, same seed:
 """),
-        code('''rows = {}
+        code("""rows = {}
 for a in (0.0, 0.5, 1.0):
     out = congkit.contrastive_generate(pi_r, pi_ref, tok, prompts[:6], alpha=a, lam=lam, seed=seed,
                                        repetition_penalty=1.0, max_new_tokens=48, progress=False)
     rows[f"alpha={a}"] = [f"{t!r} (implicit {r:+.2f})" for t, r in zip(out.texts, out.implicit_reward())]
-pd.DataFrame(rows, index=prompts[:6])'''),
+pd.DataFrame(rows, index=prompts[:6])"""),
     ],
     "02_weak_alignment.ipynb": [
         md("""
@@ -112,13 +112,13 @@ correct answer, on evaluation prompts and on the held-out task family that align
 """),
         code(PARAMS, tags=["parameters"]),
         code(SETUP),
-        code('''if world is not None:
+        code("""if world is not None:
     display(congkit.card_table(world.card).round(3))
     corpus = world.card["corpus"]
     print(f"explicit reward: clean corpus responses {corpus['reward_clean']:.3f}, noisy ones {corpus['reward_noisy']:.3f}; "
           f"world built in {world.card['build_seconds']} s")
 else:
-    print("real checkpoints: no world card")'''),
+    print("real checkpoints: no world card")"""),
         md("""
 ## Weak preference data
 
@@ -126,31 +126,31 @@ For each training prompt the weak base model draws several samples (temperature 
 scores them; best = chosen, worst = rejected; ties are dropped. With label noise $\\epsilon$, a seeded fraction of the
 pairs is flipped (used for claim 5).
 """),
-        code('''pairs = pipe.weak_preferences(seed, 0.0)
+        code("""pairs = pipe.weak_preferences(seed, 0.0)
 print(f"{len(pairs)} pairs from {len(setting.train_prompts)} prompts; "
       f"mean chosen reward {sum(pairs['chosen_score']) / len(pairs):.3f}, rejected {sum(pairs['rejected_score']) / len(pairs):.3f}")
-pairs.to_pandas()[["prompt", "chosen", "rejected", "chosen_score", "rejected_score"]].head(8)'''),
+pairs.to_pandas()[["prompt", "chosen", "rejected", "chosen_score", "rejected_score"]].head(8)"""),
         md("## DPO of the weak model: training curves (TRL `DPOTrainer`, one run per seed)"),
-        code('''histories = {f"seed {s}, eps={e}": plots.load_history(pipe.weak_aligned(s, e))
+        code("""histories = {f"seed {s}, eps={e}": plots.load_history(pipe.weak_aligned(s, e))
              for s in pipe.config.seeds for e in pipe.config.noise_levels}
 fig = plots.training_curves(histories, "loss")
 plt.show()
 fig = plots.training_curves({k: v for k, v in histories.items() if k.endswith("eps=0.0")}, "rewards/margins")
-plt.show()'''),
+plt.show()"""),
         md("""
 ## Claim 1: implicit reward vs explicit reward
 
 Fresh samples from $\\pi_{ref}$ and $\\pi_r$ on the *evaluation* prompts (not the ones DPO trained on), each scored by
 the weak pair's length-normalised implicit reward and by the explicit reward.
 """),
-        code('''from scipy.stats import spearmanr
+        code("""from scipy.stats import spearmanr
 
 pool = pipe.implicit_vs_explicit(seed).to_pandas()
 fig = plots.implicit_vs_explicit(pool)
 plt.show()
 rhos = {s: spearmanr(pipe.implicit_vs_explicit(s)["implicit"], pipe.implicit_vs_explicit(s)["explicit"]).statistic
         for s in pipe.config.seeds}
-pd.Series(rhos, name="Spearman rho (implicit, explicit)").rename_axis("seed").to_frame()'''),
+pd.Series(rhos, name="Spearman rho (implicit, explicit)").rename_axis("seed").to_frame()"""),
     ],
     "03_contrastive_sampling.ipynb": [
         md("""
@@ -163,16 +163,16 @@ temperature and top-p, no head).
 """),
         code(PARAMS, tags=["parameters"]),
         code(SETUP),
-        code('''claims = pipe.claims()
+        code("""claims = pipe.claims()
 fig = plots.alpha_sweep(claims)
-plt.show()'''),
-        code('''sweep = claims[claims.method.isin(["cd", "naive"])]
+plt.show()"""),
+        code("""sweep = claims[claims.method.isin(["cd", "naive"])]
 summary = sweep.groupby(["method", "setting", "metric"]).value.mean().unstack("metric")
-summary.round(3)'''),
+summary.round(3)"""),
         md("### Sample responses side by side (explicit reward in brackets)"),
-        code('''from congkit.evaluation import side_by_side
+        code("""from congkit.evaluation import side_by_side
 
-side_by_side(pipe.alpha_sweep(seed), alphas=(0.0, pipe.config.cd_alpha, 1.0))'''),
+side_by_side(pipe.alpha_sweep(seed), alphas=(0.0, pipe.config.cd_alpha, 1.0))"""),
         md("""
 The pipeline's CD samples for the strong model use $\\alpha$ = `pipe.config.cd_alpha` and $\\lambda$ = 0.1 on the
 *training* prompts; the next notebook trains on them.
@@ -195,13 +195,13 @@ Every method starts from the same strong base model and the same training prompt
 """),
         code(PARAMS, tags=["parameters"]),
         code(SETUP),
-        code('''import time
+        code("""import time
 
 start = time.perf_counter()
 paths = {(s, e): pipe.model_paths(s, e) for s in pipe.config.seeds for e in pipe.config.noise_levels}
-print(f"all strong models ready ({time.perf_counter() - start:.0f} s in this cell; cached stages are reused)")'''),
+print(f"all strong models ready ({time.perf_counter() - start:.0f} s in this cell; cached stages are reused)")"""),
         md("## Training curves (seed shown in the parameters, no label noise)"),
-        code('''from congkit.evaluation import METHOD_LABELS
+        code("""from congkit.evaluation import METHOD_LABELS
 
 shown = paths[(seed, 0.0)]
 sft_like = {METHOD_LABELS[m]: plots.load_history(shown[m]) for m in ("weaksft", "auxconf", "cong_s")}
@@ -210,9 +210,9 @@ plt.show()
 fig = plots.training_curves({"WSPO": plots.load_history(shown["wspo"])}, "loss")
 plt.show()
 fig = plots.training_curves({METHOD_LABELS[m]: plots.load_history(shown[m]) for m in ("cong", "gold")}, "rewards/margins")
-plt.show()'''),
+plt.show()"""),
         md("## What each method saw (first training prompts)"),
-        code('''pipe.training_views(seed, 0.0, n=6)'''),
+        code("""pipe.training_views(seed, 0.0, n=6)"""),
     ],
     "05_results.ipynb": [
         md("""
@@ -226,32 +226,32 @@ Means over seeds with 95% t-intervals.
 """),
         code(PARAMS, tags=["parameters"]),
         code(SETUP),
-        code('''from congkit.evaluation import main_table, verdicts
+        code("""from congkit.evaluation import main_table, verdicts
 
 table = pipe.run()
 print(f"{len(table)} rows in {pipe.root / 'results.csv'}")
-main_table(table)'''),
-        code('''fig = plots.method_bars(table, "reward", ylabel="explicit reward r* (0-1)")
+main_table(table)"""),
+        code("""fig = plots.method_bars(table, "reward", ylabel="explicit reward r* (0-1)")
 plt.show()
 fig = plots.method_bars(table, "win_rate", ylabel="win rate vs strong base")
-plt.show()'''),
-        code('''fig = plots.method_bars(table, "pgr", ylabel="performance gap recovered")
+plt.show()"""),
+        code("""fig = plots.method_bars(table, "pgr", ylabel="performance gap recovered")
 plt.show()
 if (table.metric == "heldout_accuracy").any():
     fig = plots.method_bars(table, "heldout_accuracy", ylabel="greedy accuracy, held-out family")
-    plt.show()'''),
+    plt.show()"""),
         md("## Robustness to noisy weak supervision (claim 5)"),
-        code('''fig = plots.noise_curves(table, "reward")
-plt.show()'''),
+        code("""fig = plots.noise_curves(table, "reward")
+plt.show()"""),
         md("""
 ## Verdicts
 
 Each claim of the paper that this setting can test, decided by the numbers above (computed, not written by hand):
 """),
-        code('''v = verdicts(table)
+        code("""v = verdicts(table)
 display(Markdown("\\n".join(f"* **{r.claim}**: {'holds' if r.holds else 'does NOT hold'} here. {r.evidence}."
                             for r in v.itertuples())))
-v'''),
+v"""),
         md("""
 How to read these against the paper: the paper's models are 0.5-8B instruction-tuned LLMs judged by AlpacaEval 2 and
 Arena-Hard; here the models are tiny character-level transformers in a world whose reward is exact. Agreement means the
