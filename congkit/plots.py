@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from .evaluation import METHOD_LABELS, METHOD_ORDER, mean_ci  # noqa: E402
+from .evaluation import METHOD_LABELS, METHOD_ORDER, mean_ci
 
 
 def head_size_vs_lambda(expert_logp: torch.Tensor, lambdas=None) -> plt.Figure:

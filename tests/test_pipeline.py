@@ -57,8 +57,8 @@ def test_win_rate_counts_ties_half():
 
 
 @pytest.fixture(scope="module")
-def smoke_run(smoke_world, tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
+def smoke_run(smoke_world):
+    root = smoke_world.path.parent / "pipeline-smoke"  # where the smoke study looks: its notebooks reuse these stages
     pipe = Pipeline(Setting.from_world(smoke_world), smoke_pipeline_config(), root=root, progress=False)
     return pipe, pipe.run()
 

@@ -23,7 +23,6 @@ import congkit
 from congkit import plots
 from congkit.study import study_objects
 
-warnings.filterwarnings("ignore")
 pd.set_option("display.max_colwidth", 80)
 world, setting, pipe = study_objects(profile, runs_dir)
 print(f"profile={profile}, setting={setting.name}, seeds={pipe.config.seeds}, noise levels={pipe.config.noise_levels}")"""

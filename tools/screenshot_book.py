@@ -1,0 +1,84 @@
+"""Look at the built book in a real browser: headless Chromium loads pages, checks them, saves screenshots.
+
+    python tools/screenshot_book.py [--book book/_build/html] [--out screenshots] [--chromium /usr/bin/chromium]
+
+For each page (the index and the results notebook by default) it reports the title, the number of images and how
+many of them loaded (complete with a non-zero natural width), whether MathJax typeset any formula, and saves a PNG.
+Prints one JSON object; exits non-zero if a page has no title or an image failed to load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DEFAULT_PAGES = ["index.html", "notebooks/05_results.html"]
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def check_pages(book: Path, out: Path, pages: list[str], chromium: str) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    report = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        for name in pages:
+            page.goto((book / name).resolve().as_uri(), wait_until="load")
+            page.wait_for_timeout(1500)  # MathJax typesets after load
+            info = page.evaluate(
+                """() => ({
+                    title: document.title,
+                    h1: (document.querySelector('h1') || {}).textContent || '',
+                    images: document.images.length,
+                    loaded: Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length,
+                    mathjax: document.querySelectorAll('mjx-container').length,
+                })"""
+            )
+            shot = out / (name.replace("/", "_").replace(".html", ".png"))
+            page.screenshot(path=str(shot), full_page=False)
+            info["screenshot"] = str(shot)
+            report[name] = info
+        browser.close()
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--book", default="book/_build/html")
+    parser.add_argument("--out", default="screenshots")
+    parser.add_argument("--chromium", default=None)
+    parser.add_argument("pages", nargs="*", default=DEFAULT_PAGES)
+    args = parser.parse_args()
+    chromium = args.chromium or find_chromium()
+    if chromium is None:
+        sys.exit("no Chromium found: install Debian's chromium package")
+    report = check_pages(Path(args.book), Path(args.out), args.pages, chromium)
+    print(json.dumps(report, indent=2))
+    bad = [n for n, r in report.items() if not r["title"] or r["loaded"] < r["images"]]
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
