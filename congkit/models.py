@@ -31,15 +31,19 @@ CHAT_TEMPLATE = (
 )
 
 
-def char_tokenizer(chat_template: bool = True) -> PreTrainedTokenizerFast:
+def char_tokenizer(chat_template: bool = True, vocab_size: int | None = None) -> PreTrainedTokenizerFast:
     """A character-level tokenizer over printable ASCII and newline, built with the `tokenizers` library.
 
     Special tokens: <pad>, <unk>, <|end|> (EOS, closes an assistant turn), <|user|>, <|assistant|>. Characters outside
     the alphabet map to <unk>. Character level keeps prompt/response boundaries exact: text tokenised in pieces equals
     text tokenised whole, so what decoding generates and what training reads are the same tokens.
+    `vocab_size` pads the vocabulary with filler tokens "<tN>" (to drive random models of real vocabulary sizes).
     """
     chars = [chr(i) for i in range(32, 127)] + ["\n"]
-    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + chars)}
+    tokens = SPECIAL_TOKENS + chars
+    if vocab_size is not None:
+        tokens += [f"<t{i}>" for i in range(len(tokens), vocab_size)]
+    vocab = {t: i for i, t in enumerate(tokens)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     backend.decoder = decoders.Fuse()

@@ -254,9 +254,8 @@ class Pipeline:
         def build(tmp: Path) -> None:
             set_seed(seed)
             model, ref = self.load(policy), self.load(policy)
-            trained, history = train_dpo(model, ref, self.tokenizer, pairs, _seeded(cfg, seed), str(tmp / "_trainer"))
-            trained.save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
+            _, history = train_dpo(model, ref, self.tokenizer, pairs, _seeded(cfg, seed), str(tmp / "_trainer"),
+                                   save_to=str(tmp))  # fmt: skip
             (tmp / "train_history.json").write_text(json.dumps(history))
 
         full_key = {**key, "policy": policy, "train": asdict(cfg), "seed": seed, "data": content_key(pairs)}
@@ -298,10 +297,8 @@ class Pipeline:
             set_seed(seed)
             extra = {} if trainer_kwargs is None else trainer_kwargs()
             kwargs = {"trainer_cls": trainer_cls} if trainer_cls is not None else {}
-            model, history = train_sft(self.load(start), self.tokenizer, data, _seeded(cfg, seed),
-                                       str(tmp / "_trainer"), **kwargs, **extra)  # fmt: skip
-            model.save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
+            _, history = train_sft(self.load(start), self.tokenizer, data, _seeded(cfg, seed), str(tmp / "_trainer"),
+                                   save_to=str(tmp), **kwargs, **extra)  # fmt: skip
             (tmp / "train_history.json").write_text(json.dumps(history))
 
         full_key = {**key, "method": method, "start": start, "train": asdict(cfg), "data": content_key(data),

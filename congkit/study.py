@@ -143,6 +143,7 @@ def run_notebooks(profile: str, runs_dir: Path, out_dir: Path, only: list[str] |
             parameters={"profile": profile, "runs_dir": str(runs_dir.resolve())},
             kernel_name="python3",
             progress_bar=False,
+            stdout_file=sys.stdout,  # the kernel's prints, e.g. "[congkit] <stage> ...", show which stage runs
             cwd=str(REPO / "notebooks"),
         )
         seconds[name] = time.perf_counter() - start

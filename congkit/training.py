@@ -105,9 +105,14 @@ def train_sft(
     cfg: TrainConfig,
     output_dir: str,
     trainer_cls: type[SFTTrainer] = SFTTrainer,
+    save_to: str | None = None,
     **trainer_kwargs,
 ) -> tuple[PreTrainedModel, list[dict]]:
-    """Supervised fine-tuning on (prompt, completion) with TRL's SFTTrainer; loss on completion tokens only."""
+    """Supervised fine-tuning on (prompt, completion) with TRL's SFTTrainer; loss on completion tokens only.
+
+    `save_to`: write the trained model and tokenizer there with `trainer.save_model` (main process only, ZeRO-3
+    weights gathered), so the same call works under `accelerate launch`.
+    """
     _quiet_transformers()
     args = SFTConfig(**_common_args(cfg, output_dir), completion_only_loss=True, max_length=None)
     history = LossHistory()
@@ -120,6 +125,8 @@ def train_sft(
         **trainer_kwargs,
     )
     trainer.train()
+    if save_to is not None:
+        trainer.save_model(save_to)
     return trainer.model.eval(), history.rows
 
 
@@ -130,8 +137,9 @@ def train_dpo(
     data: Dataset,
     cfg: TrainConfig,
     output_dir: str,
+    save_to: str | None = None,
 ) -> tuple[PreTrainedModel, list[dict]]:
-    """DPO with TRL's DPOTrainer on (prompt, chosen, rejected), `ref_model` frozen."""
+    """DPO with TRL's DPOTrainer on (prompt, chosen, rejected), `ref_model` frozen; `save_to` as in `train_sft`."""
     _quiet_transformers()
     args = DPOConfig(
         **_common_args(cfg, output_dir),
@@ -150,4 +158,6 @@ def train_dpo(
         callbacks=[history],
     )
     trainer.train()
+    if save_to is not None:
+        trainer.save_model(save_to)
     return trainer.model.eval(), history.rows
