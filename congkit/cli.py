@@ -40,7 +40,9 @@ def _train(args: argparse.Namespace) -> None:
         train_dpo(model, ref, tok, data, cfg, work, save_to=args.output)
     elif args.method == "wspo":
         if not (args.weak_model and args.weak_ref_model):
-            raise SystemExit("wspo needs --weak-model and --weak-ref-model (and uses --ref-model or --model as reference)")
+            raise SystemExit(
+                "wspo needs --weak-model and --weak-ref-model (and uses --ref-model or --model as reference)"
+            )
         frozen = {"ref_model": load_causal_lm(args.ref_model or args.model, device=device),
                   "weak_model": load_causal_lm(args.weak_model, device=device),
                   "weak_ref_model": load_causal_lm(args.weak_ref_model, device=device), "beta": args.beta}  # fmt: skip

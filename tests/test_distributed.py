@@ -40,8 +40,9 @@ def test_two_processes_merge_to_the_single_process_run(expert, amateur, tokenize
     assert run.returncode == 0, run.stderr[-3000:]
     merged = json.loads((tmp_path / "out.json").read_text())
     assert merged["processes"] == 2
-    single = contrastive_generate(expert, amateur, tokenizer, prompts, alpha=0.4, seed=7, max_new_tokens=16,
-                                  batch_size=3, progress=False)
+    single = contrastive_generate(
+        expert, amateur, tokenizer, prompts, alpha=0.4, seed=7, max_new_tokens=16, batch_size=3, progress=False
+    )
     assert merged["ids"] == single.token_ids
     for got, want in zip(merged["rewards"], single.token_rewards):
         np.testing.assert_allclose(got, want, atol=1e-5)
@@ -49,8 +50,20 @@ def test_two_processes_merge_to_the_single_process_run(expert, amateur, tokenize
 
 def _launch(args, timeout=300):
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
-    cmd = [launcher, "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", *args]
+    cmd = [
+        launcher,
+        "launch",
+        "--num_processes",
+        "2",
+        "--cpu",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -66,9 +79,29 @@ def test_training_stage_runs_under_accelerate_launch(tokenizer, tmp_path):
     from datasets import Dataset
 
     Dataset.from_dict({"prompt": PROMPTS * 2, "completion": ["Answer: 7"] * 8}).save_to_disk(str(tmp_path / "data"))
-    run = _launch(["-m", "congkit.cli", "train", "--method", "sft", "--model", str(tmp_path / "start"),
-                   "--data", str(tmp_path / "data"), "--output", str(tmp_path / "out"), "--max-steps", "2",
-                   "--batch-size", "2", "--lr", "1e-2", "--device", "cpu"])
+    run = _launch(
+        [
+            "-m",
+            "congkit.cli",
+            "train",
+            "--method",
+            "sft",
+            "--model",
+            str(tmp_path / "start"),
+            "--data",
+            str(tmp_path / "data"),
+            "--output",
+            str(tmp_path / "out"),
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--lr",
+            "1e-2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     trained = load_causal_lm(tmp_path / "out", device="cpu").state_dict()
     start = model.state_dict()

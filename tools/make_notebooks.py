@@ -252,6 +252,20 @@ display(Markdown("\\n".join(f"* **{r.claim}**: {'holds' if r.holds else 'does NO
                             for r in v.itertuples())))
 v"""),
         md("""
+## Reading the verdicts
+
+Two measurements explain most of what this world shows. First, how well the weak pair's implicit reward ranks
+responses *within* each model's own samples (the regime CD and ConG rely on: choosing among $\\pi_r$'s plausible
+tokens), next to the pooled correlation of claim 1. Second, the alpha sweep's two rewards side by side: CD moves the
+samples along the implicit reward; whether that also moves the explicit reward decides claims 2, 3 and 5.
+"""),
+        code("""from congkit.evaluation import summarise
+
+corr = summarise(table[table.method == "weak_pair"])[["setting", "mean", "ci_low", "ci_high"]]
+display(corr.rename(columns={"setting": "Spearman(implicit, explicit) over"}).round(3))
+sweep = summarise(table[table.method.isin(["cd", "naive"]) & table.metric.isin(["implicit", "explicit"])])
+sweep.pivot_table(index="setting", columns="metric", values="mean").round(3)"""),
+        md("""
 How to read these against the paper: the paper's models are 0.5-8B instruction-tuned LLMs judged by AlpacaEval 2 and
 Arena-Hard; here the models are tiny character-level transformers in a world whose reward is exact. Agreement means the
 mechanism works as described at this scale; disagreement is reported as measured, with the numbers, and is discussed
