@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 
-from accelerate import PartialState
 from datasets import Dataset, load_from_disk
 
 from .decoding import DecodingConfig
-from .distributed import sharded_generate
+from .distributed import process_state, sharded_generate
 from .models import load_causal_lm, load_tokenizer
 from .trainers import AuxConfTrainer, WSPOTrainer
 from .training import TrainConfig, train_dpo, train_sft
@@ -29,7 +28,7 @@ METHODS = ("sft", "auxconf", "wspo", "dpo")
 def _train(args: argparse.Namespace) -> None:
     data = load_from_disk(args.data)
     tok = load_tokenizer(args.tokenizer or args.model)
-    device = PartialState().device.type if args.device is None else args.device
+    device = process_state().device.type if args.device is None else args.device
     cfg = TrainConfig(learning_rate=args.lr, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
                       gradient_accumulation_steps=args.grad_accum, beta=args.beta, seed=args.seed,
                       max_steps=args.max_steps)  # fmt: skip
@@ -53,7 +52,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    state = PartialState()
+    state = process_state()
     tok = load_tokenizer(args.tokenizer or args.expert)
     device = state.device.type if args.device is None else args.device
     expert = load_causal_lm(args.expert, device=device)

@@ -1,6 +1,6 @@
 """Contrastive decoding sharded across `accelerate` processes (GPUs, or CPU processes for tests).
 
-    accelerate launch --num_processes 8 my_script.py      # inside: sharded_generate(...)
+    accelerate launch --multi_gpu --num_processes 8 my_script.py      # inside: sharded_generate(...)
 
 Each process decodes one contiguous shard of the prompts; results are gathered to every process in prompt order.
 Because congkit seeds each prompt's randomness by (seed, global prompt index), the merged output equals a
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -25,6 +26,13 @@ def shard_bounds(n: int, num_processes: int, index: int) -> tuple[int, int]:
     return start, start + base + (1 if index < extra else 0)
 
 
+def process_state() -> PartialState:
+    """accelerate's process state; on a machine without CUDA, processes started by `accelerate launch --multi_gpu`
+    (torchrun) join one CPU process group (gloo), as `accelerate launch --cpu` does only through an MPI launcher.
+    Call it before loading models: `from_pretrained` may create the (singleton) state itself, without the CPU flag."""
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def sharded_generate(
     expert: PreTrainedModel,
     amateur: PreTrainedModel | None,
@@ -35,7 +43,7 @@ def sharded_generate(
     **overrides,
 ) -> Generation:
     """CD (or plain sampling when `amateur` is None) over this process's shard, gathered in prompt order."""
-    state = PartialState()
+    state = process_state()
     prompts = list(prompts)
     start, end = shard_bounds(len(prompts), state.num_processes, state.process_index)
     shard = prompts[start:end]

@@ -29,7 +29,7 @@ def test_single_process_sharded_equals_plain(expert, amateur, tokenizer):
 
 
 def test_two_processes_merge_to_the_single_process_run(expert, amateur, tokenizer, tmp_path):
-    """`accelerate launch --num_processes 2 --cpu`: each process decodes a shard; the merge equals one process."""
+    """`accelerate launch` with 2 CPU processes: each decodes a shard; the merge equals one process."""
     for name, model in (("expert", expert), ("amateur", amateur)):
         model.save_pretrained(tmp_path / name)
         tokenizer.save_pretrained(tmp_path / name)
@@ -39,7 +39,7 @@ def test_two_processes_merge_to_the_single_process_run(expert, amateur, tokenize
     run = _launch([str(worker), str(tmp_path), str(tmp_path / "out.json"), str(tmp_path / "prompts.json")])
     assert run.returncode == 0, run.stderr[-3000:]
     merged = json.loads((tmp_path / "out.json").read_text())
-    assert merged["processes"] == 2
+    assert merged["processes"] == 2, run.stdout[-2000:] + run.stderr[-2000:]
     single = contrastive_generate(
         expert, amateur, tokenizer, prompts, alpha=0.4, seed=7, max_new_tokens=16, batch_size=3, progress=False
     )
@@ -50,25 +50,15 @@ def test_two_processes_merge_to_the_single_process_run(expert, amateur, tokenize
 
 def _launch(args, timeout=300):
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
-    cmd = [
-        launcher,
-        "launch",
-        "--num_processes",
-        "2",
-        "--cpu",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        *args,
-    ]
+    # `accelerate launch --cpu` starts one process unless an MPI launcher is installed; `--multi_gpu` starts the
+    # processes with torchrun, and on a machine without CUDA they form one CPU (gloo) group (congkit.distributed).
+    flags = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    cmd = [launcher, "launch", *flags, "--dynamo_backend", "no", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 def test_training_stage_runs_under_accelerate_launch(tokenizer, tmp_path):
-    """`python -m congkit.cli train` under `accelerate launch --num_processes 2 --cpu` (data parallel) saves a model."""
+    """`python -m congkit.cli train` under `accelerate launch` with 2 CPU processes (data parallel) saves a model."""
     import torch
 
     from congkit.models import load_causal_lm, tiny_llama
