@@ -10,13 +10,26 @@ from .decoding import (
     plausibility_head,
     sample,
 )
+from .evaluation import main_table, summarise, verdicts
 from .rewards import ImplicitReward, completion_logprobs, implicit_reward, implicit_reward_from_ids
+from .scorers import RewardModelScorer
+from .stages import Pipeline, PipelineConfig, Setting, smoke_pipeline_config
 from .tokens import encode_pair, encode_prompt
+from .training import TrainConfig
 from .world import ExplicitReward, NoiseRates, Task, WorldData, judge
 from .world_build import World, WorldConfig, build_world, card_table, smoke_world_config
 
 __all__ = [
     "DecodingConfig",
+    "Pipeline",
+    "PipelineConfig",
+    "RewardModelScorer",
+    "Setting",
+    "TrainConfig",
+    "main_table",
+    "smoke_pipeline_config",
+    "summarise",
+    "verdicts",
     "ExplicitReward",
     "NoiseRates",
     "Task",

@@ -98,6 +98,13 @@ def _quiet_transformers():
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+def _fit(trainer, history: LossHistory, save_to: str | None) -> tuple[PreTrainedModel, list[dict]]:
+    trainer.train()
+    if save_to is not None:
+        trainer.save_model(save_to)
+    return trainer.model.eval(), history.rows
+
+
 def train_sft(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -124,10 +131,7 @@ def train_sft(
         callbacks=[history],
         **trainer_kwargs,
     )
-    trainer.train()
-    if save_to is not None:
-        trainer.save_model(save_to)
-    return trainer.model.eval(), history.rows
+    return _fit(trainer, history, save_to)
 
 
 def train_dpo(
@@ -157,7 +161,4 @@ def train_dpo(
         processing_class=tokenizer,
         callbacks=[history],
     )
-    trainer.train()
-    if save_to is not None:
-        trainer.save_model(save_to)
-    return trainer.model.eval(), history.rows
+    return _fit(trainer, history, save_to)
