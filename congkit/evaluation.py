@@ -47,11 +47,13 @@ def evaluation_rows(method: str, seed: int, eps: float, result: dict, reference:
         "win_rate": win_rate(result["scores"], reference["scores"]),
         "length": float(np.mean(result["lengths"])),
     }
-    for key in ("heldout_accuracy", "heldout_answer_logprob"):
+    for key in ("heldout_accuracy", "heldout_answer_logprob", "mc_accuracy"):
         if key in result:
             metrics[key] = result[key]
     if "heldout_accuracy" in result and reference.get("heldout_accuracy"):
         metrics["retention"] = result["heldout_accuracy"] / reference["heldout_accuracy"]
+    elif "mc_accuracy" in result and reference.get("mc_accuracy"):
+        metrics["retention"] = result["mc_accuracy"] / reference["mc_accuracy"]
     return [dict(method=method, seed=seed, setting=setting, metric=k, value=v) for k, v in metrics.items()]
 
 
@@ -215,3 +217,27 @@ def side_by_side(sweep: Dataset, alphas=(0.0, 0.5, 1.0), n: int = 6) -> pd.DataF
                 row[f"CD alpha={a}"] = f"{hit.iloc[0].response!r} [{hit.iloc[0].explicit:.2f}]"
         out.append(row)
     return pd.DataFrame(out)
+
+
+def multiple_choice_accuracy(model, tokenizer, questions: Dataset, batch_size: int = 16) -> float:
+    """Accuracy on a multiple-choice set (columns question, choices: list[str], answer: index of the right choice).
+
+    Each choice is scored by its mean per-token log-probability as the response to the question (length-normalised,
+    as lm-eval-harness's acc_norm does per character); the highest-scoring choice is the model's answer.
+    """
+    from .rewards import completion_logprobs
+    from .tokens import encode_pair
+
+    missing = [c for c in ("question", "choices", "answer") if c not in questions.column_names]
+    if missing:
+        raise ValueError(f"multiple-choice set lacks column(s) {missing}; it has {questions.column_names}")
+    if len(questions) == 0:
+        raise ValueError("multiple-choice set is empty")
+    flat = [(i, encode_pair(tokenizer, q, c)) for i, (q, cs) in enumerate(zip(questions["question"], questions["choices"]))
+            for c in cs]  # fmt: skip
+    logps = completion_logprobs(model, [p for _, (p, _) in flat], [c for _, (_, c) in flat], batch_size)
+    scores: dict[int, list[float]] = {}
+    for (i, _), lp in zip(flat, logps):
+        scores.setdefault(i, []).append(float(lp.mean()))
+    right = sum(int(np.argmax(scores[i])) == int(a) for i, a in enumerate(questions["answer"]))
+    return right / len(questions)

@@ -53,6 +53,7 @@ class Setting:
     scorer: Scorer
     heldout_prompts: Dataset | None = None  # columns "prompt", "reference" (capability retention)
     is_correct: Callable[[str, str], bool] | None = None  # (prompt, response) -> answer right? (heldout)
+    multiple_choice: Dataset | None = None  # columns question, choices, answer (capability retention, real models)
     tokenizer: str | None = None  # defaults to weak_base's folder / id
     key: str = ""  # identifies the setting in cache fingerprints
     device: str | None = None
@@ -383,11 +384,15 @@ class Pipeline:
         return json.loads((self._stage("evaluate", key, build) / "eval.json").read_text())
 
     def _capability(self, model) -> dict:
+        out = {}
+        if self.setting.multiple_choice is not None:
+            from .evaluation import multiple_choice_accuracy
+
+            out["mc_accuracy"] = multiple_choice_accuracy(model, self.tokenizer, self.setting.multiple_choice)
         heldout = self.setting.heldout_prompts
         if heldout is None:
-            return {}
+            return out
         prompts = list(heldout["prompt"])
-        out = {}
         if self.setting.is_correct is not None:
             greedy = sample(model, self.tokenizer, prompts, self._sampling(do_sample=False), progress=False)
             out["heldout_accuracy"] = sum(self.setting.is_correct(p, r) for p, r in zip(prompts, greedy.texts)) / len(

@@ -44,6 +44,7 @@ class RealCheckpoints:
     prompt_column: str = "prompt"
     n_train_prompts: int = 2000
     n_eval_prompts: int = 200
+    multiple_choice: str | None = None  # optional: a save_to_disk folder (question, choices, answer) for retention
     max_new_tokens: int = 512
     device: str | None = None  # auto: cuda if present
 
@@ -56,13 +57,17 @@ class Profile:
     real: RealCheckpoints | None = None
 
 
-def get_profile(name: str) -> Profile:
+def get_profile(name: str, real_overrides: dict | None = None) -> Profile:
+    """A named profile; `real_overrides` set fields of `RealCheckpoints` (model ids or folders, dataset, sizes)."""
     if name == "smoke":
         return Profile("smoke", world=smoke_world_config(), pipeline=smoke_pipeline_config())
     if name == "default":
         return Profile("default", world=WorldConfig(), pipeline=PipelineConfig())
     if name == "real":
-        return Profile("real", pipeline=real_pipeline_config(), real=RealCheckpoints())
+        real = RealCheckpoints(**(real_overrides or {}))
+        pipeline = real_pipeline_config()
+        pipeline.sampling.max_new_tokens = real.max_new_tokens
+        return Profile("real", pipeline=pipeline, real=real)
     raise ValueError(f"unknown profile {name!r}; known: smoke, default, real")
 
 
@@ -98,6 +103,8 @@ def real_pipeline_config() -> PipelineConfig:
 
 def real_setting(real: RealCheckpoints) -> Setting:
     """A `Setting` on real checkpoints: prompts from a dataset (hub id or local folder), a reward model as judge."""
+    from datasets import load_from_disk
+
     from .data import load_prompts
     from .scorers import RewardModelScorer
 
@@ -110,13 +117,16 @@ def real_setting(real: RealCheckpoints) -> Setting:
         train_prompts=train,
         eval_prompts=evaluation,
         scorer=RewardModelScorer(real.reward_model, device=real.device),
+        multiple_choice=load_from_disk(real.multiple_choice) if real.multiple_choice else None,
         device=real.device,
     )
 
 
-def study_objects(profile: str = "default", runs_dir: str | Path = "runs", progress: bool = True):
-    """(world or None, setting, pipeline) for a profile; building the world on first use."""
-    prof = get_profile(profile)
+def study_objects(profile: str = "default", runs_dir: str | Path = "runs", progress: bool = True,
+                  real: dict | None = None):  # fmt: skip
+    """(world or None, setting, pipeline) for a profile; building the world on first use. `real`: overrides of
+    `RealCheckpoints` for the real profile (e.g. {"weak_model": "/models/qwen-0.5b"})."""
+    prof = get_profile(profile, real)
     runs_dir = Path(runs_dir)
     if prof.real is not None:
         return None, *_pipeline(real_setting(prof.real), prof.pipeline, runs_dir / "real", progress)

@@ -11,7 +11,8 @@ OUT = Path(__file__).resolve().parent.parent / "notebooks"
 
 PARAMS = """profile = "default"  # smoke | default | real
 runs_dir = "../runs"  # stage cache (shared by all notebooks)
-seed = 0  # the seed whose artifacts are shown in detail"""
+seed = 0  # the seed whose artifacts are shown in detail
+real = {}  # profile "real" only: RealCheckpoints fields, e.g. {"weak_model": "/models/Qwen2.5-0.5B-Instruct"}"""
 
 SETUP = """import warnings
 
@@ -24,7 +25,7 @@ from congkit import plots
 from congkit.study import study_objects
 
 pd.set_option("display.max_colwidth", 80)
-world, setting, pipe = study_objects(profile, runs_dir)
+world, setting, pipe = study_objects(profile, runs_dir, real=real)
 print(f"profile={profile}, setting={setting.name}, seeds={pipe.config.seeds}, noise levels={pipe.config.noise_levels}")"""
 
 
