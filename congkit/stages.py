@@ -38,7 +38,6 @@ from .trainers import AuxConfTrainer, WSPOTrainer
 from .training import TrainConfig, train_dpo, train_sft
 
 STRONG_METHODS = ("weaksft", "auxconf", "wspo", "cong_s", "cong")
-REFERENCE_POINTS = ("strong_base", "weak_base", "weak_aligned", "gold")
 
 
 @dataclass
@@ -66,10 +65,12 @@ class Setting:
                 raise ValueError(f"setting {self.name!r}: {split} lacks a 'prompt' column (has {ds.column_names})")
             if len(ds) == 0:
                 raise ValueError(f"setting {self.name!r}: {split} is empty")
-        if not self.key:
+        if not self.key:  # everything a cached stage's output depends on, the judge included
+            extra = [content_key(d) for d in (self.heldout_prompts, self.multiple_choice) if d is not None]
             self.key = fingerprint(
                 self.name, self.weak_base, self.strong_base, self.tokenizer or "",
-                content_key(self.train_prompts), content_key(self.eval_prompts),
+                getattr(self.scorer, "name", type(self.scorer).__name__),
+                content_key(self.train_prompts), content_key(self.eval_prompts), extra,
             )  # fmt: skip
 
     @classmethod
