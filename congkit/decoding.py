@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TemperatureLogitsWarper, TopPLogitsWarper
 
 from .rewards import _device, check_same_vocab
-from .tokens import encode_prompt, pad, pad_token_id
+from .tokens import encode_prompt, pad, pad_token_id, positions
 
 
 @dataclass
@@ -180,7 +180,7 @@ def _decode_batch(
     device = _device(expert)
     ids, mask = pad(prompt_ids, pad_id, side="left")
     ids, mask = ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    pos = positions(mask)
     steppers = [_Stepper(expert)] + ([_Stepper(amateur)] if amateur is not None else [])
     logps = [s.first(ids, mask, pos) for s in steppers]
 
