@@ -43,7 +43,9 @@ class WorldConfig:
         default_factory=lambda: TrainConfig(learning_rate=3e-3, num_train_epochs=4, per_device_train_batch_size=64)
     )
     strong_train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(learning_rate=2e-3, num_train_epochs=3, per_device_train_batch_size=64)
+        # lr 4e-3 (not 2e-3): in the same 3 epochs the strong model also learns the held-out family (greedy accuracy
+        # 0.70 vs the weak model's 0.46; 0.44 at 2e-3), within the 3-minute build budget (144 s measured).
+        default_factory=lambda: TrainConfig(learning_rate=4e-3, num_train_epochs=3, per_device_train_batch_size=64)
     )
     card_max_new_tokens: int = 48
 
