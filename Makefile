@@ -7,6 +7,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 TORCH ?= torch==2.13.0
 PROFILE ?= default
+REAL ?= {}
 VENV := .venv
 PY := $(VENV)/bin/python
 
@@ -28,7 +29,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 study: install
-	$(PY) -m congkit.study --profile $(PROFILE)
+	$(PY) -m congkit.study --profile $(PROFILE) --real '$(REAL)'
 
 bench: install
 	$(PY) benchmarks/decoding.py --json

@@ -11,6 +11,7 @@ recomputes nothing that is already there.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -138,7 +139,9 @@ def _pipeline(setting: Setting, config: PipelineConfig, root: Path, progress: bo
     return setting, Pipeline(setting, config, root=root, progress=progress)
 
 
-def run_notebooks(profile: str, runs_dir: Path, out_dir: Path, only: list[str] | None = None) -> dict[str, float]:
+def run_notebooks(
+    profile: str, runs_dir: Path, out_dir: Path, only: list[str] | None = None, real: dict | None = None
+) -> dict[str, float]:
     import papermill
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +153,7 @@ def run_notebooks(profile: str, runs_dir: Path, out_dir: Path, only: list[str] |
         papermill.execute_notebook(
             str(REPO / "notebooks" / name),
             str(out_dir / name),
-            parameters={"profile": profile, "runs_dir": str(runs_dir.resolve())},
+            parameters={"profile": profile, "runs_dir": str(runs_dir.resolve()), "real": real or {}},
             kernel_name="python3",
             progress_bar=False,
             stdout_file=sys.stdout,  # the kernel's prints, e.g. "[congkit] <stage> ...", show which stage runs
@@ -176,12 +179,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default=str(REPO / "runs"), help="cache folder for every stage")
     parser.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 05")
     parser.add_argument("--no-book", action="store_true", help="execute the notebooks, skip the book build")
+    parser.add_argument("--real", default="{}", help='profile real: JSON of RealCheckpoints fields, e.g. '
+                        '\'{"weak_model": "/models/Qwen2.5-0.5B-Instruct"}\'')  # fmt: skip
     args = parser.parse_args(argv)
     start = time.perf_counter()
     out_dir = REPO / "book" / "notebooks"
     if not args.only and out_dir.exists():
         shutil.rmtree(out_dir)
-    run_notebooks(args.profile, Path(args.runs), out_dir, args.only)
+    run_notebooks(args.profile, Path(args.runs), out_dir, args.only, real=json.loads(args.real))
     if not args.no_book:
         html = build_book()
         print(f"[study] book: {html / 'index.html'}")
