@@ -8,7 +8,7 @@ Everything the paper needs exists here for real, at a size a 2-core CPU trains i
 
       r* = 0.5 * correct + 0.2 * format + 0.1 * no_filler + 0.1 * no_repetition + 0.1 * concise
 
-  `correct`: the first answer in the response equals the truth. `format`: the response starts with "Answer: ".
+  `correct`: the first answer in the response equals the truth. `format`: the answer is stated as "Answer: X".
   `no_filler`: no chatter before the answer. `no_repetition`: the answer statement appears once. `concise`:
   `max(0, 1 - extra_chars / 40)` for characters beyond the canonical "Answer: <truth>". A response that is empty,
   longer than 200 characters, not ASCII, or holds no answer at all scores 0. So capability (correct) and preference
