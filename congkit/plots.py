@@ -121,7 +121,7 @@ def noise_curves(table: pd.DataFrame, metric: str = "reward") -> plt.Figure:
     ax.axhline(sb, color="grey", lw=1, ls=":", label="strong base")
     ax.set(title=f"Robustness to label noise (claim 5): {metric}",
            xlabel="fraction of weak preference pairs flipped (epsilon)", ylabel=metric)  # fmt: skip
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, ncol=2, loc="lower left")
     fig.tight_layout()
     return fig
 
