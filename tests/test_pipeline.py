@@ -141,13 +141,14 @@ def test_stage_input_errors_name_stage_and_column(smoke_run):
         Setting("x", "w", "s", Dataset.from_dict({"prompt": ["a"]}), Dataset.from_dict({"prompt": []}), scorer=None)
 
 
-def test_real_checkpoint_path_offline(tmp_path):
-    """The whole pipeline on tiny random Llama checkpoints and a tiny random reward model saved locally."""
+def save_tiny_checkpoints(root):
+    """Hub-style local folders: weak and strong causal LMs (random, different sizes) and a sequence-classification
+    reward model, each with the chat-template tokenizer saved beside it."""
     tok = char_tokenizer()
     for name, hidden, layers in (("weak", 16, 1), ("strong", 32, 2)):
         model = tiny_llama(len(tok), hidden_size=hidden, num_layers=layers, num_heads=2, seed=hidden)
-        model.save_pretrained(tmp_path / name)
-        tok.save_pretrained(tmp_path / name)
+        model.save_pretrained(root / name)
+        tok.save_pretrained(root / name)
     rm_config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=16,
@@ -159,8 +160,14 @@ def test_real_checkpoint_path_offline(tmp_path):
         pad_token_id=tok.pad_token_id,
     )
     torch.manual_seed(0)
-    LlamaForSequenceClassification(rm_config).save_pretrained(tmp_path / "rm")
-    tok.save_pretrained(tmp_path / "rm")
+    LlamaForSequenceClassification(rm_config).save_pretrained(root / "rm")
+    tok.save_pretrained(root / "rm")
+    return tok
+
+
+def test_real_checkpoint_path_offline(tmp_path):
+    """The whole pipeline on tiny random Llama checkpoints and a tiny random reward model saved locally."""
+    save_tiny_checkpoints(tmp_path)
     scorer = RewardModelScorer(tmp_path / "rm", device="cpu")
     scores = scorer(["Add 1 and 2.", "Sort: b a"], ["Answer: 3", "a b"])
     assert len(scores) == 2 and all(np.isfinite(scores)) and scores[0] != scores[1]
@@ -209,24 +216,7 @@ def test_real_profile_loads_local_checkpoints_prompts_and_choices(tmp_path):
     from congkit.evaluation import multiple_choice_accuracy
     from congkit.study import study_objects
 
-    tok = char_tokenizer()
-    for name, hidden in (("weak", 16), ("strong", 32)):
-        tiny_llama(len(tok), hidden_size=hidden, num_layers=1, num_heads=2, seed=hidden).save_pretrained(
-            tmp_path / name
-        )
-        tok.save_pretrained(tmp_path / name)
-    rm_config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        num_labels=1,
-        pad_token_id=tok.pad_token_id,
-    )
-    LlamaForSequenceClassification(rm_config).save_pretrained(tmp_path / "rm")
-    tok.save_pretrained(tmp_path / "rm")
+    save_tiny_checkpoints(tmp_path)
 
     def split(n):
         return Dataset.from_dict(
