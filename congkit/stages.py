@@ -28,7 +28,7 @@ import torch
 from datasets import Dataset, load_from_disk
 from transformers import set_seed
 
-from .cache import build_once, fingerprint, write_json_atomic
+from .cache import build_once, fingerprint, is_complete, write_json_atomic
 from .decoding import DecodingConfig, contrastive_generate, sample
 from .models import load_causal_lm, load_tokenizer
 from .rewards import check_same_vocab, completion_logprobs, implicit_reward_from_ids
@@ -203,12 +203,18 @@ class Pipeline:
 
     def _stage(self, stage: str, key: dict, build: Callable[[Path], None]) -> Path:
         path = self.root / stage / fingerprint(self.setting.key, stage, key)
-        if not (path / "_COMPLETE").exists():
+        if not is_complete(path):
             self._log(f"{stage} {json.dumps({k: v for k, v in key.items() if k in ('seed', 'eps', 'method')})}")
             start = time.perf_counter()
             build_once(path, build, meta={"stage": stage, **key})
             self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
         return path
+
+    def _dataset_stage(self, stage: str, key: dict, make: Callable[[], Dataset], name: str) -> Dataset:
+        """A stage whose artifact is one dataset, saved as `<artifact>/<name>`: `make()` builds it (once), later
+        calls load it from the cache."""
+        path = self._stage(stage, key, lambda tmp: make().save_to_disk(str(tmp / name)))
+        return load_from_disk(str(path / name))
 
     def load(self, path: str | Path):
         return load_causal_lm(path, device=self.setting.device, dtype=self.setting.dtype)
@@ -230,7 +236,7 @@ class Pipeline:
         cfg = self.config
         key = {"model": model_path, "seed": seed, "n": cfg.n_preference_samples, "sampling": asdict(cfg.sampling)}
 
-        def build(tmp: Path) -> None:
+        def make() -> Dataset:
             model, prompts, n = self.load(model_path), self._prompts("train"), cfg.n_preference_samples
             samples = [[] for _ in prompts]
             for k in range(n):
@@ -241,14 +247,19 @@ class Pipeline:
                     samples[i].append(text)
             flat = self._score([p for p in prompts for _ in range(n)], [t for texts in samples for t in texts])
             scores = [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
-            Dataset.from_dict({"prompt": prompts, "samples": samples, "scores": scores}).save_to_disk(str(tmp / "pool"))
+            return Dataset.from_dict({"prompt": prompts, "samples": samples, "scores": scores})
 
-        return load_from_disk(str(self._stage(stage, key, build) / "pool"))
+        return self._dataset_stage(stage, key, make, "pool")
 
     def weak_preferences(self, seed: int, eps: float) -> Dataset:
         """Stage 1: weak preference data (columns prompt, chosen, rejected, *_score, flipped)."""
         pool = self._pool(self.setting.weak_base, seed, "weak_pool")
         return preference_pairs(pool["prompt"], pool["samples"], pool["scores"], eps, seed)
+
+    def gold_pairs(self, seed: int) -> Dataset:
+        """The gold ceiling's data: the strong base's own samples ranked by the true explicit reward."""
+        pool = self._pool(self.setting.strong_base, seed, "strong_pool")
+        return preference_pairs(pool["prompt"], pool["samples"], pool["scores"], 0.0, seed)
 
     def _dpo_stage(self, stage: str, policy: str, pairs: Dataset, cfg: TrainConfig, key: dict, seed: int) -> Path:
         require_columns(pairs, ("prompt", "chosen", "rejected"), stage)
@@ -276,17 +287,17 @@ class Pipeline:
         key = {"pi_r": pi_r_path, "alpha": cfg.cd_alpha, "lam": cfg.cd_lam, "sampling": asdict(cfg.sampling),
                "seed": seed, "eps": eps}  # fmt: skip
 
-        def build(tmp: Path) -> None:
+        def make() -> Dataset:
             pi_r, pi_ref, prompts = self.load(pi_r_path), self.load(self.setting.weak_base), self._prompts("train")
             check_same_vocab(pi_r, pi_ref, ("post-alignment weak", "pre-alignment weak"))
             run = self._sampling(seed=seed, alpha=cfg.cd_alpha, lam=cfg.cd_lam)
             cd = contrastive_generate(pi_r, pi_ref, self.tokenizer, prompts, run, progress=self.progress)
             plain = sample(pi_r, self.tokenizer, prompts, self._sampling(seed=seed), progress=self.progress)
-            Dataset.from_dict(
+            return Dataset.from_dict(
                 {"prompt": prompts, "cd": cd.texts, "cd_implicit": cd.implicit_reward(), "plain": plain.texts}
-            ).save_to_disk(str(tmp / "samples"))
+            )
 
-        return load_from_disk(str(self._stage("weak_samples", key, build) / "samples"))
+        return self._dataset_stage("weak_samples", key, make, "samples")
 
     # --- stage 4: the strong side ---------------------------------------------------------------------------------
 
@@ -311,8 +322,7 @@ class Pipeline:
         """Stage 4: the strong model trained by `method` (a STRONG_METHODS name or 'gold'); returns its folder."""
         cfg = self.config
         if method == "gold":
-            pool = self._pool(self.setting.strong_base, seed, "strong_pool")
-            pairs = preference_pairs(pool["prompt"], pool["samples"], pool["scores"], 0.0, seed)
+            pairs = self.gold_pairs(seed)
             return str(self._dpo_stage("gold", self.setting.strong_base, pairs, cfg.gold_dpo, {}, seed))
         if method not in STRONG_METHODS:
             raise ValueError(f"unknown method {method!r}; known: {STRONG_METHODS + ('gold',)}")
@@ -346,7 +356,7 @@ class Pipeline:
         samples, cong_s = self.weak_samples(seed, eps), self.strong("cong_s", seed, eps)
         key = {"model": cong_s, "sampling": asdict(self.config.sampling), "seed": seed}
 
-        def build(tmp: Path) -> None:
+        def make() -> Dataset:
             gen = sample(self.load(cong_s), self.tokenizer, list(samples["prompt"]),
                          self._sampling(seed=seed + 7), progress=self.progress)  # fmt: skip
             pairs = {"prompt": [], "chosen": [], "rejected": []}
@@ -355,9 +365,9 @@ class Pipeline:
                     pairs["prompt"].append(prompt)
                     pairs["chosen"].append(chosen)
                     pairs["rejected"].append(rejected)
-            Dataset.from_dict(pairs).save_to_disk(str(tmp / "pairs"))
+            return Dataset.from_dict(pairs)
 
-        return load_from_disk(str(self._stage("cong_pairs", key, build) / "pairs"))
+        return self._dataset_stage("cong_pairs", key, make, "pairs")
 
     # --- stage 5: evaluation --------------------------------------------------------------------------------------
 
@@ -412,21 +422,21 @@ class Pipeline:
         pi_r_path = self.weak_aligned(seed, eps)
         key = {"pi_r": pi_r_path, "sampling": asdict(self.config.sampling), "seed": seed, "eps": eps}
 
-        def build(tmp: Path) -> None:
+        def make() -> Dataset:
             pi_r, pi_ref, prompts = self.load(pi_r_path), self.load(self.setting.weak_base), self._prompts("eval")
+            prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
             rows = {"prompt": [], "response": [], "source": [], "implicit": [], "explicit": []}
             for source, model in (("pi_ref", pi_ref), ("pi_r", pi_r)):
                 gen = sample(model, self.tokenizer, prompts, self._sampling(seed=seed + 31), progress=False)
-                prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
                 implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids).mean
                 rows["prompt"] += prompts
                 rows["response"] += gen.texts
                 rows["source"] += [source] * len(prompts)
                 rows["implicit"] += implicit
                 rows["explicit"] += self._score(prompts, gen.texts)
-            Dataset.from_dict(rows).save_to_disk(str(tmp / "pool"))
+            return Dataset.from_dict(rows)
 
-        return load_from_disk(str(self._stage("implicit_vs_explicit", key, build) / "pool"))
+        return self._dataset_stage("implicit_vs_explicit", key, make, "pool")
 
     def alpha_sweep(self, seed: int, eps: float = 0.0) -> Dataset:
         """Claim 2: CD samples on eval prompts at each alpha, and naive samples of pi_r, with both rewards."""
@@ -435,7 +445,7 @@ class Pipeline:
         key = {"pi_r": pi_r_path, "alphas": cfg.alpha_sweep, "lam": cfg.cd_lam, "sampling": asdict(cfg.sampling),
                "seed": seed, "eps": eps}  # fmt: skip
 
-        def build(tmp: Path) -> None:
+        def make() -> Dataset:
             pi_r, pi_ref, prompts = self.load(pi_r_path), self.load(self.setting.weak_base), self._prompts("eval")
             prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
             rows = {"alpha": [], "prompt": [], "response": [], "implicit": [], "explicit": [], "length": []}
@@ -454,9 +464,9 @@ class Pipeline:
                 rows["implicit"] += implicit
                 rows["explicit"] += self._score(prompts, gen.texts)
                 rows["length"] += [len(t) for t in gen.texts]
-            Dataset.from_dict(rows).save_to_disk(str(tmp / "sweep"))
+            return Dataset.from_dict(rows)
 
-        return load_from_disk(str(self._stage("alpha_sweep", key, build) / "sweep"))
+        return self._dataset_stage("alpha_sweep", key, make, "sweep")
 
     def claims(self) -> pd.DataFrame:
         """Claim 1 and claim 2 rows (tidy) for every seed, at epsilon = 0."""
@@ -472,8 +482,7 @@ class Pipeline:
         samples = self.weak_samples(seed, eps).select(range(n))
         cong_pairs = self.cong_pairs(seed, eps)
         own = dict(zip(cong_pairs["prompt"], cong_pairs["rejected"]))
-        pool = self._pool(self.setting.strong_base, seed, "strong_pool")
-        gold = preference_pairs(pool["prompt"], pool["samples"], pool["scores"], 0.0, seed)
+        gold = self.gold_pairs(seed)
         gold_pairs = {p: (c, r) for p, c, r in zip(gold["prompt"], gold["chosen"], gold["rejected"])}
         rows = []
         for row in samples:
@@ -500,7 +509,7 @@ class Pipeline:
 
     def run(self) -> pd.DataFrame:
         """All stages for all seeds and noise levels; the tidy results table (also saved as results.csv)."""
-        from .evaluation import claim_rows, evaluation_rows, pgr_rows
+        from .evaluation import evaluation_rows, pgr_rows
 
         start = time.perf_counter()
         rows = []
@@ -510,7 +519,7 @@ class Pipeline:
                 reference = self.evaluate(paths["strong_base"], seed)
                 for method, path in paths.items():
                     rows += evaluation_rows(method, seed, eps, self.evaluate(path, seed), reference)
-            rows += claim_rows(seed, self.implicit_vs_explicit(seed), self.alpha_sweep(seed))
+        rows += self.claims().to_dict("records")
         table = pd.DataFrame(rows, columns=["method", "seed", "setting", "metric", "value"])
         table = pd.concat([table, pd.DataFrame(pgr_rows(table))], ignore_index=True)
         self.root.mkdir(parents=True, exist_ok=True)
