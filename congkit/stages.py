@@ -191,7 +191,8 @@ class Pipeline:
                  progress: bool = True):  # fmt: skip
         self.setting, self.config = setting, config or PipelineConfig()
         self.config.validate()
-        self.root, self.progress = Path(root), progress
+        # absolute, so that cache keys (which hold artifact paths) do not depend on how the folder was spelled
+        self.root, self.progress = Path(root).resolve(), progress
         self.tokenizer = load_tokenizer(setting.tokenizer or setting.weak_base)
         self.timings: dict[str, float] = {}
 

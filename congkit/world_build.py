@@ -114,7 +114,7 @@ def _pretrain(size: ModelSize, tokenizer, corpus: Dataset, cfg: TrainConfig, see
 def build_world(config: WorldConfig | None = None, root: str | Path = "runs", progress: bool = True) -> World:
     """Build (or reuse) the world for `config` under `root/world-<fingerprint>`."""
     config = config or WorldConfig()
-    path = Path(root) / f"world-{fingerprint(config)}"
+    path = Path(root).resolve() / f"world-{fingerprint(config)}"  # absolute: its path enters later cache keys
 
     def build(tmp: Path) -> None:
         start = time.perf_counter()

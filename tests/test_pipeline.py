@@ -260,3 +260,13 @@ def test_multiple_choice_accuracy_picks_the_likeliest_choice(expert, tokenizer):
     best = int(np.argmax(means))
     ds = Dataset.from_dict({"question": [q, q], "choices": [choices, choices], "answer": [best, (best + 1) % 3]})
     assert multiple_choice_accuracy(expert, tokenizer, ds) == 0.5
+
+
+def test_cache_does_not_depend_on_how_the_root_is_spelled(smoke_run, monkeypatch):
+    """A relative and an absolute spelling of the same runs folder reuse the same artifacts."""
+    pipe, _ = smoke_run
+    monkeypatch.chdir(pipe.root.parent)
+    again = Pipeline(pipe.setting, smoke_pipeline_config(), root=pipe.root.name, progress=False)
+    assert again.root == pipe.root
+    again.weak_aligned(0, 0.0)
+    assert again.timings == {}  # nothing rebuilt
