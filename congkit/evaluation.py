@@ -225,19 +225,17 @@ def multiple_choice_accuracy(model, tokenizer, questions: Dataset, batch_size: i
     Each choice is scored by its mean per-token log-probability as the response to the question (length-normalised,
     as lm-eval-harness's acc_norm does per character); the highest-scoring choice is the model's answer.
     """
-    from .rewards import completion_logprobs
-    from .tokens import encode_pair
+    from .rewards import mean_response_logprobs
 
     missing = [c for c in ("question", "choices", "answer") if c not in questions.column_names]
     if missing:
         raise ValueError(f"multiple-choice set lacks column(s) {missing}; it has {questions.column_names}")
     if len(questions) == 0:
         raise ValueError("multiple-choice set is empty")
-    flat = [(i, encode_pair(tokenizer, q, c)) for i, (q, cs) in enumerate(zip(questions["question"], questions["choices"]))
-            for c in cs]  # fmt: skip
-    logps = completion_logprobs(model, [p for _, (p, _) in flat], [c for _, (_, c) in flat], batch_size)
+    flat = [(i, q, c) for i, (q, cs) in enumerate(zip(questions["question"], questions["choices"])) for c in cs]
+    means = mean_response_logprobs(model, tokenizer, [q for _, q, _ in flat], [c for _, _, c in flat], batch_size)
     scores: dict[int, list[float]] = {}
-    for (i, _), lp in zip(flat, logps):
-        scores.setdefault(i, []).append(float(lp.mean()))
+    for (i, _, _), mean in zip(flat, means):
+        scores.setdefault(i, []).append(mean)
     right = sum(int(np.argmax(scores[i])) == int(a) for i, a in enumerate(questions["answer"]))
     return right / len(questions)

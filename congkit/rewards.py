@@ -76,6 +76,20 @@ def completion_logprobs(
     return out
 
 
+def mean_response_logprobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    batch_size: int = 16,
+) -> list[float]:
+    """Mean per-token log pi(y | x) of each text response, tokenised as TRL tokenises it (length-normalised
+    likelihood: capability probes and multiple-choice scoring)."""
+    pairs = [encode_pair(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    logps = completion_logprobs(model, [p for p, _ in pairs], [c for _, c in pairs], batch_size)
+    return [float(lp.mean()) for lp in logps]
+
+
 def implicit_reward_from_ids(
     policy: PreTrainedModel,
     reference: PreTrainedModel,

@@ -31,9 +31,9 @@ from transformers import set_seed
 from .cache import build_once, fingerprint, is_complete, write_json_atomic
 from .decoding import DecodingConfig, contrastive_generate, sample
 from .models import load_causal_lm, load_tokenizer
-from .rewards import check_same_vocab, completion_logprobs, implicit_reward_from_ids
+from .rewards import check_same_vocab, implicit_reward_from_ids, mean_response_logprobs
 from .scorers import Scorer
-from .tokens import encode_pair, encode_prompt
+from .tokens import encode_prompt
 from .trainers import AuxConfTrainer, WSPOTrainer
 from .training import TrainConfig, train_dpo, train_sft
 
@@ -411,9 +411,8 @@ class Pipeline:
                 prompts
             )
         if "reference" in heldout.column_names:
-            pairs = [encode_pair(self.tokenizer, p, r) for p, r in zip(prompts, heldout["reference"])]
-            logps = completion_logprobs(model, [p for p, _ in pairs], [c for _, c in pairs])
-            out["heldout_answer_logprob"] = sum(float(lp.mean()) for lp in logps) / len(logps)
+            logps = mean_response_logprobs(model, self.tokenizer, prompts, heldout["reference"])
+            out["heldout_answer_logprob"] = sum(logps) / len(logps)
         return out
 
     # --- claims 1 and 2 -------------------------------------------------------------------------------------------

@@ -21,10 +21,17 @@ from transformers import set_seed
 from .cache import build_once, fingerprint
 from .decoding import sample
 from .models import char_tokenizer, load_causal_lm, load_tokenizer, n_parameters, tiny_llama
-from .rewards import completion_logprobs
-from .tokens import encode_pair
+from .rewards import mean_response_logprobs
 from .training import TrainConfig, train_sft
-from .world import ExplicitReward, WorldData, build_corpus, build_prompt_sets, task_index
+from .world import (
+    ExplicitReward,
+    WorldData,
+    build_corpus,
+    build_prompt_sets,
+    canonical_response,
+    dataset_tasks,
+    task_index,
+)
 
 
 @dataclass
@@ -193,10 +200,10 @@ def world_card(models: dict, tokenizer, prompt_sets: dict[str, Dataset], corpus:
             greedy = reward.judge(prompts, sample(model, tokenizer, prompts, do_sample=False, **common).texts)
             sampled_texts = sample(model, tokenizer, prompts, temperature=1.0, top_p=1.0, seed=0, **common).texts
             sampled = reward.judge(prompts, sampled_texts)
-            pairs = [encode_pair(tokenizer, p, f"Answer: {a}") for p, a in zip(prompts, prompt_sets[split]["answer"])]
-            logps = completion_logprobs(model, [p for p, _ in pairs], [c for _, c in pairs])
+            answers = [canonical_response(t) for t in dataset_tasks(prompt_sets[split])]
+            logps = mean_response_logprobs(model, tokenizer, prompts, answers)
             entry[split] = {
-                "answer_logprob": sum(float(lp.mean()) for lp in logps) / len(logps),
+                "answer_logprob": sum(logps) / len(logps),
                 "greedy_accuracy": sum(j.correct for j in greedy) / len(greedy),
                 "sampled_reward": sum(j.score for j in sampled) / len(sampled),
                 "sampled_rates": attribute_rates(sampled),
