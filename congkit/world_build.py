@@ -176,9 +176,7 @@ def corpus_rates(corpus: Dataset, reward: ExplicitReward) -> dict[str, float]:
 def world_card(models: dict, tokenizer, prompt_sets: dict[str, Dataset], corpus: Dataset, config: WorldConfig) -> dict:
     """Measured facts about the world (module docstring of `congkit.world`): capability gap, noise, reward."""
     reward = ExplicitReward(task_index(*prompt_sets.values(), corpus.select_columns(["prompt", "answer", "family"])))
-    noisy = [
-        any(row[f"noise_{k}"] for k in ("wrong", "filler", "format_slip", "repetition", "verbose")) for row in corpus
-    ]
+    noisy = [any(row[f"noise_{k}"] for k in asdict(config.data.noise)) for row in corpus]
     scores = reward(corpus["prompt"], corpus["completion"])
     clean = [s for s, n in zip(scores, noisy) if not n]
     dirty = [s for s, n in zip(scores, noisy) if n]
