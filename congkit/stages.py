@@ -220,6 +220,12 @@ class Pipeline:
     def load(self, path: str | Path):
         return load_causal_lm(path, device=self.setting.device, dtype=self.setting.dtype)
 
+    def _weak_pair(self, pi_r_path: str):
+        """(pi_r, pi_ref) loaded, checked to share one vocabulary."""
+        pi_r, pi_ref = self.load(pi_r_path), self.load(self.setting.weak_base)
+        check_same_vocab(pi_r, pi_ref, ("post-alignment weak", "pre-alignment weak"))
+        return pi_r, pi_ref
+
     def _prompts(self, split: str) -> list[str]:
         ds = self.setting.train_prompts if split == "train" else self.setting.eval_prompts
         return list(ds["prompt"])
@@ -289,8 +295,7 @@ class Pipeline:
                "seed": seed, "eps": eps}  # fmt: skip
 
         def make() -> Dataset:
-            pi_r, pi_ref, prompts = self.load(pi_r_path), self.load(self.setting.weak_base), self._prompts("train")
-            check_same_vocab(pi_r, pi_ref, ("post-alignment weak", "pre-alignment weak"))
+            (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("train")
             run = self._sampling(seed=seed, alpha=cfg.cd_alpha, lam=cfg.cd_lam)
             cd = contrastive_generate(pi_r, pi_ref, self.tokenizer, prompts, run, progress=self.progress)
             plain = sample(pi_r, self.tokenizer, prompts, self._sampling(seed=seed), progress=self.progress)
@@ -423,7 +428,7 @@ class Pipeline:
         key = {"pi_r": pi_r_path, "sampling": asdict(self.config.sampling), "seed": seed, "eps": eps}
 
         def make() -> Dataset:
-            pi_r, pi_ref, prompts = self.load(pi_r_path), self.load(self.setting.weak_base), self._prompts("eval")
+            (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("eval")
             prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
             rows = {"prompt": [], "response": [], "source": [], "implicit": [], "explicit": []}
             for source, model in (("pi_ref", pi_ref), ("pi_r", pi_r)):
@@ -446,7 +451,7 @@ class Pipeline:
                "seed": seed, "eps": eps}  # fmt: skip
 
         def make() -> Dataset:
-            pi_r, pi_ref, prompts = self.load(pi_r_path), self.load(self.setting.weak_base), self._prompts("eval")
+            (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("eval")
             prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
             rows = {"alpha": [], "prompt": [], "response": [], "implicit": [], "explicit": [], "length": []}
             runs = [(a, True) for a in cfg.alpha_sweep] + [(float("nan"), False)]
