@@ -13,9 +13,11 @@ across processes (`congkit.distributed`) and the main process writes (prompt, co
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 
+from .data import load_saved_dataset, save_dataset_atomic
 from .decoding import DecodingConfig
 from .distributed import process_state, sharded_generate
 from .models import load_causal_lm, load_tokenizer
@@ -25,8 +27,52 @@ from .training import TrainConfig, train_dpo, train_sft
 METHODS = ("sft", "auxconf", "wspo", "dpo")
 
 
+INPUT_ARGS = ("data", "prompts", "model", "ref_model", "weak_model", "weak_ref_model", "expert", "amateur", "tokenizer")
+
+
+def check_output(args: argparse.Namespace) -> None:
+    """Refuse an --output that is, contains or lies inside one of the inputs: writing it would destroy that input."""
+    out = Path(args.output).resolve()
+    for name in INPUT_ARGS:
+        value = getattr(args, name, None)
+        if not value or not Path(value).exists():
+            continue
+        source = Path(value).resolve()
+        if out == source or source in out.parents or out in source.parents:
+            raise SystemExit(f"error: --output {args.output!r} overlaps the input --{name.replace('_', '-')} "
+                             f"{value!r}; writing it would destroy the input. Choose another --output.")  # fmt: skip
+
+
+def read_dataset(path: str, flag: str, columns: tuple[str, ...]) -> Dataset:
+    """A saved dataset given on the command line, with the columns the command needs and at least one row."""
+    try:
+        data = load_saved_dataset(path)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {flag}: {error}") from error
+    missing = [c for c in columns if c not in data.column_names]
+    if missing:
+        raise SystemExit(f"error: {flag} {path!r} lacks column(s) {missing}; it has {data.column_names}")
+    if len(data) == 0:
+        raise SystemExit(f"error: {flag} {path!r} is empty: nothing to do")
+    return data
+
+
+def _at_least(minimum: int):
+    """argparse type: an int >= minimum (argparse turns the ValueError into 'invalid value' naming the flag)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
 def _train(args: argparse.Namespace) -> None:
-    data = load_from_disk(args.data)
+    columns = ("prompt", "chosen", "rejected") if args.method == "dpo" else ("prompt", "completion")
+    data = read_dataset(args.data, "--data", columns)
     tok = load_tokenizer(args.tokenizer or args.model)
     device = process_state().device.type if args.device is None else args.device
     cfg = TrainConfig(learning_rate=args.lr, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
@@ -52,21 +98,25 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
+    config = DecodingConfig(alpha=args.alpha, lam=args.lam if args.amateur else None,
+                            temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                            max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size)  # fmt: skip
+    try:
+        config.validate(contrastive=bool(args.amateur))
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from error
+    prompts = list(read_dataset(args.prompts, "--prompts", ("prompt",))["prompt"])
     state = process_state()
     tok = load_tokenizer(args.tokenizer or args.expert)
     device = state.device.type if args.device is None else args.device
     expert = load_causal_lm(args.expert, device=device)
     amateur = load_causal_lm(args.amateur, device=device) if args.amateur else None
-    prompts = list(load_from_disk(args.prompts)["prompt"])
-    config = DecodingConfig(alpha=args.alpha, lam=args.lam if amateur is not None else None,
-                            temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                            max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size)  # fmt: skip
     out = sharded_generate(expert, amateur, tok, prompts, config, progress=state.is_main_process)
     if state.is_main_process:
         columns = {"prompt": prompts, "completion": out.texts}
         if out.token_rewards is not None:
             columns["implicit"] = out.implicit_reward()
-        Dataset.from_dict(columns).save_to_disk(args.output)
+        save_dataset_atomic(Dataset.from_dict(columns), args.output)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,10 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--lr", type=float, default=1e-5)
     train.add_argument("--epochs", type=float, default=1.0)
     train.add_argument("--max-steps", type=int, default=-1)
-    train.add_argument("--batch-size", type=int, default=4)
-    train.add_argument("--grad-accum", type=int, default=1)
+    train.add_argument("--batch-size", type=_at_least(1), default=4)
+    train.add_argument("--grad-accum", type=_at_least(1), default=1)
     train.add_argument("--beta", type=float, default=0.1)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_at_least(0), default=0)
     train.add_argument("--device")
     gen = sub.add_parser("generate", help="CD (or plain sampling without --amateur), sharded across processes")
     gen.add_argument("--expert", required=True)
@@ -101,11 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     gen.add_argument("--temperature", type=float, default=0.8)
     gen.add_argument("--top-p", type=float, default=0.95)
     gen.add_argument("--repetition-penalty", type=float, default=1.2)
-    gen.add_argument("--max-new-tokens", type=int, default=512)
-    gen.add_argument("--batch-size", type=int, default=32)
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--max-new-tokens", type=_at_least(1), default=512)
+    gen.add_argument("--batch-size", type=_at_least(1), default=32)
+    gen.add_argument("--seed", type=_at_least(0), default=0)
     gen.add_argument("--device")
     args = parser.parse_args(argv)
+    check_output(args)
     (_train if args.command == "train" else _generate)(args)
 
 

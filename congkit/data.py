@@ -3,9 +3,41 @@
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+
+def load_saved_dataset(path: str | os.PathLike) -> Dataset:
+    """`load_from_disk` of a saved dataset; a missing or unreadable folder raises an error that names it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no saved dataset here (folder not found)")
+    try:
+        return load_from_disk(str(path))
+    except Exception as error:  # datasets raises FileNotFoundError, JSONDecodeError, ArrowInvalid, ...
+        raise ValueError(f"{path}: cannot read the saved dataset ({type(error).__name__}: {error})") from error
+
+
+def save_dataset_atomic(ds: Dataset, path: str | os.PathLike) -> Path:
+    """`save_to_disk` into a temporary sibling, then swap it in: a crash never leaves a half-written dataset."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        ds.save_to_disk(str(tmp))
+        if path.exists():
+            old = path.parent / f"{path.name}.tmp-old-{uuid.uuid4().hex[:8]}"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def load_prompts(source: str | os.PathLike, split: str, column: str = "prompt", limit: int | None = None) -> Dataset:

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TemperatureLogitsWarper, TopPLogitsWarper
 
+from .inputs import as_prompts, check_int, check_number, check_same_device, check_token_ids
 from .rewards import _device, check_same_vocab
 from .tokens import encode_prompt, pad, pad_token_id, positions
 
@@ -46,24 +47,28 @@ class DecodingConfig:
     seed: int = 0
     batch_size: int = 32
     ignore_eos: bool = False  # always generate max_new_tokens (benchmarks)
+    # The authors' release renormalises the amateur a second time (off-head entries set to -1e-3, log_softmax again),
+    # which shifts every head score by (1 - alpha) log Z'. That changes nothing without a repetition penalty; with one,
+    # the penalty acts on the shifted scores. Off by default: the paper's formula is the definition, and the shift
+    # depends on the vocabulary size, not on the models. Turn it on to reproduce the release token for token.
+    release_compatible: bool = False
 
     def validate(self, contrastive: bool) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
+        """Raise a one-line error naming the first field out of its range or of the wrong type."""
+        check_number("alpha", self.alpha, 0.0, 1.0)
         if contrastive and self.lam is None:
             raise ValueError("contrastive decoding needs a plausibility head: lam must lie in (0, 1], got None")
-        if self.lam is not None and not 0.0 < self.lam <= 1.0:
-            raise ValueError(f"lam (plausibility threshold lambda) must lie in (0, 1], got {self.lam}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.lam is not None:
+            check_number("lam (plausibility threshold lambda)", self.lam, 0.0, 1.0, low_open=True)
+        check_number("temperature", self.temperature, 0.0, low_open=True)
+        check_number("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        check_number("repetition_penalty", self.repetition_penalty, 0.0, low_open=True)
+        check_int("max_new_tokens", self.max_new_tokens, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("seed", self.seed, 0)
+        for name in ("do_sample", "ignore_eos", "release_compatible"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -94,13 +99,36 @@ def plausibility_head(expert_logp: torch.Tensor, lam: float) -> torch.Tensor:
     return expert_logp >= expert_logp.max(dim=-1, keepdim=True).values + np.log(lam)
 
 
+def release_amateur_logp(amateur_logp: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """The authors' release step for the amateur: off-head entries set to -1e-3, then log_softmax a second time.
+
+    On the head this subtracts log Z', Z' = sum_head pi_ref + (|V| - |head|) e^-0.001, from every entry.
+    """
+    return torch.log_softmax(amateur_logp.masked_fill(~head, -1e-3), dim=-1)
+
+
 def contrastive_scores(
-    expert_logp: torch.Tensor, amateur_logp: torch.Tensor | None, alpha: float, lam: float | None
+    expert_logp: torch.Tensor,
+    amateur_logp: torch.Tensor | None,
+    alpha: float,
+    lam: float | None,
+    release_compatible: bool = False,
 ) -> torch.Tensor:
-    """F = log pi_r - (1 - alpha) * log pi_ref on the head, -inf elsewhere. No amateur: F = log pi_r (plain)."""
-    scores = expert_logp if amateur_logp is None else expert_logp - (1.0 - alpha) * amateur_logp
-    if lam is not None:
-        scores = scores.masked_fill(~plausibility_head(expert_logp, lam), float("-inf"))
+    """F = log pi_r - (1 - alpha) * log pi_ref on the head, -inf elsewhere. No amateur: F = log pi_r (plain).
+
+    `release_compatible`: use `release_amateur_logp` for log pi_ref (shifts F by (1 - alpha) log Z' on the head).
+    """
+    head = plausibility_head(expert_logp, lam) if lam is not None else None
+    if amateur_logp is None:
+        scores = expert_logp
+    else:
+        if release_compatible:
+            if head is None:
+                raise ValueError("release_compatible contrastive scores need a plausibility head (lam)")
+            amateur_logp = release_amateur_logp(amateur_logp, head)
+        scores = expert_logp - (1.0 - alpha) * amateur_logp
+    if head is not None:
+        scores = scores.masked_fill(~head, float("-inf"))
     return scores
 
 
@@ -194,7 +222,7 @@ def _decode_batch(
     pos = pos[:, -1:]
     for t in range(config.max_new_tokens):
         expert_logp, amateur_logp = logps[0], (logps[1] if amateur is not None else None)
-        scores = contrastive_scores(expert_logp, amateur_logp, config.alpha, config.lam)
+        scores = contrastive_scores(expert_logp, amateur_logp, config.alpha, config.lam, config.release_compatible)
         scores = apply_repetition_penalty(scores, seen, config.repetition_penalty)
         tok = choose_tokens(scores, config, uniforms[:, t] if uniforms is not None else None)
         tok = tok.masked_fill(done, pad_id)
@@ -232,14 +260,18 @@ def _generate(
     progress: bool,
 ) -> Generation:
     config.validate(contrastive=amateur is not None)
+    check_int("index_offset", index_offset, 0)
+    names = ("expert (post-alignment)", "amateur (pre-alignment)")
     if amateur is not None:
-        check_same_vocab(expert, amateur, names=("expert (post-alignment)", "amateur (pre-alignment)"))
-    prompts = list(prompts)
+        check_same_vocab(expert, amateur, names=names)
+        check_same_device(expert, amateur, names)
+    prompts = as_prompts(prompts)
     if not prompts:
         return Generation([], [], [], [] if amateur is not None else None, config=vars(config).copy())
     pad_id = pad_token_id(tokenizer)
     eos = set() if config.ignore_eos else _eos_ids(tokenizer, expert)
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    check_token_ids(expert, encoded + [[pad_id]], what="the tokenizer (prompts and pad token)")
     all_ids, all_rewards = [], []
     starts = range(0, len(prompts), config.batch_size)
     label = "contrastive decoding" if amateur is not None else "sampling"
@@ -254,11 +286,18 @@ def _generate(
     return Generation(prompts, texts, all_ids, all_rewards if amateur is not None else None, vars(config).copy())
 
 
+def _with_overrides(config: DecodingConfig, overrides: dict) -> DecodingConfig:
+    unknown = sorted(set(overrides) - set(vars(config)))
+    if unknown:
+        raise TypeError(f"unknown decoding option(s) {unknown}; DecodingConfig fields: {sorted(vars(config))}")
+    return DecodingConfig(**{**vars(config), **overrides})
+
+
 def contrastive_generate(
     expert: PreTrainedModel,
     amateur: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
+    prompts: str | Sequence[str],
     config: DecodingConfig | None = None,
     index_offset: int = 0,
     progress: bool = True,
@@ -266,11 +305,12 @@ def contrastive_generate(
 ) -> Generation:
     """Contrastive decoding from `expert` (pi_r) against `amateur` (pi_ref) for each prompt.
 
-    `overrides` set fields of `DecodingConfig` (alpha, lam, temperature, top_p, ...). `index_offset` is the index of
+    `prompts`: a list of prompt strings; a plain string is one prompt. `overrides` set fields of `DecodingConfig`
+    (alpha, lam, temperature, top_p, ...); an unknown name is an error. `index_offset` is the index of
     `prompts[0]` in the full prompt set; it seeds each prompt's randomness, so shards decoded apart merge into the
     output of one run.
     """
-    config = DecodingConfig(**{**vars(config or DecodingConfig()), **overrides})
+    config = _with_overrides(config or DecodingConfig(), overrides)
     return _generate(expert, amateur, tokenizer, prompts, config, index_offset, progress)
 
 
@@ -288,5 +328,5 @@ def sample(
     No head by default (`lam=None`). With `lam` set, the head acts as a min-p filter, so `sample(lam=l)` equals
     `contrastive_generate(alpha=1, lam=l)` token for token.
     """
-    config = DecodingConfig(**{**vars(config or DecodingConfig(lam=None)), **overrides})
+    config = _with_overrides(config or DecodingConfig(lam=None), overrides)
     return _generate(model, None, tokenizer, prompts, config, index_offset, progress)

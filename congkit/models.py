@@ -122,12 +122,31 @@ def _offline_hint(name: str, error: Exception) -> OSError:
     )
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def _check_local_folder(path: Path, what: str) -> None:
+    """A local folder must hold what `from_pretrained` reads; name what is missing instead of blaming the hub."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} {str(path)!r} is a file, not a checkpoint folder")
+    if what == "tokenizer folder":
+        if not any((path / name).exists() for name in TOKENIZER_FILES):
+            raise FileNotFoundError(f"tokenizer folder {str(path)!r} has no tokenizer files (none of {TOKENIZER_FILES})")
+    elif not (path / "config.json").exists():
+        raise FileNotFoundError(f"{what} {str(path)!r} has no config.json: not a saved transformers model")
+
+
 def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
     """AutoTokenizer from a folder or hub id; a clear error when an id cannot be resolved offline."""
     name = _resolve(name_or_path)
+    local = Path(name).exists()
+    if local:
+        _check_local_folder(Path(name), "tokenizer folder")
     try:
         tok = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as error:
+        if local:
+            raise OSError(f"cannot read the tokenizer in {name!r}: {error}") from error
         raise _offline_hint(name, error) from error
     if tok.pad_token_id is None and tok.eos_token_id is not None:
         tok.pad_token = tok.eos_token
@@ -139,9 +158,19 @@ def load_causal_lm(
 ) -> PreTrainedModel:
     """AutoModelForCausalLM from a folder or hub id, placed on `device` (auto: cuda if present) in `dtype` (auto)."""
     name = _resolve(name_or_path)
+    local = Path(name).exists()
+    if local:
+        _check_local_folder(Path(name), "model folder")
     device = device or default_device()
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or default_dtype(device))
-    except (OSError, ValueError) as error:
-        raise _offline_hint(name, error) from error
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        if local:
+            weights = sorted(p.name for p in Path(name).glob("*.safetensors")) or sorted(
+                p.name for p in Path(name).glob("*.bin"))  # fmt: skip
+            raise OSError(f"cannot load the model in {name!r} (weight files {weights}): "
+                          f"{type(error).__name__}: {error}") from error  # fmt: skip
+        if isinstance(error, (OSError, ValueError)):
+            raise _offline_hint(name, error) from error
+        raise
     return model.to(device).eval()

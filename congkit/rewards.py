@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .inputs import as_prompts, as_responses, check_int, check_number, check_same_device, check_token_ids
 from .tokens import encode_pair, pad, positions
 
 
@@ -57,6 +58,8 @@ def completion_logprobs(
     """
     if len(prompt_ids) != len(completion_ids):
         raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
+    check_int("batch_size", batch_size, 1)
+    check_token_ids(model, [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)], "the token ids to score")
     device, out = _device(model), []
     for start in tqdm(range(0, len(prompt_ids), batch_size), desc="log-probs", disable=not progress):
         p_batch = prompt_ids[start : start + batch_size]
@@ -85,6 +88,8 @@ def mean_response_logprobs(
 ) -> list[float]:
     """Mean per-token log pi(y | x) of each text response, tokenised as TRL tokenises it (length-normalised
     likelihood: capability probes and multiple-choice scoring)."""
+    prompts = as_prompts(prompts)
+    responses = as_responses(responses, len(prompts))
     pairs = [encode_pair(tokenizer, p, r) for p, r in zip(prompts, responses)]
     logps = completion_logprobs(model, [p for p, _ in pairs], [c for _, c in pairs], batch_size)
     return [float(lp.mean()) for lp in logps]
@@ -101,6 +106,8 @@ def implicit_reward_from_ids(
 ) -> ImplicitReward:
     """Implicit reward of already-tokenised completions (e.g. the token ids that decoding returned)."""
     check_same_vocab(policy, reference)
+    check_same_device(policy, reference, ("policy", "reference"))
+    check_number("beta", beta, 0.0, low_open=True)
     lp = completion_logprobs(policy, prompt_ids, completion_ids, batch_size, progress=progress)
     lr = completion_logprobs(reference, prompt_ids, completion_ids, batch_size, progress=progress)
     per_token = [(beta * (a - b)).tolist() for a, b in zip(lp, lr)]
@@ -113,15 +120,17 @@ def implicit_reward(
     policy: PreTrainedModel,
     reference: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    responses: Sequence[str],
+    prompts: str | Sequence[str],
+    responses: str | Sequence[str],
     beta: float = 1.0,
     batch_size: int = 16,
     progress: bool = False,
 ) -> ImplicitReward:
-    """Implicit reward `beta * log(pi_r(y|x) / pi_ref(y|x))` of text responses, tokenised as TRL tokenises them."""
-    if len(prompts) != len(responses):
-        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    """Implicit reward `beta * log(pi_r(y|x) / pi_ref(y|x))` of text responses, tokenised as TRL tokenises them.
+
+    `prompts` and `responses` pair one to one; a plain string is one prompt (one response)."""
+    prompts = as_prompts(prompts)
+    responses = as_responses(responses, len(prompts))
     pairs = [encode_pair(tokenizer, p, r) for p, r in zip(prompts, responses)]
     return implicit_reward_from_ids(
         policy, reference, [p for p, _ in pairs], [c for _, c in pairs], beta, batch_size, progress

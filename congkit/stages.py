@@ -25,10 +25,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 from transformers import set_seed
 
-from .cache import build_once, fingerprint, is_complete, write_json_atomic
+from .cache import build_once, fingerprint, read_json, write_json_atomic
+from .data import load_saved_dataset
 from .decoding import DecodingConfig, contrastive_generate, sample
 from .models import load_causal_lm, load_tokenizer
 from .rewards import check_same_vocab, implicit_reward_from_ids, mean_response_logprobs
@@ -203,19 +204,39 @@ class Pipeline:
             print(f"[congkit] {message}", flush=True)
 
     def _stage(self, stage: str, key: dict, build: Callable[[Path], None]) -> Path:
+        """The artifact of `stage` for `key`: reused when intact, else built (once, under a lock) and verified.
+
+        `key` holds settings, data hashes and upstream artifacts as `_ref`s, never paths, so the cache is
+        content-addressed: a copied or moved runs folder reuses every stage.
+        """
         path = self.root / stage / fingerprint(self.setting.key, stage, key)
-        if not is_complete(path):
+
+        def timed_build(tmp: Path) -> None:
             self._log(f"{stage} {json.dumps({k: v for k, v in key.items() if k in ('seed', 'eps', 'method')})}")
             start = time.perf_counter()
-            build_once(path, build, meta={"stage": stage, **key})
+            build(tmp)
             self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
-        return path
+
+        return build_once(path, timed_build, meta={"stage": stage, **key},
+                          label=f"stage {stage!r} ({path.relative_to(self.root)})")  # fmt: skip
+
+    def _ref(self, model: str | Path) -> str:
+        """How a model enters cache keys: the setting's role for its base models, `stage/<fingerprint>` for an
+        artifact of this pipeline (both independent of where the runs folder lies), else the id as given."""
+        if str(model) == self.setting.weak_base:
+            return "setting:weak_base"
+        if str(model) == self.setting.strong_base:
+            return "setting:strong_base"
+        try:
+            return str(Path(model).resolve().relative_to(self.root))
+        except ValueError:
+            return str(model)
 
     def _dataset_stage(self, stage: str, key: dict, make: Callable[[], Dataset], name: str) -> Dataset:
         """A stage whose artifact is one dataset, saved as `<artifact>/<name>`: `make()` builds it (once), later
         calls load it from the cache."""
         path = self._stage(stage, key, lambda tmp: make().save_to_disk(str(tmp / name)))
-        return load_from_disk(str(path / name))
+        return load_saved_dataset(path / name)
 
     def load(self, path: str | Path):
         return load_causal_lm(path, device=self.setting.device, dtype=self.setting.dtype)
@@ -241,7 +262,7 @@ class Pipeline:
     def _pool(self, model_path: str, seed: int, stage: str) -> Dataset:
         """N samples per training prompt from `model_path` with their explicit rewards (columns samples, scores)."""
         cfg = self.config
-        key = {"model": model_path, "seed": seed, "n": cfg.n_preference_samples, "sampling": asdict(cfg.sampling)}
+        key = {"model": self._ref(model_path), "seed": seed, "n": cfg.n_preference_samples, "sampling": asdict(cfg.sampling)}
 
         def make() -> Dataset:
             model, prompts, n = self.load(model_path), self._prompts("train"), cfg.n_preference_samples
@@ -278,7 +299,7 @@ class Pipeline:
                                    save_to=str(tmp))  # fmt: skip
             (tmp / "train_history.json").write_text(json.dumps(history))
 
-        full_key = {**key, "policy": policy, "train": asdict(cfg), "seed": seed, "data": content_key(pairs)}
+        full_key = {**key, "policy": self._ref(policy), "train": asdict(cfg), "seed": seed, "data": content_key(pairs)}
         return self._stage(stage, full_key, build)
 
     def weak_aligned(self, seed: int, eps: float) -> str:
@@ -291,7 +312,7 @@ class Pipeline:
         """Stage 3: per training prompt, a CD sample (`cd`, with `cd_implicit`) and a plain sample of pi_r (`plain`)."""
         pi_r_path = self.weak_aligned(seed, eps)
         cfg = self.config
-        key = {"pi_r": pi_r_path, "alpha": cfg.cd_alpha, "lam": cfg.cd_lam, "sampling": asdict(cfg.sampling),
+        key = {"pi_r": self._ref(pi_r_path), "alpha": cfg.cd_alpha, "lam": cfg.cd_lam, "sampling": asdict(cfg.sampling),
                "seed": seed, "eps": eps}  # fmt: skip
 
         def make() -> Dataset:
@@ -320,7 +341,7 @@ class Pipeline:
                                    save_to=str(tmp), **kwargs, **extra)  # fmt: skip
             (tmp / "train_history.json").write_text(json.dumps(history))
 
-        full_key = {**key, "method": method, "start": start, "train": asdict(cfg), "data": content_key(data),
+        full_key = {**key, "method": method, "start": self._ref(start), "train": asdict(cfg), "data": content_key(data),
                     "seed": seed}  # fmt: skip
         return self._stage("strong", full_key, build)
 
@@ -349,7 +370,7 @@ class Pipeline:
                 return {"ref_model": self.load(self.setting.strong_base), "weak_model": self.load(pi_r),
                         "weak_ref_model": self.load(self.setting.weak_base), "beta": cfg.wspo.beta}  # fmt: skip
 
-            return str(self._sft_stage(method, plain, cfg.wspo, {**key, "pi_r": pi_r}, seed,
+            return str(self._sft_stage(method, plain, cfg.wspo, {**key, "pi_r": self._ref(pi_r)}, seed,
                                        trainer_cls=WSPOTrainer, trainer_kwargs=wspo_models))  # fmt: skip
         if method == "cong_s":
             return str(self._sft_stage(method, contrastive, cfg.strong_sft, key, seed))
@@ -360,7 +381,7 @@ class Pipeline:
     def cong_pairs(self, seed: int, eps: float = 0.0) -> Dataset:
         """ConG's preference data: chosen = CD sample, rejected = ConG-S's own sample (identical pairs dropped)."""
         samples, cong_s = self.weak_samples(seed, eps), self.strong("cong_s", seed, eps)
-        key = {"model": cong_s, "sampling": asdict(self.config.sampling), "seed": seed}
+        key = {"model": self._ref(cong_s), "sampling": asdict(self.config.sampling), "seed": seed}
 
         def make() -> Dataset:
             gen = sample(self.load(cong_s), self.tokenizer, list(samples["prompt"]),
@@ -383,7 +404,7 @@ class Pipeline:
         Sampling seeds depend on `seed` only, so every model of one seed is judged on paired draws.
         """
         cfg = self.config
-        key = {"model": model_path, "seed": seed, "k": cfg.eval_samples, "sampling": asdict(cfg.sampling),
+        key = {"model": self._ref(model_path), "seed": seed, "k": cfg.eval_samples, "sampling": asdict(cfg.sampling),
                "eval_seed": cfg.eval_seed}  # fmt: skip
 
         def build(tmp: Path) -> None:
@@ -398,7 +419,7 @@ class Pipeline:
             result.update(self._capability(model))
             write_json_atomic(tmp / "eval.json", result)
 
-        return json.loads((self._stage("evaluate", key, build) / "eval.json").read_text())
+        return read_json(self._stage("evaluate", key, build) / "eval.json")
 
     def _capability(self, model) -> dict:
         out = {}
@@ -425,7 +446,7 @@ class Pipeline:
     def implicit_vs_explicit(self, seed: int, eps: float = 0.0) -> Dataset:
         """Claim 1 pool: samples of pi_ref and pi_r on eval prompts with implicit (mean) and explicit reward."""
         pi_r_path = self.weak_aligned(seed, eps)
-        key = {"pi_r": pi_r_path, "sampling": asdict(self.config.sampling), "seed": seed, "eps": eps}
+        key = {"pi_r": self._ref(pi_r_path), "sampling": asdict(self.config.sampling), "seed": seed, "eps": eps}
 
         def make() -> Dataset:
             (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("eval")
@@ -447,7 +468,7 @@ class Pipeline:
         """Claim 2: CD samples on eval prompts at each alpha, and naive samples of pi_r, with both rewards."""
         pi_r_path = self.weak_aligned(seed, eps)
         cfg = self.config
-        key = {"pi_r": pi_r_path, "alphas": cfg.alpha_sweep, "lam": cfg.cd_lam, "sampling": asdict(cfg.sampling),
+        key = {"pi_r": self._ref(pi_r_path), "alphas": cfg.alpha_sweep, "lam": cfg.cd_lam, "sampling": asdict(cfg.sampling),
                "seed": seed, "eps": eps}  # fmt: skip
 
         def make() -> Dataset:

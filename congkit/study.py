@@ -11,11 +11,14 @@ recomputes nothing that is already there.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +53,9 @@ class RealCheckpoints:
     device: str | None = None  # auto: cuda if present
 
 
+PROFILES = ("smoke", "default", "real")
+
+
 @dataclass
 class Profile:
     name: str
@@ -65,11 +71,11 @@ def get_profile(name: str, real_overrides: dict | None = None) -> Profile:
     if name == "default":
         return Profile("default", world=WorldConfig(), pipeline=PipelineConfig())
     if name == "real":
-        real = RealCheckpoints(**(real_overrides or {}))
+        real = RealCheckpoints(**check_real(real_overrides or {}))
         pipeline = real_pipeline_config()
         pipeline.sampling.max_new_tokens = real.max_new_tokens
         return Profile("real", pipeline=pipeline, real=real)
-    raise ValueError(f"unknown profile {name!r}; known: smoke, default, real")
+    raise ValueError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
 
 
 def real_pipeline_config() -> PipelineConfig:
@@ -146,7 +152,7 @@ def run_notebooks(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds = {}
-    names = [n for n in NOTEBOOKS if not only or any(n.startswith(o) for o in only)]
+    names = select_notebooks(only)
     for i, name in enumerate(names, 1):
         print(f"[study] notebook {i}/{len(names)}: {name} (profile={profile})", flush=True)
         start = time.perf_counter()
@@ -165,28 +171,122 @@ def run_notebooks(
 
 
 def build_book(book_dir: Path = REPO / "book") -> Path:
-    """Jupyter Book 1.x (Sphinx) build of the already executed notebooks: works offline (2.x fetches its theme)."""
+    """Jupyter Book 1.x (Sphinx) build of the already executed notebooks: works offline (2.x fetches its theme).
+
+    Built into a temporary folder and swapped in only on success: a failed build leaves the previous HTML intact.
+    """
     exe = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book_dir), "--quiet"]
-    print("[study] building the book:", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    return book_dir / "_build" / "html"
+    tmp = book_dir / f".build-tmp-{uuid.uuid4().hex[:8]}"
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book_dir), "--path-output", str(tmp), "--quiet"]
+    print("[study] building the book", flush=True)
+    try:
+        subprocess.run(cmd, check=True)
+        html = book_dir / "_build" / "html"
+        swap_in(tmp / "_build" / "html", html)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return html
+
+
+def swap_in(new: Path, target: Path) -> None:
+    """Replace the folder `target` by `new` with two renames; the old one is deleted only once `new` is in place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+REAL_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(RealCheckpoints)}
+
+
+def parse_real(text: str) -> dict:
+    """The --real JSON: an object whose keys are `RealCheckpoints` fields, with values of the field's type."""
+    try:
+        real = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"--real is not valid JSON ({error}): {text!r}") from error
+    return check_real(real)
+
+
+def check_real(real: dict) -> dict:
+    """Overrides of `RealCheckpoints`: known fields only, each of the field's type."""
+    if not isinstance(real, dict):
+        raise ValueError(f"--real must be a JSON object of RealCheckpoints fields, got {type(real).__name__}")
+    unknown = sorted(set(real) - set(REAL_FIELD_TYPES))
+    if unknown:
+        raise ValueError(f"--real: unknown field(s) {unknown}; RealCheckpoints fields: {sorted(REAL_FIELD_TYPES)}")
+    for name, value in real.items():
+        kind = REAL_FIELD_TYPES[name]
+        if "int" in kind and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"--real: {name} must be a positive integer, got {value!r}")
+        if "str" in kind and not (isinstance(value, str) or (value is None and "None" in kind)):
+            raise ValueError(f"--real: {name} must be a string, got {value!r}")
+    return real
+
+
+def check_notebook_parameters(profile: str, runs_dir: str, seed: int | None = None, real: dict | None = None,
+                              **chapter) -> Profile:  # fmt: skip
+    """A notebook's first cell: stop at once, with a message naming the parameter, on a value the study cannot use
+    (unknown profile, a seed the profile does not run, alpha or lam outside their range, a malformed `real`)."""
+    from .inputs import check_int, check_number
+
+    if profile not in PROFILES:
+        raise ValueError(f"parameter profile={profile!r}: unknown profile; choose one of {PROFILES}")
+    if not isinstance(runs_dir, (str, os.PathLike)):
+        raise TypeError(f"parameter runs_dir must be a folder path, got {runs_dir!r}")
+    prof = get_profile(profile, real or {})
+    if seed is not None:
+        check_int("parameter seed", seed, 0)
+        if seed not in prof.pipeline.seeds:
+            raise ValueError(f"parameter seed={seed}: profile {profile!r} runs seeds {prof.pipeline.seeds} only")
+    for name in ("alpha", "lam"):
+        if name in chapter:
+            check_number(f"parameter {name}", chapter[name], 0.0, 1.0, low_open=name == "lam")
+    for name, value in chapter.items():
+        if name.startswith("n_"):
+            check_int(f"parameter {name}", value, 1)
+    return prof
+
+
+def select_notebooks(only: list[str] | None) -> list[str]:
+    if not only:
+        return list(NOTEBOOKS)
+    unmatched = [o for o in only if not any(n.startswith(o) for n in NOTEBOOKS)]
+    if unmatched:
+        raise ValueError(f"--only {unmatched} matches no notebook; notebooks: {NOTEBOOKS}")
+    return [n for n in NOTEBOOKS if any(n.startswith(o) for o in only)]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the ConG study notebooks and build the book.")
-    parser.add_argument("--profile", default="default", choices=["smoke", "default", "real"])
+    parser.add_argument("--profile", default="default", choices=PROFILES)
     parser.add_argument("--runs", default=str(REPO / "runs"), help="cache folder for every stage")
     parser.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 05")
     parser.add_argument("--no-book", action="store_true", help="execute the notebooks, skip the book build")
     parser.add_argument("--real", default="{}", help='profile real: JSON of RealCheckpoints fields, e.g. '
                         '\'{"weak_model": "/models/Qwen2.5-0.5B-Instruct"}\'')  # fmt: skip
     args = parser.parse_args(argv)
+    # every argument is checked before any file is touched
+    try:
+        real, names = parse_real(args.real), select_notebooks(args.only)
+    except ValueError as error:
+        parser.error(str(error))
     start = time.perf_counter()
     out_dir = REPO / "book" / "notebooks"
-    if not args.only and out_dir.exists():
-        shutil.rmtree(out_dir)
-    run_notebooks(args.profile, Path(args.runs), out_dir, args.only, real=json.loads(args.real))
+    # executed into a temporary folder; the published notebooks are replaced only when every notebook succeeded
+    tmp = REPO / "book" / f".notebooks-tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        run_notebooks(args.profile, Path(args.runs), tmp, names, real=real)
+        if args.only:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                os.replace(tmp / name, out_dir / name)
+        else:
+            swap_in(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     if not args.no_book:
         html = build_book()
         print(f"[study] book: {html / 'index.html'}")

@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 from transformers import set_seed
 
-from .cache import build_once, fingerprint
+from .cache import build_once, fingerprint, read_json
+from .data import load_saved_dataset
 from .decoding import sample
 from .models import char_tokenizer, load_causal_lm, load_tokenizer, n_parameters, tiny_llama
 from .rewards import mean_response_logprobs
@@ -88,17 +89,17 @@ class World:
 
     def prompts(self, split: str) -> Dataset:
         """'train', 'eval' or 'heldout' prompts (columns prompt, answer, family)."""
-        return load_from_disk(str(self.path / "prompts" / split))
+        return load_saved_dataset(self.path / "prompts" / split)
 
     def corpus(self) -> Dataset:
-        return load_from_disk(str(self.path / "corpus"))
+        return load_saved_dataset(self.path / "corpus")
 
     def reward(self) -> ExplicitReward:
         return ExplicitReward(task_index(*(self.prompts(s) for s in ("train", "eval", "heldout"))))
 
     @property
     def card(self) -> dict:
-        return json.loads((self.path / "card.json").read_text())
+        return read_json(self.path / "card.json")
 
 
 def _pretrain(size: ModelSize, tokenizer, corpus: Dataset, cfg: TrainConfig, seed: int, out: Path):
@@ -145,7 +146,7 @@ def build_world(config: WorldConfig | None = None, root: str | Path = "runs", pr
         card["build_seconds"] = round(time.perf_counter() - start, 1)
         (tmp / "card.json").write_text(json.dumps(card, indent=2))
 
-    build_once(path, build, meta=asdict(config))
+    build_once(path, build, meta=asdict(config), label=f"world {path.name}")
     return World(path, config)
 
 

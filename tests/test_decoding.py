@@ -178,7 +178,7 @@ def test_errors(expert, amateur, tokenizer):
     ]:
         with pytest.raises(ValueError, match=match):
             contrastive_generate(expert, amateur, tokenizer, PROMPTS, progress=False, **bad)
-    with pytest.raises(ValueError, match="empty prompt"):
+    with pytest.raises(ValueError, match=r"prompts\[1\] is empty"):
         contrastive_generate(expert, amateur, tokenizer, ["fine", "  "], progress=False)
     plain = char_tokenizer(chat_template=False)
     plain.pad_token, plain.eos_token = None, None

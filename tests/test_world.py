@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from congkit import sample
-from congkit.cache import build_once, is_complete
 from congkit.training import TrainConfig
 from congkit.world import (
     ALIGNMENT_FAMILIES,
@@ -120,7 +119,6 @@ def test_tokenizer_round_trip_and_chat_template(tmp_path):
 def test_smoke_world_card_invariants(smoke_world):
     card = smoke_world.card
     weak, strong = card["models"]["weak_base"], card["models"]["strong_base"]
-    assert card["build_seconds"] < 60
     assert strong["parameters"] > 5 * weak["parameters"]
     # capability gap, on held-out prompts of both kinds
     for split in ("eval", "heldout"):
@@ -148,18 +146,6 @@ def test_second_build_reuses_the_cache(smoke_world):
     again = build_world(smoke_world.config, root=smoke_world.path.parent, progress=False)
     assert again.path == smoke_world.path
     assert again.card["build_seconds"] == smoke_world.card["build_seconds"]
-
-
-def test_interrupted_build_leaves_nothing_trusted(tmp_path):
-    def crash(tmp):
-        (tmp / "half.txt").write_text("half")
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        build_once(tmp_path / "artifact", crash)
-    assert not (tmp_path / "artifact").exists() and list(tmp_path.iterdir()) == []
-    build_once(tmp_path / "artifact", lambda tmp: (tmp / "ok.txt").write_text("ok"))
-    assert is_complete(tmp_path / "artifact") and (tmp_path / "artifact" / "ok.txt").read_text() == "ok"
 
 
 def test_same_config_same_weights(tmp_path):

@@ -22,8 +22,9 @@ from IPython.display import Markdown, display
 
 import congkit
 from congkit import plots
-from congkit.study import study_objects
+from congkit.study import check_notebook_parameters, study_objects
 
+check_notebook_parameters(profile, runs_dir, seed, real EXTRA)  # stops here, naming the parameter, on a bad value
 pd.set_option("display.max_colwidth", 80)
 world, setting, pipe = study_objects(profile, runs_dir, real=real)
 print(f"profile={profile}, setting={setting.name}, seeds={pipe.config.seeds}, noise levels={pipe.config.noise_levels}")"""
@@ -68,7 +69,7 @@ Below, each identity is checked numerically on the study's weak pair: the pre-al
 its DPO-aligned version ($\pi_r$, built by the pipeline and cached).
 """),
         code(PARAMS + "\nalpha = 0.5\nlam = 0.1\nn_prompts = 64", tags=["parameters"]),
-        code(SETUP),
+        code(SETUP.replace(" EXTRA", ", alpha=alpha, lam=lam, n_prompts=n_prompts")),
         code("""from congkit.derivation import cd_identity_checks, next_token_logprobs
 
 tok = pipe.tokenizer
@@ -111,7 +112,7 @@ sampled at temperature 1 on evaluation prompts, and their capabilities (greedy a
 correct answer, on evaluation prompts and on the held-out task family that alignment never sees).
 """),
         code(PARAMS, tags=["parameters"]),
-        code(SETUP),
+        code(SETUP.replace(" EXTRA", "")),
         code("""if world is not None:
     display(congkit.card_table(world.card).round(3))
     corpus = world.card["corpus"]
@@ -162,7 +163,7 @@ than naive samples from $\\pi_r$; the sweep shows the trade-off). Each point is 
 temperature and top-p, no head).
 """),
         code(PARAMS, tags=["parameters"]),
-        code(SETUP),
+        code(SETUP.replace(" EXTRA", "")),
         code("""claims = pipe.claims()
 fig = plots.alpha_sweep(claims)
 plt.show()"""),
@@ -194,7 +195,7 @@ Every method starts from the same strong base model and the same training prompt
 | gold | its own samples ranked by the true explicit reward | DPO (the ceiling for PGR) |
 """),
         code(PARAMS, tags=["parameters"]),
-        code(SETUP),
+        code(SETUP.replace(" EXTRA", "")),
         code("""import time
 
 start = time.perf_counter()
@@ -225,7 +226,7 @@ response length, and by its accuracy on the held-out task family (capability ret
 Means over seeds with 95% t-intervals.
 """),
         code(PARAMS, tags=["parameters"]),
-        code(SETUP),
+        code(SETUP.replace(" EXTRA", "")),
         code("""from congkit.evaluation import main_table, verdicts
 
 table = pipe.run()
