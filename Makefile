@@ -11,7 +11,7 @@ REAL ?= {}
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test lint study bench clean
+.PHONY: install test test-fast lint study bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q
+
+# the inner loop: everything but the tests marked slow (smoke world, pipeline, study, multi-process); about 20 s
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .

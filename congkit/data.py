@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, Features, load_dataset, load_from_disk
 
 
 def load_saved_dataset(path: str | os.PathLike) -> Dataset:
@@ -16,6 +17,11 @@ def load_saved_dataset(path: str | os.PathLike) -> Dataset:
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no saved dataset here (folder not found)")
     try:
+        state = json.loads((path / "state.json").read_text()) if (path / "state.json").exists() else None
+        if state is not None and state.get("_data_files") == []:  # a saved empty dataset: datasets' loader fails
+            info = json.loads((path / "dataset_info.json").read_text())
+            features = Features.from_dict(info["features"])
+            return Dataset.from_dict({name: [] for name in features}, features=features)
         return load_from_disk(str(path))
     except Exception as error:  # datasets raises FileNotFoundError, JSONDecodeError, ArrowInvalid, ...
         raise ValueError(f"{path}: cannot read the saved dataset ({type(error).__name__}: {error})") from error

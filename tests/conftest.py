@@ -1,5 +1,9 @@
-import pytest
-import torch
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: busy-waiting threads collapse under load
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from congkit.models import char_tokenizer, tiny_llama
 from congkit.world_build import build_world, smoke_world_config
@@ -39,3 +43,10 @@ PROMPTS = ["Add 3 and 4.", "Sort: b a c", "Reverse the word 'hello' please.", "C
 def smoke_world(tmp_path_factory):
     """The smoke world, built once per test session (~25 s)."""
     return build_world(smoke_world_config(), root=tmp_path_factory.mktemp("world"), progress=False)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that need the smoke world (built once, ~25 s, then trained on) are `slow`: `make test-fast` skips them."""
+    for item in items:
+        if "smoke_world" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

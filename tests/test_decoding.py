@@ -186,3 +186,61 @@ def test_errors(expert, amateur, tokenizer):
         sample(expert, plain, PROMPTS, progress=False)
     empty = contrastive_generate(expert, amateur, tokenizer, [], progress=False)
     assert len(empty) == 0 and empty.texts == [] and empty.token_rewards == []
+
+
+def release_step(expert_logits, amateur_logits, input_ids, alpha, lam, penalty):
+    """A port of the authors' CD step (their transformers fork: `_relative_top_filter`, then the contrast, then the
+    logits processors): off-head amateur entries set to -1e-3 and log-softmaxed a second time."""
+    scores_normalized = expert_logits.float().log_softmax(dim=-1)
+    baseline_scores_normalized = amateur_logits.float().log_softmax(dim=-1)
+    sorted_logits, _ = torch.sort(scores_normalized, descending=True)
+    min_thresh = sorted_logits[..., 0]
+    probs_thresh = torch.min(min_thresh, torch.max(scores_normalized, dim=-1).values + np.log(lam)).unsqueeze(-1)
+    baseline_scores_normalized[scores_normalized < probs_thresh] = -1e-3
+    scores_normalized[scores_normalized < probs_thresh] = -float("inf")
+    base_logits = baseline_scores_normalized.log_softmax(dim=-1)
+    next_token_logits = scores_normalized - (1 - alpha) * base_logits
+    return RepetitionPenaltyLogitsProcessor(penalty=penalty)(input_ids, next_token_logits)
+
+
+def congkit_step(expert_logits, amateur_logits, input_ids, alpha, lam, penalty, release):
+    seen = torch.zeros(expert_logits.shape, dtype=torch.bool).scatter_(1, input_ids, True)
+    scores = contrastive_scores(expert_logits.float().log_softmax(-1), amateur_logits.float().log_softmax(-1),
+                                alpha, lam, release_compatible=release)  # fmt: skip
+    return apply_repetition_penalty(scores, seen, penalty)
+
+
+def test_release_compatible_step_equals_the_authors_step_on_random_logits():
+    g = torch.Generator().manual_seed(0)
+    expert, amateur = torch.randn(64, 1000, generator=g) * 3, torch.randn(64, 1000, generator=g) * 3
+    head_ids = expert.topk(8, dim=-1).indices
+    input_ids = torch.cat([head_ids[:, :3], torch.randint(0, 1000, (64, 5), generator=g)], dim=1)  # some head seen
+    for alpha in (0.0, 0.5, 0.9):
+        want = release_step(expert, amateur, input_ids, alpha, 0.1, 1.2)
+        got = congkit_step(expert, amateur, input_ids, alpha, 0.1, 1.2, release=True)
+        assert torch.equal(torch.isinf(got), torch.isinf(want))
+        torch.testing.assert_close(got[torch.isfinite(got)], want[torch.isfinite(want)], rtol=0, atol=1e-5)
+        assert torch.equal(got.argmax(-1), want.argmax(-1))
+        # the paper's formula differs from the release only through the penalty: equal without one ...
+        plain = congkit_step(expert, amateur, input_ids, alpha, 0.1, 1.0, release=False)
+        shifted = congkit_step(expert, amateur, input_ids, alpha, 0.1, 1.0, release=True)
+        torch.testing.assert_close(torch.softmax(plain, -1), torch.softmax(shifted, -1), rtol=0, atol=1e-6)
+    # ... and with one, the release picks other tokens in some rows (what makes the option necessary)
+    plain = congkit_step(expert, amateur, input_ids, 0.5, 0.1, 1.2, release=False)
+    assert (plain.argmax(-1) != release_step(expert, amateur, input_ids, 0.5, 0.1, 1.2).argmax(-1)).any()
+
+
+def test_release_compatible_greedy_cd_matches_a_port_of_the_release(expert, amateur, tokenizer):
+    out = contrastive_generate(expert, amateur, tokenizer, PROMPTS, alpha=0.5, lam=0.1, do_sample=False,
+                               repetition_penalty=1.2, release_compatible=True, max_new_tokens=12, progress=False)  # fmt: skip
+    for prompt, got in zip(PROMPTS, out.token_ids):
+        ids = encode_prompt(tokenizer, prompt)
+        want = []
+        for _ in range(12):
+            x = torch.tensor([ids + want])
+            with torch.no_grad():
+                scores = release_step(expert(x).logits[:, -1], amateur(x).logits[:, -1], x, 0.5, 0.1, 1.2)
+            want.append(int(scores.argmax(-1)))
+            if want[-1] == tokenizer.eos_token_id:
+                break
+        assert got == want

@@ -28,6 +28,7 @@ def test_single_process_sharded_equals_plain(expert, amateur, tokenizer):
     assert a.token_ids == b.token_ids
 
 
+@pytest.mark.slow
 def test_two_processes_merge_to_the_single_process_run(expert, amateur, tokenizer, tmp_path):
     """`accelerate launch` with 2 CPU processes: each decodes a shard; the merge equals one process."""
     for name, model in (("expert", expert), ("amateur", amateur)):
@@ -57,6 +58,7 @@ def _launch(args, timeout=300):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_training_stage_runs_under_accelerate_launch(tokenizer, tmp_path):
     """`python -m congkit.cli train` under `accelerate launch` with 2 CPU processes (data parallel) saves a model."""
     import torch

@@ -138,8 +138,13 @@ def test_saved_models_reload_and_generate(smoke_world):
     for name in ("weak_base", "strong_base"):
         model = AutoModelForCausalLM.from_pretrained(smoke_world.path / name)
         prompts = smoke_world.prompts("eval")["prompt"][:4]
-        out = sample(model, tok, prompts, max_new_tokens=8, progress=False)
-        assert len(out.texts) == 4 and all(len(ids) >= 1 for ids in out.token_ids)
+        out = sample(model, tok, prompts, max_new_tokens=8, do_sample=False, progress=False)
+        for prompt, ids in zip(prompts, out.token_ids):  # the reloaded model decodes as transformers' generate does
+            x = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True)  # fmt: skip
+            ref = model.generate(**x, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+            want = ref[0, x["input_ids"].shape[1] :].tolist()
+            assert ids == want[: len(ids)] and (len(ids) == 8 or ids[-1] == tok.eos_token_id)
 
 
 def test_second_build_reuses_the_cache(smoke_world):

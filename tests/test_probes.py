@@ -1,0 +1,245 @@
+"""Probes of the library, CLI, study and cache as a new user and a hostile one would try them.
+
+Each case asserts the documented behaviour: a one-line error naming the argument or file and what was expected, or
+the correct result. None may lose data or return a silently wrong result. (Cases checked elsewhere: the moved runs
+folder and corrupt stages on the smoke world in test_stages.py; two concurrent processes in test_cache.py; the
+release-compatible CD step in test_decoding.py.)
+"""
+
+import shutil
+
+import pytest
+import torch
+from datasets import Dataset
+
+from congkit import cli, contrastive_generate, implicit_reward, sample, study
+from congkit.cache import build_once, read_json, verify
+from congkit.data import load_saved_dataset
+from congkit.models import char_tokenizer, load_causal_lm, load_tokenizer, tiny_llama
+
+from .conftest import PROMPTS
+
+# --- prompts and sizes at the door ----------------------------------------------------------------------------------
+
+
+def test_a_plain_string_is_one_prompt_everywhere(expert, amateur, tokenizer):
+    kwargs = dict(max_new_tokens=6, seed=0, progress=False)
+    one = contrastive_generate(expert, amateur, tokenizer, PROMPTS[0], **kwargs)
+    listed = contrastive_generate(expert, amateur, tokenizer, [PROMPTS[0]], **kwargs)
+    assert len(one) == 1 and one.token_ids == listed.token_ids  # not one prompt per character
+    assert len(sample(expert, tokenizer, PROMPTS[0], **kwargs)) == 1
+    scored = implicit_reward(expert, amateur, tokenizer, PROMPTS[0], "Answer: 7")
+    assert len(scored.total) == 1
+    assert scored.total == implicit_reward(expert, amateur, tokenizer, [PROMPTS[0]], ["Answer: 7"]).total
+
+
+def _cd(expert, amateur, tokenizer, prompts=PROMPTS, **kw):
+    return contrastive_generate(expert, amateur, tokenizer, prompts, progress=False, **{"max_new_tokens": 4, **kw})
+
+
+BAD_CALLS = [
+    ("None prompt", dict(prompts=[None, "x"]), TypeError, r"prompts\[0\] must be a str, got NoneType"),
+    ("int prompt", dict(prompts=["ok", 3]), TypeError, r"prompts\[1\] must be a str, got int"),
+    ("blank prompt", dict(prompts=["ok", " "]), ValueError, r"prompts\[1\] is empty"),
+    ("tensor prompts", dict(prompts=torch.tensor([[1, 2]])), TypeError, r"prompts must be text.*tensor"),
+    ("dict prompts", dict(prompts={"a": 1}), TypeError, r"prompts must be a str or a list of str, got dict"),
+    ("max_new_tokens 2.5", dict(max_new_tokens=2.5), TypeError, r"max_new_tokens must be an int, got float 2.5"),
+    ("max_new_tokens 0", dict(max_new_tokens=0), ValueError, r"max_new_tokens must be >= 1"),
+    ("seed -1", dict(seed=-1), ValueError, r"seed must be >= 0, got -1"),
+    ("seed '1'", dict(seed="1"), TypeError, r"seed must be an int, got str"),
+    ("batch_size 0", dict(batch_size=0), ValueError, r"batch_size must be >= 1, got 0"),
+    ("alpha 1.5", dict(alpha=1.5), ValueError, r"alpha must lie in \[0.0, 1.0\], got 1.5"),
+    ("alpha '0.5'", dict(alpha="0.5"), TypeError, r"alpha must be a number, got str"),
+    ("lam 0", dict(lam=0.0), ValueError, r"lam .* must lie in \(0.0, 1.0\]"),
+    ("temperature 0", dict(temperature=0), ValueError, r"temperature must lie in \(0.0, inf\]"),
+    ("do_sample 'yes'", dict(do_sample="yes"), TypeError, r"do_sample must be a bool"),
+    ("unknown option", dict(top_k=5), TypeError, r"unknown decoding option\(s\) \['top_k'\]"),
+    ("negative index_offset", dict(index_offset=-2), ValueError, r"index_offset must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, error, match", BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
+def test_bad_decoding_arguments_give_one_line_errors(expert, amateur, tokenizer, name, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _cd(expert, amateur, tokenizer, **kwargs)
+
+
+def test_bad_scoring_arguments(expert, amateur, tokenizer):
+    with pytest.raises(TypeError, match=r"responses\[0\] must be a str, got int"):
+        implicit_reward(expert, amateur, tokenizer, ["p"], [42])  # was scored as the text "42"
+    with pytest.raises(ValueError, match="2 prompts but 1 responses"):
+        implicit_reward(expert, amateur, tokenizer, ["p", "q"], ["r"])
+    with pytest.raises(ValueError, match=r"batch_size must be >= 1"):
+        implicit_reward(expert, amateur, tokenizer, ["p"], ["r"], batch_size=0)
+    with pytest.raises(ValueError, match=r"beta must lie in \(0.0, inf\]"):
+        implicit_reward(expert, amateur, tokenizer, ["p"], ["r"], beta=0)
+
+
+def test_a_tokenizer_larger_than_the_model_is_named(tokenizer):
+    small = tiny_llama(40, hidden_size=16, num_layers=1, num_heads=2)  # the char tokenizer has 101 tokens
+    with pytest.raises(ValueError, match=r"token id \d+, but the model's embedding has only 40 rows"):
+        sample(small, tokenizer, PROMPTS, max_new_tokens=2, progress=False)
+
+
+def test_models_on_different_devices_are_named(expert, tokenizer):
+    elsewhere = tiny_llama(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, seed=2).to("meta")
+    with pytest.raises(ValueError, match=r"expert .* is on cpu but amateur .* is on meta"):
+        _cd(expert, elsewhere, tokenizer)
+
+
+# --- artifacts: files named, corruption never trusted -------------------------------------------------------------
+
+
+@pytest.fixture
+def saved_model(tmp_path, tokenizer):
+    folder = tmp_path / "model"
+    tiny_llama(len(tokenizer), hidden_size=16, num_layers=1, num_heads=2).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_a_truncated_checkpoint_names_the_folder_and_file(saved_model):
+    weights = saved_model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(OSError, match=r"cannot load the model in .*model'.*\['model.safetensors'\]"):
+        load_causal_lm(saved_model, device="cpu")
+
+
+def test_a_truncated_checkpoint_in_a_completed_stage_is_caught(tmp_path, saved_model):
+    stage = build_once(tmp_path / "stage", lambda tmp: shutil.copytree(saved_model, tmp, dirs_exist_ok=True))
+    weights = stage / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert verify(stage) == [f"{weights}: 100 bytes, the manifest says {(saved_model / 'model.safetensors').stat().st_size}"]
+
+
+def test_folders_missing_config_or_tokenizer_files_say_what_is_missing(saved_model):
+    (saved_model / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"has no config.json"):
+        load_causal_lm(saved_model, device="cpu")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (saved_model / name).unlink()
+    with pytest.raises(FileNotFoundError, match=r"has no tokenizer files"):
+        load_tokenizer(saved_model)
+
+
+def test_garbage_json_and_dataset_metadata_name_the_file(tmp_path):
+    (tmp_path / "card.json").write_text("not json")
+    with pytest.raises(ValueError, match=r"card\.json: not valid JSON"):
+        read_json(tmp_path / "card.json")
+    Dataset.from_dict({"prompt": ["a"]}).save_to_disk(str(tmp_path / "ds"))
+    (tmp_path / "ds" / "dataset_info.json").write_text("{garbage")
+    with pytest.raises(ValueError, match=r"ds: cannot read the saved dataset"):
+        load_saved_dataset(tmp_path / "ds")
+    with pytest.raises(FileNotFoundError, match=r"nothing: no saved dataset here"):
+        load_saved_dataset(tmp_path / "nothing")
+
+
+def test_altered_numbers_in_a_completed_artifact_are_not_used(tmp_path):
+    path = build_once(tmp_path / "evaluate", lambda tmp: (tmp / "eval.json").write_text('{"reward": 0.5}'))
+    (path / "eval.json").write_text('{"reward": 0.9}')
+    with pytest.warns(UserWarning, match="eval.json: contents changed"):
+        build_once(path, lambda tmp: (tmp / "eval.json").write_text('{"reward": 0.5}'))
+    assert read_json(path / "eval.json") == {"reward": 0.5}
+
+
+# --- the CLI: never overwrite an input, empty inputs named --------------------------------------------------------
+
+
+@pytest.fixture
+def prompts_folder(tmp_path):
+    folder = tmp_path / "prompts"
+    Dataset.from_dict({"prompt": ["p1", "p2"], "source": ["a", "b"]}).save_to_disk(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("output", ["same", "inside", "parent"])
+def test_cli_refuses_an_output_that_overlaps_an_input(prompts_folder, saved_model, output):
+    target = {"same": prompts_folder, "inside": prompts_folder / "out", "parent": prompts_folder.parent}[output]
+    with pytest.raises(SystemExit, match=r"--output .* overlaps the input --prompts"):
+        cli.main(["generate", "--expert", str(saved_model), "--prompts", str(prompts_folder), "--output", str(target)])
+    assert load_saved_dataset(prompts_folder).column_names == ["prompt", "source"]  # the input is intact
+
+
+def test_cli_names_empty_and_malformed_datasets(tmp_path, saved_model):
+    Dataset.from_dict({"prompt": []}).save_to_disk(str(tmp_path / "empty"))
+    with pytest.raises(SystemExit, match=r"--prompts .*empty' is empty: nothing to do"):
+        cli.main(["generate", "--expert", str(saved_model), "--prompts", str(tmp_path / "empty"),
+                  "--output", str(tmp_path / "out")])  # fmt: skip
+    with pytest.raises(SystemExit, match=r"--data .* lacks column\(s\) \['completion'\]"):
+        cli.main(["train", "--method", "sft", "--model", str(saved_model), "--data", str(tmp_path / "empty"),
+                  "--output", str(tmp_path / "out")])  # fmt: skip
+    with pytest.raises(SystemExit, match="alpha must lie in"):
+        cli.main(["generate", "--expert", str(saved_model), "--amateur", str(saved_model), "--alpha", "2",
+                  "--prompts", str(tmp_path / "empty"), "--output", str(tmp_path / "out")])  # fmt: skip
+
+
+def test_cli_rejects_bad_integers_by_flag(capsys, tmp_path):
+    for flag, value in (("--seed", "abc"), ("--seed", "-1"), ("--batch-size", "0")):
+        with pytest.raises(SystemExit):
+            cli.main(["generate", "--expert", "e", "--prompts", "p", "--output", str(tmp_path / "o"), flag, value])
+        assert f"argument {flag}: invalid" in capsys.readouterr().err
+
+
+# --- the study: arguments checked before anything is touched -------------------------------------------------------
+
+
+@pytest.fixture
+def fake_repo(tmp_path, monkeypatch):
+    """A stand-in repository whose book holds the executed notebooks of an earlier run."""
+    (tmp_path / "book" / "notebooks").mkdir(parents=True)
+    (tmp_path / "book" / "notebooks" / "05_results.ipynb").write_text("{}")
+    monkeypatch.setattr(study, "REPO", tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--profile", "real", "--real", "{bad"], "--real is not valid JSON"),
+        (["--profile", "real", "--real", '["x"]'], "--real must be a JSON object"),
+        (["--profile", "real", "--real", '{"weak_modle": "x"}'], r"unknown field\(s\) \['weak_modle'\]"),
+        (["--profile", "real", "--real", '{"n_train_prompts": "many"}'], "n_train_prompts must be a positive integer"),
+        (["--only", "99"], r"--only \['99'\] matches no notebook"),
+        (["--profile", "huge"], "invalid choice: 'huge'"),
+    ],
+)
+def test_study_arguments_are_checked_before_any_file_is_touched(fake_repo, capsys, argv, match):
+    with pytest.raises(SystemExit) as exit_info:
+        study.main(argv)
+    assert exit_info.value.code == 2
+    assert match.replace("\\", "") in capsys.readouterr().err or pytest.fail("message not found")
+    assert (fake_repo / "book" / "notebooks" / "05_results.ipynb").read_text() == "{}"  # nothing deleted
+
+
+def test_a_failing_notebook_run_keeps_the_published_notebooks(fake_repo, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("kernel died")
+
+    monkeypatch.setattr(study, "run_notebooks", explode)
+    with pytest.raises(RuntimeError, match="kernel died"):
+        study.main(["--profile", "smoke", "--no-book"])
+    assert (fake_repo / "book" / "notebooks" / "05_results.ipynb").read_text() == "{}"
+    assert [p.name for p in (fake_repo / "book").iterdir()] == ["notebooks"]  # no temporary folder left
+
+
+@pytest.mark.parametrize(
+    "params, error, match",
+    [
+        (dict(seed="abc"), TypeError, "parameter seed must be an int, got str"),
+        (dict(seed=7), ValueError, r"seed=7: profile 'smoke' runs seeds \[0\] only"),
+        (dict(profile="huge"), ValueError, "parameter profile='huge': unknown profile"),
+        (dict(alpha=1.5), ValueError, r"parameter alpha must lie in \[0.0, 1.0\]"),
+        (dict(lam=0), ValueError, r"parameter lam must lie in \(0.0, 1.0\]"),
+        (dict(n_prompts=0), ValueError, "parameter n_prompts must be >= 1"),
+        (dict(runs_dir=3), TypeError, "parameter runs_dir must be a folder path"),
+        (dict(profile="real", real={"weak_modle": "x"}), ValueError, r"unknown field\(s\) \['weak_modle'\]"),
+    ],
+)
+def test_notebook_parameters_stop_at_the_first_cell(params, error, match):
+    with pytest.raises(error, match=match):
+        study.check_notebook_parameters(**{"profile": "smoke", "runs_dir": "runs", "seed": 0, **params})
+    assert study.check_notebook_parameters("default", "runs", 2, {}, alpha=0.5, lam=0.1, n_prompts=8).name == "default"
+
+
+def test_char_tokenizer_fixture_is_the_one_the_probes_assume():
+    assert len(char_tokenizer()) == 101

@@ -1,0 +1,156 @@
+"""The pipeline on the smoke world: every stage, the cache, reruns, interruptions, relocation."""
+
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+from datasets import Dataset
+
+from congkit.cache import CorruptArtifactWarning, verify
+from congkit.evaluation import main_table, summarise, verdicts
+from congkit.stages import STRONG_METHODS, Pipeline, Setting, preference_pairs, smoke_pipeline_config
+from congkit.world_build import build_world, smoke_world_config
+
+
+def test_preference_pairs_drop_ties_and_flip_exactly():
+    prompts = [f"p{i}" for i in range(10)]
+    samples = [[f"a{i}", f"b{i}", f"c{i}"] for i in range(10)]
+    scores = [[0.1, 0.9, 0.5] for _ in range(9)] + [[0.5, 0.5, 0.5]]
+    clean = preference_pairs(prompts, samples, scores, 0.0, seed=0)
+    assert len(clean) == 9 and clean["chosen"][0] == "b0" and clean["rejected"][0] == "a0"
+    noisy = preference_pairs(prompts, samples, scores, 1 / 3, seed=0)
+    assert sum(noisy["flipped"]) == 3
+    assert all((c < r) == f for c, r, f in zip(noisy["chosen_score"], noisy["rejected_score"], noisy["flipped"]))
+    assert noisy.to_dict() == preference_pairs(prompts, samples, scores, 1 / 3, seed=0).to_dict()
+    with pytest.raises(ValueError, match="no preference pair"):
+        preference_pairs(["p"], [["x", "y"]], [[0.2, 0.2]], 0.0, 0)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(smoke_world):
+    root = smoke_world.path.parent / "pipeline-smoke"  # where the smoke study looks: its notebooks reuse these stages
+    pipe = Pipeline(Setting.from_world(smoke_world), smoke_pipeline_config(), root=root, progress=False)
+    return pipe, pipe.run()
+
+
+def test_smoke_pipeline_produces_every_method_and_metric(smoke_run):
+    pipe, table = smoke_run
+    assert set(table.columns) == {"method", "seed", "setting", "metric", "value"}
+    methods = set(table.method)
+    assert (
+        set(STRONG_METHODS) | {"gold", "weak_aligned", "weak_base", "strong_base", "cd", "naive", "weak_pair"}
+        <= methods
+    )
+    for method in STRONG_METHODS:
+        for metric in ("reward", "win_rate", "length", "heldout_accuracy", "pgr"):
+            assert len(table[(table.method == method) & (table.metric == metric)]) == 2  # two noise levels
+    assert table[table.metric == "reward"].value.between(0, 1).all()
+    assert set(table[table.method == "cd"].setting) == {"alpha=0.0", "alpha=0.5", "alpha=1.0"}
+    saved = pd.read_csv(pipe.root / "results.csv")
+    assert len(saved) == len(table)
+    assert {"ConG", "WeakSFT", "gold ceiling"} <= set(main_table(table).index)
+    assert len(verdicts(table)) == 5
+    assert not summarise(table).empty
+
+
+def test_trained_models_differ_from_their_start(smoke_run):
+    pipe, _ = smoke_run
+    base = pipe.load(pipe.setting.strong_base).state_dict()
+    for method in ("weaksft", "auxconf", "wspo", "cong_s", "cong", "gold"):
+        trained = pipe.load(pipe.strong(method, 0, 0.0)).state_dict()
+        assert any(not torch.equal(base[k], trained[k]) for k in base), method
+    weak = pipe.load(pipe.setting.weak_base).state_dict()
+    aligned = pipe.load(pipe.weak_aligned(0, 0.0)).state_dict()
+    assert any(not torch.equal(weak[k], aligned[k]) for k in weak)
+
+
+def test_noise_flips_the_weak_pairs(smoke_run):
+    pipe, _ = smoke_run
+    clean, noisy = pipe.weak_preferences(0, 0.0), pipe.weak_preferences(0, 0.4)
+    assert sum(clean["flipped"]) == 0 and sum(noisy["flipped"]) == round(0.4 * len(noisy))
+    assert all(c >= r for c, r in zip(clean["chosen_score"], clean["rejected_score"]))
+
+
+def test_rerun_reuses_every_stage_and_gives_the_same_numbers(smoke_run):
+    pipe, table = smoke_run
+    again = Pipeline(pipe.setting, smoke_pipeline_config(), root=pipe.root, progress=False)
+    table2 = again.run()
+    assert set(again.timings) == {"total"}  # no stage was rebuilt
+    pd.testing.assert_frame_equal(table, table2)
+
+
+def test_interrupted_stage_is_rebuilt_not_trusted(smoke_run, tmp_path):
+    pipe, _ = smoke_run
+    fresh = Pipeline(pipe.setting, smoke_pipeline_config(), root=tmp_path, progress=False)
+
+    class Boom(Exception):
+        pass
+
+    original = fresh.load
+    fresh.load = lambda path: (_ for _ in ()).throw(Boom())  # dies inside the first stage
+    with pytest.raises(Boom):
+        fresh.weak_aligned(0, 0.0)
+    assert not list((tmp_path / "weak_pool").glob("*/_COMPLETE"))
+    fresh.load = original
+    fresh.weak_aligned(0, 0.0)
+    # same seed, same data: the rebuilt pool equals the one of the first run
+    assert fresh.weak_preferences(0, 0.0).to_dict() == pipe.weak_preferences(0, 0.0).to_dict()
+
+
+def test_stage_input_errors_name_stage_and_column(smoke_run):
+    pipe, _ = smoke_run
+    bad = Dataset.from_dict({"prompt": ["a"], "response": ["b"]})
+    with pytest.raises(ValueError, match=r"stage 'weaksft'.*\['completion'\]"):
+        pipe._sft_stage("weaksft", bad, pipe.config.strong_sft, {}, 0)
+    no_rejected = Dataset.from_dict({"prompt": ["a"], "chosen": ["b"]})
+    with pytest.raises(ValueError, match=r"stage 'weak_aligned'.*\['rejected'\]"):
+        pipe._dpo_stage("weak_aligned", pipe.setting.weak_base, no_rejected, pipe.config.weak_dpo, {}, 0)
+    with pytest.raises(ValueError, match="unknown method"):
+        pipe.strong("sft_on_vibes", 0)
+    with pytest.raises(ValueError, match="eval_prompts is empty"):
+        Setting("x", "w", "s", Dataset.from_dict({"prompt": ["a"]}), Dataset.from_dict({"prompt": []}), scorer=None)
+
+
+def test_cache_does_not_depend_on_how_the_root_is_spelled(smoke_run, monkeypatch):
+    """A relative and an absolute spelling of the same runs folder reuse the same artifacts."""
+    pipe, _ = smoke_run
+    monkeypatch.chdir(pipe.root.parent)
+    again = Pipeline(pipe.setting, smoke_pipeline_config(), root=pipe.root.name, progress=False)
+    assert again.root == pipe.root
+    again.weak_aligned(0, 0.0)
+    assert again.timings == {}  # nothing rebuilt
+
+
+@pytest.fixture
+def moved_run(smoke_run, tmp_path):
+    """The smoke world and its pipeline folder copied to another place, as a user copies `runs/`."""
+    pipe, table = smoke_run
+    moved = tmp_path / "elsewhere" / "runs"
+    shutil.copytree(pipe.root.parent, moved)
+    world = build_world(smoke_world_config(), root=moved, progress=False)
+    again = Pipeline(Setting.from_world(world), smoke_pipeline_config(), root=moved / pipe.root.name, progress=False)
+    return again, table
+
+
+def test_a_moved_runs_folder_reuses_every_stage(moved_run):
+    again, table = moved_run
+    assert again.setting.weak_base.startswith(str(again.root.parent))  # the moved world is the one in use
+    pd.testing.assert_frame_equal(again.run(), table)
+    assert set(again.timings) == {"total"}  # nothing was rebuilt at the new place
+
+
+def test_corrupt_artifacts_are_named_and_rebuilt_never_trusted(moved_run):
+    again, table = moved_run
+    path = again.weak_aligned(0, 0.0)
+    weights = f"{path}/model.safetensors"
+    original = open(weights, "rb").read()
+    with open(weights, "r+b") as f:
+        f.truncate(len(original) // 2)
+    with pytest.warns(CorruptArtifactWarning, match=r"stage 'weak_aligned'.*model\.safetensors: \d+ bytes"):
+        assert again.weak_aligned(0, 0.0) == path
+    assert verify(path) == [] and open(weights, "rb").read() == original  # same seed, same weights
+    evaluation = next((again.root / "evaluate").glob("*/eval.json"))
+    evaluation.write_text(evaluation.read_text().replace("0.", "0.9", 1))  # numbers altered by hand
+    with pytest.warns(CorruptArtifactWarning, match=r"stage 'evaluate'.*eval\.json: "):
+        pd.testing.assert_frame_equal(again.run(), table)
