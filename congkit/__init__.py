@@ -10,7 +10,8 @@ from .decoding import (
     plausibility_head,
     sample,
 )
-from .evaluation import main_table, summarise, verdicts
+from .evaluation import main_table, preconditions, summarise, verdicts
+from .methods import METHODS, Method
 from .rewards import ImplicitReward, completion_logprobs, implicit_reward, implicit_reward_from_ids
 from .scorers import RewardModelScorer
 from .stages import Pipeline, PipelineConfig, Setting, smoke_pipeline_config
@@ -27,6 +28,9 @@ __all__ = [
     "Setting",
     "TrainConfig",
     "main_table",
+    "METHODS",
+    "Method",
+    "preconditions",
     "smoke_pipeline_config",
     "summarise",
     "verdicts",

@@ -54,6 +54,23 @@ def char_tokenizer(chat_template: bool = True, vocab_size: int | None = None) ->
     return tok
 
 
+def word_tokenizer(words: list[str], chat_template: bool = True) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer: text is split on whitespace and every word in `words` is one token.
+
+    Built with the `tokenizers` library (WordLevel model, whitespace pre-tokenizer); decoding joins words with single
+    spaces, so text that is words separated by single spaces round-trips exactly, and a response tokenised alone
+    equals the same response tokenised after its prompt. Special tokens as in `char_tokenizer`.
+    """
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + [w for w in words if w not in SPECIAL_TOKENS])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.add_special_tokens(SPECIAL_TOKENS)
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<|end|>")
+    if chat_template:
+        tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
 def tiny_llama(
     vocab_size: int,
     hidden_size: int = 64,

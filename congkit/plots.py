@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .evaluation import METHOD_LABELS, METHOD_ORDER, mean_ci
+from .evaluation import mean_ci
+from .methods import BY_NAME, METHOD_LABELS, METHOD_ORDER
 
 
 def head_size_vs_lambda(expert_logp: torch.Tensor, lambdas=None) -> plt.Figure:
@@ -46,49 +47,47 @@ def load_history(model_dir: str | Path) -> list[dict]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def implicit_vs_explicit(pool: pd.DataFrame) -> plt.Figure:
-    """Claim 1: scatter of the weak pair's implicit reward against the explicit reward, by sample source."""
+def implicit_vs_r_pref(pool: pd.DataFrame) -> plt.Figure:
+    """Claim 1: pi_r's own samples, the weak pair's implicit reward against R_pref (the ranking CD relies on)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     rng = np.random.default_rng(0)
-    for source, part in pool.groupby("source"):
-        jitter = rng.uniform(-0.01, 0.01, len(part))  # explicit rewards take few values; jitter shows density
-        ax.scatter(part.implicit, part.explicit + jitter, s=8, alpha=0.5, label=source)
-    ax.set(title="Implicit vs explicit reward (claim 1)",
-           xlabel="implicit reward: mean log pi_r/pi_ref per token (nats)", ylabel="explicit reward r* (0-1)")  # fmt: skip
-    ax.legend()
+    target = "r_pref" if "r_pref" in pool else "scores"
+    jitter = rng.uniform(-0.02, 0.02, len(pool))  # R_pref takes five values; jitter shows density
+    ax.scatter(pool.implicit, pool[target] + jitter, s=6, alpha=0.3)
+    ax.set(title="pi_r's samples: implicit reward vs R_pref (claim 1)",
+           xlabel="implicit reward: sum of log pi_r/pi_ref over response tokens (nats)", ylabel="R_pref")  # fmt: skip
     fig.tight_layout()
     return fig
 
 
 def alpha_sweep(table: pd.DataFrame) -> plt.Figure:
-    """Claim 2: implicit reward, explicit reward, length and diversity of CD samples against alpha; naive as lines."""
-    cd = table[table.method == "cd"].copy()
-    cd["alpha"] = cd.setting.str.slice(6).astype(float)
-    naive = table[table.method == "naive"]
-    panels = [("implicit", "implicit reward (nats/token)"), ("explicit", "explicit reward r*"),
-              ("length", "length (characters)"), ("distinct", "distinct responses (fraction)")]  # fmt: skip
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4))
-    for ax, (metric, label) in zip(axes, panels):
+    """Claim 2: implicit reward, R_pref, R_cap and length of CD samples against alpha; naive sampling as lines."""
+    cd, naive = table[table.method == "cd"], table[table.method == "naive"]
+    panels = [("implicit", "implicit reward (nats)"), ("r_pref", "R_pref"), ("r_cap", "R_cap (correct rate)"),
+              ("length", "length (characters)")]  # fmt: skip
+    panels = [p for p in panels if (cd.metric == p[0]).any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.5 * len(panels), 3.4), squeeze=False)
+    for ax, (metric, label) in zip(axes[0], panels):
         part = cd[cd.metric == metric].groupby("alpha").value
-        mean = part.mean()
-        stats = [mean_ci(v) for _, v in part]
-        ax.plot(mean.index, mean.values, marker="o", label="CD")
-        lo, hi = [s[1] for s in stats], [s[2] for s in stats]
+        stats = [(a, *mean_ci(v)) for a, v in part]
+        alphas, mean = [s[0] for s in stats], [s[1] for s in stats]
+        ax.plot(alphas, mean, marker="o", label="CD")
+        lo, hi = [s[2] for s in stats], [s[3] for s in stats]
         if np.isfinite(lo).all():
-            ax.fill_between(mean.index, lo, hi, alpha=0.2)
+            ax.fill_between(alphas, lo, hi, alpha=0.2)
         nv = naive[naive.metric == metric].value
         if len(nv):
             ax.axhline(nv.mean(), color="C3", ls="--", label="naive pi_r")
         ax.set(title=label, xlabel="alpha")
-    axes[0].legend()
+    axes[0][0].legend()
     fig.suptitle("Contrastive decoding across alpha (claim 2)")
     fig.tight_layout()
     return fig
 
 
-def method_bars(table: pd.DataFrame, metric: str = "reward", setting: str = "eps=0.0", ylabel: str | None = None):
+def method_bars(table: pd.DataFrame, metric: str = "r_pref", eps: float = 0.0, ylabel: str | None = None):
     """Mean over seeds with 95% interval, one bar per method."""
-    part = table[(table.metric == metric) & (table.setting == setting)]
+    part = table[(table.metric == metric) & np.isclose(table.eps, eps) & table.alpha.isna()]
     methods = [m for m in METHOD_ORDER if m in set(part.method)]
     stats = [mean_ci(part[part.method == m].value) for m in methods]
     means = [s[0] for s in stats]
@@ -97,21 +96,20 @@ def method_bars(table: pd.DataFrame, metric: str = "reward", setting: str = "eps
         [s[2] - s[0] if np.isfinite(s[2]) else 0 for s in stats],
     ]
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    colors = ["C7" if m in ("weak_base", "weak_aligned", "strong_base", "gold") else
-              ("C2" if m.startswith("cong") else "C0") for m in methods]  # fmt: skip
-    ax.bar([METHOD_LABELS[m] for m in methods], means, yerr=err, capsize=3, color=colors)
-    ax.set(title=f"{metric} by method ({setting}, mean and 95% CI over seeds)", ylabel=ylabel or metric)
+    colors = {"reference": "C7", "ceiling": "C7", "baseline": "C0", "ours": "C2"}
+    ax.bar([METHOD_LABELS[m] for m in methods], means, yerr=err, capsize=3,
+           color=[colors[BY_NAME[m].role] for m in methods])  # fmt: skip
+    ax.set(title=f"{metric} by method (eps = {eps}, mean and 95% CI over seeds)", ylabel=ylabel or metric)
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     return fig
 
 
-def noise_curves(table: pd.DataFrame, metric: str = "reward") -> plt.Figure:
+def noise_curves(table: pd.DataFrame, metric: str = "r_pref") -> plt.Figure:
     """Claim 5: each method's `metric` as the weak preference label-noise rate epsilon grows."""
-    part = table[(table.metric == metric) & table.setting.str.startswith("eps=")].copy()
-    part["eps"] = part.setting.str.slice(4).astype(float)
+    part = table[(table.metric == metric) & table.eps.notna() & table.alpha.isna()]
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for method in [m for m in METHOD_ORDER if m in set(part.method) and m not in ("weak_base", "strong_base")]:
+    for method in [m for m in METHOD_ORDER if BY_NAME[m].noise and m in set(part.method)]:
         g = part[part.method == method].groupby("eps").value
         stats = [(e, *mean_ci(v)) for e, v in g]
         eps, mean = [s[0] for s in stats], [s[1] for s in stats]

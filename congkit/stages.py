@@ -8,10 +8,14 @@ Stages (PAPER.md, "The pipeline"), per seed and label-noise rate epsilon:
      chosen, worst = rejected, ties dropped; a fraction epsilon of pairs flipped.
   2. weak_aligned: TRL DPO, weak base (pi_ref) -> pi_r.
   3. weak_samples: CD between pi_r and pi_ref (alpha, lambda), and ordinary samples from pi_r, per training prompt.
-  4. strong methods from the strong base: weaksft, auxconf, wspo, cong_s, cong; gold (DPO on the strong model's own
-     samples ranked by the true reward) is the ceiling.
-  5. evaluation on held-out prompts (see `congkit.evaluation`).
-Every artifact sits in `root/<stage>/<fingerprint of its inputs and settings>/` and is written atomically.
+  4. strong methods from the strong base (`congkit.methods`): weaksft, auxconf, wspo (on the weak preference set's
+     chosen responses, as the authors' release), cong_s, cong; gold is the ceiling: SFT on the setting's gold
+     responses where it has them (the synthetic world), else DPO on the strong model's own samples ranked by the
+     explicit reward.
+  5. evaluation on held-out prompts (see `congkit.evaluation`), the weak pair's own-sample pool (claim 1 and the
+     preconditions), the alpha sweep (claim 2) and the attribute probes (preconditions).
+Every artifact sits in `root/<stage>/<fingerprint of its inputs and settings>/`, written atomically and verified.
+Every random draw takes its seed from `stream_seed(seed, purpose, k)`: one named stream per purpose.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from __future__ import annotations
 import json
 import random
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from datasets import Dataset
@@ -31,14 +37,20 @@ from transformers import set_seed
 from .cache import build_once, fingerprint, read_json, write_json_atomic
 from .data import load_saved_dataset
 from .decoding import DecodingConfig, contrastive_generate, sample
+from .methods import BY_NAME, STRONG_METHODS
 from .models import load_causal_lm, load_tokenizer
-from .rewards import check_same_vocab, implicit_reward_from_ids, mean_response_logprobs
+from .rewards import check_same_vocab, implicit_reward, implicit_reward_from_ids, mean_response_logprobs
 from .scorers import Scorer
 from .tokens import encode_prompt
 from .trainers import AuxConfTrainer, WSPOTrainer
 from .training import TrainConfig, train_dpo, train_sft
 
-STRONG_METHODS = ("weaksft", "auxconf", "wspo", "cong_s", "cong")
+
+def stream_seed(seed: int, purpose: str, k: int = 0) -> int:
+    """The seed of draw `k` of the named random stream `purpose` in pipeline replicate `seed` (independent streams,
+    stable across runs and machines)."""
+    state = np.random.SeedSequence([seed, zlib.crc32(purpose.encode()), k]).generate_state(1, dtype=np.uint64)[0]
+    return int(state >> 34)
 
 
 @dataclass
@@ -54,6 +66,9 @@ class Setting:
     heldout_prompts: Dataset | None = None  # columns "prompt", "reference" (capability retention)
     is_correct: Callable[[str, str], bool] | None = None  # (prompt, response) -> answer right? (heldout)
     multiple_choice: Dataset | None = None  # columns question, choices, answer (capability retention, real models)
+    gold_responses: Callable[[str], str] | None = None  # prompt -> ideal response (the gold ceiling's SFT data)
+    preference_probes: Callable[[str], list[tuple[str, str, str]]] | None = None  # prompt -> [(attribute, better,
+    #   one-attribute-worse response)]: the weak pair's attribute probes (a precondition); synthetic world only
     tokenizer: str | None = None  # defaults to weak_base's folder / id
     key: str = ""  # identifies the setting in cache fingerprints
     device: str | None = None
@@ -77,11 +92,16 @@ class Setting:
     @classmethod
     def from_world(cls, world, device: str | None = None) -> Setting:
         """The synthetic world as a setting: exact reward as judge, the held-out family for capability."""
-        from .world import canonical_response, dataset_tasks, judge
+        from .world import PREFERENCE_ATTRIBUTES, canonical_response, dataset_tasks, judge, one_attribute_worse
 
         heldout = world.prompts("heldout")
-        tasks = {t.prompt: t for t in dataset_tasks(heldout)}
+        tasks = {t.prompt: t for split in ("train", "eval", "heldout") for t in dataset_tasks(world.prompts(split))}
         heldout = heldout.map(lambda row: {"reference": canonical_response(tasks[row["prompt"]])})
+
+        def probes(prompt: str) -> list[tuple[str, str, str]]:
+            task = tasks[prompt]
+            return [(a, canonical_response(task), one_attribute_worse(task, a)) for a in PREFERENCE_ATTRIBUTES]
+
         return cls(
             name=f"world-{world.path.name}",
             weak_base=str(world.model_path("weak_base")),
@@ -92,6 +112,8 @@ class Setting:
             heldout_prompts=heldout,
             scorer=world.reward(),
             is_correct=lambda p, r: judge(tasks[p], r).correct,
+            gold_responses=lambda p: canonical_response(tasks[p]),
+            preference_probes=probes,
             key=world.path.name,
             device=device or "cpu",
             dtype=torch.float32,
@@ -102,31 +124,31 @@ class Setting:
 class PipelineConfig:
     """Every knob of the experiment. Learning rates are for the tiny world's models (the paper's are for 3-8B)."""
 
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4])
+    seeds: list[int] = field(default_factory=lambda: list(range(20)))  # paired replicates of the whole pipeline
+    noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.4])  # the first is the clean setting
     n_preference_samples: int = 4
-    # T 0.8 / top-p 0.95 as the authors; no repetition penalty: with character tokens every answer repeats tokens.
+    # T 0.8 / top-p 0.95 as the authors; no repetition penalty: answers legitimately repeat tokens ("a b b").
     sampling: DecodingConfig = field(
         default_factory=lambda: DecodingConfig(
-            lam=None, temperature=0.8, top_p=0.95, repetition_penalty=1.0, max_new_tokens=48, batch_size=64
+            lam=None, temperature=0.8, top_p=0.95, repetition_penalty=1.0, max_new_tokens=20, batch_size=1024
         )
     )
-    cd_alpha: float = 0.5
+    cd_alpha: float = 0.5  # fixed before any run: the alpha of claim 2's verdict and of the ConG data
     cd_lam: float = 0.1
     alpha_sweep: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
     # DPO stages add an NLL term on the chosen response (RPO; TRL loss_type ["sigmoid", "sft"]): plain DPO on these
-    # character-level models lowers the likelihood of answer tokens shared by chosen and rejected and wrecks accuracy.
-    weak_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=2e-4, num_train_epochs=2, beta=0.1,
-                                                                      dpo_loss=["sigmoid", "sft"]))  # fmt: skip
-    strong_sft: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-4, num_train_epochs=2))
+    # tiny models collapses them (measured: weak aligned R_pref 0.61 -> 0.53, correct rate 0.35 -> 0.09).
+    weak_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=3e-4, num_train_epochs=3,
+                                                                      beta=0.1, dpo_loss=["sigmoid", "sft"]))  # fmt: skip
+    strong_sft: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=3e-4, num_train_epochs=3))
     auxconf_weight: float = 0.5
-    wspo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-4, num_train_epochs=2, beta=0.1))
+    wspo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=3e-4, num_train_epochs=3, beta=0.1))
     cong_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-4, num_train_epochs=2, beta=0.5,
                                                                       dpo_loss=["sigmoid", "sft"]))  # fmt: skip
     gold_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=2e-4, num_train_epochs=2, beta=0.1,
                                                                       dpo_loss=["sigmoid", "sft"]))  # fmt: skip
-    eval_samples: int = 4
-    eval_seed: int = 1000
+    eval_samples: int = 8  # samples per evaluation prompt (also the size of the weak pair's own-sample pool)
+    best_of: int = 4  # the best-of-k precondition
 
     def validate(self) -> None:
         if not self.seeds:
@@ -135,20 +157,24 @@ class PipelineConfig:
             raise ValueError(f"noise_levels must be a non-empty list in [0, 1], got {self.noise_levels}")
         if self.n_preference_samples < 2:
             raise ValueError(f"n_preference_samples must be >= 2 to form a pair, got {self.n_preference_samples}")
+        if not 2 <= self.best_of <= self.eval_samples:
+            raise ValueError(f"best_of must lie in [2, eval_samples={self.eval_samples}], got {self.best_of}")
         DecodingConfig(alpha=self.cd_alpha, lam=self.cd_lam).validate(contrastive=True)
         for a in self.alpha_sweep:
             DecodingConfig(alpha=a, lam=self.cd_lam).validate(contrastive=True)
 
 
 def smoke_pipeline_config() -> PipelineConfig:
-    """Everything once and small: for tests (about a minute on 2 cores)."""
+    """Everything once and small: for tests and the smoke study."""
     return PipelineConfig(
         seeds=[0],
         noise_levels=[0.0, 0.4],
         n_preference_samples=3,
-        sampling=DecodingConfig(lam=None, temperature=0.8, top_p=0.95, repetition_penalty=1.0, max_new_tokens=24),
+        sampling=DecodingConfig(lam=None, temperature=0.8, top_p=0.95, repetition_penalty=1.0, max_new_tokens=16,
+                                batch_size=256),  # fmt: skip
         alpha_sweep=[0.0, 0.5, 1.0],
-        eval_samples=2,
+        eval_samples=4,
+        best_of=2,
     )
 
 
@@ -262,32 +288,28 @@ class Pipeline:
     def _pool(self, model_path: str, seed: int, stage: str) -> Dataset:
         """N samples per training prompt from `model_path` with their explicit rewards (columns samples, scores)."""
         cfg = self.config
-        key = {"model": self._ref(model_path), "seed": seed, "n": cfg.n_preference_samples, "sampling": asdict(cfg.sampling)}
+        key = {"model": self._ref(model_path), "seed": seed, "n": cfg.n_preference_samples,
+               "sampling": asdict(cfg.sampling)}  # fmt: skip
 
         def make() -> Dataset:
             model, prompts, n = self.load(model_path), self._prompts("train"), cfg.n_preference_samples
-            samples = [[] for _ in prompts]
-            for k in range(n):
-                gen = sample(
-                    model, self.tokenizer, prompts, self._sampling(seed=seed * 1000 + k), progress=self.progress
-                )
-                for i, text in enumerate(gen.texts):
-                    samples[i].append(text)
-            flat = self._score([p for p in prompts for _ in range(n)], [t for texts in samples for t in texts])
-            scores = [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
-            return Dataset.from_dict({"prompt": prompts, "samples": samples, "scores": scores})
+            draws = self._draws(model, prompts, n, stream_seed(seed, stage)).texts
+            scores = self._score(prompts * n, draws)
+            per_prompt = [list(range(i, n * len(prompts), len(prompts))) for i in range(len(prompts))]
+            return Dataset.from_dict({"prompt": prompts, "samples": [[draws[j] for j in js] for js in per_prompt],
+                                      "scores": [[scores[j] for j in js] for js in per_prompt]})  # fmt: skip
 
         return self._dataset_stage(stage, key, make, "pool")
 
     def weak_preferences(self, seed: int, eps: float) -> Dataset:
         """Stage 1: weak preference data (columns prompt, chosen, rejected, *_score, flipped)."""
         pool = self._pool(self.setting.weak_base, seed, "weak_pool")
-        return preference_pairs(pool["prompt"], pool["samples"], pool["scores"], eps, seed)
+        return preference_pairs(pool["prompt"], pool["samples"], pool["scores"], eps, stream_seed(seed, "label_noise"))
 
     def gold_pairs(self, seed: int) -> Dataset:
         """The gold ceiling's data: the strong base's own samples ranked by the true explicit reward."""
         pool = self._pool(self.setting.strong_base, seed, "strong_pool")
-        return preference_pairs(pool["prompt"], pool["samples"], pool["scores"], 0.0, seed)
+        return preference_pairs(pool["prompt"], pool["samples"], pool["scores"], 0.0, 0)
 
     def _dpo_stage(self, stage: str, policy: str, pairs: Dataset, cfg: TrainConfig, key: dict, seed: int) -> Path:
         require_columns(pairs, ("prompt", "chosen", "rejected"), stage)
@@ -317,9 +339,10 @@ class Pipeline:
 
         def make() -> Dataset:
             (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("train")
-            run = self._sampling(seed=seed, alpha=cfg.cd_alpha, lam=cfg.cd_lam)
+            run = self._sampling(seed=stream_seed(seed, "cd_samples"), alpha=cfg.cd_alpha, lam=cfg.cd_lam)
             cd = contrastive_generate(pi_r, pi_ref, self.tokenizer, prompts, run, progress=self.progress)
-            plain = sample(pi_r, self.tokenizer, prompts, self._sampling(seed=seed), progress=self.progress)
+            plain_run = self._sampling(seed=stream_seed(seed, "plain_samples"))
+            plain = sample(pi_r, self.tokenizer, prompts, plain_run, progress=self.progress)
             return Dataset.from_dict(
                 {"prompt": prompts, "cd": cd.texts, "cd_implicit": cd.implicit_reward(), "plain": plain.texts}
             )
@@ -349,6 +372,11 @@ class Pipeline:
         """Stage 4: the strong model trained by `method` (a STRONG_METHODS name or 'gold'); returns its folder."""
         cfg = self.config
         if method == "gold":
+            if self.setting.gold_responses is not None:  # the strong model trained on gold supervision
+                prompts = self._prompts("train")
+                data = Dataset.from_dict({"prompt": prompts,
+                                          "completion": [self.setting.gold_responses(p) for p in prompts]})  # fmt: skip
+                return str(self._sft_stage("gold", data, cfg.strong_sft, {}, seed))
             pairs = self.gold_pairs(seed)
             return str(self._dpo_stage("gold", self.setting.strong_base, pairs, cfg.gold_dpo, {}, seed))
         if method not in STRONG_METHODS:
@@ -363,14 +391,16 @@ class Pipeline:
             return str(self._sft_stage(method, plain, cfg.strong_sft, {**key, "w": cfg.auxconf_weight}, seed,
                                        trainer_cls=AuxConfTrainer,
                                        trainer_kwargs=lambda: {"aux_weight": cfg.auxconf_weight}))  # fmt: skip
-        if method == "wspo":
+        if method == "wspo":  # on the weak preference set's chosen responses, as in the authors' release
             pi_r = self.weak_aligned(seed, eps)
+            chosen = self.weak_preferences(seed, eps).select_columns(["prompt", "chosen"])
+            chosen = chosen.rename_column("chosen", "completion")
 
             def wspo_models() -> dict:
                 return {"ref_model": self.load(self.setting.strong_base), "weak_model": self.load(pi_r),
                         "weak_ref_model": self.load(self.setting.weak_base), "beta": cfg.wspo.beta}  # fmt: skip
 
-            return str(self._sft_stage(method, plain, cfg.wspo, {**key, "pi_r": self._ref(pi_r)}, seed,
+            return str(self._sft_stage(method, chosen, cfg.wspo, {**key, "pi_r": self._ref(pi_r)}, seed,
                                        trainer_cls=WSPOTrainer, trainer_kwargs=wspo_models))  # fmt: skip
         if method == "cong_s":
             return str(self._sft_stage(method, contrastive, cfg.strong_sft, key, seed))
@@ -385,7 +415,7 @@ class Pipeline:
 
         def make() -> Dataset:
             gen = sample(self.load(cong_s), self.tokenizer, list(samples["prompt"]),
-                         self._sampling(seed=seed + 7), progress=self.progress)  # fmt: skip
+                         self._sampling(seed=stream_seed(seed, "cong_own_samples")), progress=self.progress)  # fmt: skip
             pairs = {"prompt": [], "chosen": [], "rejected": []}
             for prompt, chosen, rejected in zip(samples["prompt"], samples["cd"], gen.texts):
                 if chosen != rejected:
@@ -399,27 +429,40 @@ class Pipeline:
     # --- stage 5: evaluation --------------------------------------------------------------------------------------
 
     def evaluate(self, model_path: str, seed: int) -> dict:
-        """Explicit reward of `eval_samples` samples per eval prompt, response length, and held-out capability.
+        """`eval_samples` samples per eval prompt scored on every reward channel (r*, r_pref, r_cap when the scorer
+        has them), response length, and held-out capability.
 
         Sampling seeds depend on `seed` only, so every model of one seed is judged on paired draws.
         """
         cfg = self.config
-        key = {"model": self._ref(model_path), "seed": seed, "k": cfg.eval_samples, "sampling": asdict(cfg.sampling),
-               "eval_seed": cfg.eval_seed}  # fmt: skip
+        key = {"model": self._ref(model_path), "seed": seed, "k": cfg.eval_samples, "sampling": asdict(cfg.sampling)}
 
         def build(tmp: Path) -> None:
-            model, prompts = self.load(model_path), self._prompts("eval")
-            scores, lengths = [], []
-            for k in range(cfg.eval_samples):
-                run = self._sampling(seed=cfg.eval_seed + 100 * seed + k)
-                texts = sample(model, self.tokenizer, prompts, run, progress=False).texts
-                scores.append(self._score(prompts, texts))
-                lengths.append([len(t) for t in texts])
-            result = {"scores": scores, "lengths": lengths}
+            model, prompts, k = self.load(model_path), self._prompts("eval"), cfg.eval_samples
+            texts = self._draws(model, prompts, k, stream_seed(seed, "evaluation")).texts
+            n = len(prompts)
+            result = {name: [values[j * n : (j + 1) * n] for j in range(k)]  # draw j of every prompt
+                      for name, values in self._judge(prompts * k, texts).items()}  # fmt: skip
+            result["lengths"] = [[len(t) for t in texts[j * n : (j + 1) * n]] for j in range(k)]
             result.update(self._capability(model))
             write_json_atomic(tmp / "eval.json", result)
 
         return read_json(self._stage("evaluate", key, build) / "eval.json")
+
+    def _draws(self, model, prompts: list[str], k: int, seed: int, **overrides):
+        """k samples of every prompt in one batched run: draw j of prompt i is row j * len(prompts) + i, whose
+        randomness is seeded by (seed, row), so every draw is independent."""
+        return sample(model, self.tokenizer, prompts * k, self._sampling(seed=seed, **overrides),
+                      progress=self.progress)  # fmt: skip
+
+    def _judge(self, prompts: list[str], texts: list[str]) -> dict[str, list[float]]:
+        """{"scores": r*, "r_pref": ..., "r_cap": ...}: both channels when the scorer has them; a reward model (no
+        channels) is the preference judge, so r_pref = its score and capability comes from the held-out sets."""
+        scores = self._score(prompts, texts)
+        channels = getattr(self.setting.scorer, "channels", None)
+        if channels is None:
+            return {"scores": scores, "r_pref": scores}
+        return {"scores": scores, **channels(prompts, texts)}
 
     def _capability(self, model) -> dict:
         out = {}
@@ -437,105 +480,128 @@ class Pipeline:
                 prompts
             )
         if "reference" in heldout.column_names:
-            logps = mean_response_logprobs(model, self.tokenizer, prompts, heldout["reference"])
+            logps = mean_response_logprobs(model, self.tokenizer, prompts, heldout["reference"], batch_size=256)
             out["heldout_answer_logprob"] = sum(logps) / len(logps)
         return out
 
-    # --- claims 1 and 2 -------------------------------------------------------------------------------------------
+    # --- claims 1 and 2, and the weak pair's preconditions -------------------------------------------------------
 
-    def implicit_vs_explicit(self, seed: int, eps: float = 0.0) -> Dataset:
-        """Claim 1 pool: samples of pi_ref and pi_r on eval prompts with implicit (mean) and explicit reward."""
-        pi_r_path = self.weak_aligned(seed, eps)
-        key = {"pi_r": self._ref(pi_r_path), "sampling": asdict(self.config.sampling), "seed": seed, "eps": eps}
+    def weak_pair_pool(self, seed: int) -> Dataset:
+        """pi_r's own samples (`eval_samples` per eval prompt, the evaluation decoding), each with the weak pair's
+        implicit reward (sum and mean over tokens, beta = 1) and every reward channel: claim 1 and the ranking
+        preconditions are measured within this pool."""
+        pi_r_path = self.weak_aligned(seed, 0.0)
+        cfg = self.config
+        key = {"pi_r": self._ref(pi_r_path), "sampling": asdict(cfg.sampling), "k": cfg.eval_samples, "seed": seed}
 
         def make() -> Dataset:
             (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("eval")
-            prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
-            rows = {"prompt": [], "response": [], "source": [], "implicit": [], "explicit": []}
-            for source, model in (("pi_ref", pi_ref), ("pi_r", pi_r)):
-                gen = sample(model, self.tokenizer, prompts, self._sampling(seed=seed + 31), progress=False)
-                implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids).mean
-                rows["prompt"] += prompts
-                rows["response"] += gen.texts
-                rows["source"] += [source] * len(prompts)
-                rows["implicit"] += implicit
-                rows["explicit"] += self._score(prompts, gen.texts)
-            return Dataset.from_dict(rows)
+            k, n = cfg.eval_samples, len(prompts)
+            prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts] * k
+            gen = self._draws(pi_r, prompts, k, stream_seed(seed, "weak_pair_pool"))
+            implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, batch_size=256)
+            rows = {"prompt": prompts * k, "k": [j for j in range(k) for _ in range(n)], "response": gen.texts,
+                    "implicit": implicit.total, "implicit_mean": implicit.mean}  # fmt: skip
+            return Dataset.from_dict({**rows, **self._judge(prompts * k, gen.texts)})
 
-        return self._dataset_stage("implicit_vs_explicit", key, make, "pool")
+        return self._dataset_stage("weak_pair_pool", key, make, "pool")
+
+    def attribute_probes(self, seed: int) -> Dataset | None:
+        """Per eval prompt and preference attribute: the summed implicit reward of the better response and of the
+        same response with that one attribute made worse (None when the setting has no probes)."""
+        if self.setting.preference_probes is None:
+            return None
+        pi_r_path = self.weak_aligned(seed, 0.0)
+
+        def make() -> Dataset:
+            pi_r, pi_ref = self._weak_pair(pi_r_path)
+            rows = [(p, *probe) for p in self._prompts("eval") for probe in self.setting.preference_probes(p)]
+            prompts, attributes, better, worse = (list(col) for col in zip(*rows))
+            good = implicit_reward(pi_r, pi_ref, self.tokenizer, prompts, better, batch_size=256).total
+            bad = implicit_reward(pi_r, pi_ref, self.tokenizer, prompts, worse, batch_size=256).total
+            return Dataset.from_dict({"prompt": prompts, "attribute": attributes, "better": better, "worse": worse,
+                                      "implicit_better": good, "implicit_worse": bad})  # fmt: skip
+
+        return self._dataset_stage("attribute_probes", {"pi_r": self._ref(pi_r_path), "seed": seed}, make, "probes")
 
     def alpha_sweep(self, seed: int, eps: float = 0.0) -> Dataset:
-        """Claim 2: CD samples on eval prompts at each alpha, and naive samples of pi_r, with both rewards."""
+        """Claim 2: CD samples on eval prompts at each alpha, and naive samples of pi_r, with the implicit reward
+        (sum over tokens) and every reward channel."""
         pi_r_path = self.weak_aligned(seed, eps)
         cfg = self.config
-        key = {"pi_r": self._ref(pi_r_path), "alphas": cfg.alpha_sweep, "lam": cfg.cd_lam, "sampling": asdict(cfg.sampling),
-               "seed": seed, "eps": eps}  # fmt: skip
+        key = {"pi_r": self._ref(pi_r_path), "alphas": cfg.alpha_sweep, "lam": cfg.cd_lam,
+               "sampling": asdict(cfg.sampling), "seed": seed, "eps": eps}  # fmt: skip
 
         def make() -> Dataset:
             (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("eval")
             prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
-            rows = {"alpha": [], "prompt": [], "response": [], "implicit": [], "explicit": [], "length": []}
+            rows = {"alpha": [], "prompt": [], "response": [], "implicit": [], "length": []}
+            judged: dict[str, list] = {}
             runs = [(a, True) for a in cfg.alpha_sweep] + [(float("nan"), False)]
+            draw = stream_seed(seed, "alpha_sweep")  # one draw for every alpha and for naive: paired comparisons
             for alpha, contrastive in runs:
                 if contrastive:
-                    run = self._sampling(seed=seed + 17, alpha=alpha, lam=cfg.cd_lam)
+                    run = self._sampling(seed=draw, alpha=alpha, lam=cfg.cd_lam)
                     gen = contrastive_generate(pi_r, pi_ref, self.tokenizer, prompts, run, progress=False)
-                    implicit = gen.implicit_reward()
+                    implicit = [sum(r) for r in gen.token_rewards]
                 else:  # naive sampling from pi_r, scored by the rewards module
-                    gen = sample(pi_r, self.tokenizer, prompts, self._sampling(seed=seed + 17), progress=False)
-                    implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids).mean
+                    gen = sample(pi_r, self.tokenizer, prompts, self._sampling(seed=draw), progress=False)
+                    implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, batch_size=256).total
                 rows["alpha"] += [alpha] * len(prompts)
                 rows["prompt"] += prompts
                 rows["response"] += gen.texts
                 rows["implicit"] += implicit
-                rows["explicit"] += self._score(prompts, gen.texts)
                 rows["length"] += [len(t) for t in gen.texts]
-            return Dataset.from_dict(rows)
+                for name, values in self._judge(prompts, gen.texts).items():
+                    judged.setdefault(name, []).extend(values)
+            return Dataset.from_dict({**rows, **judged})
 
         return self._dataset_stage("alpha_sweep", key, make, "sweep")
 
     def claims(self) -> pd.DataFrame:
-        """Claim 1 and claim 2 rows (tidy) for every seed, at epsilon = 0."""
+        """Claim 1 and 2 rows and the weak pair's precondition rows (tidy), for every seed, at epsilon = 0."""
         from .evaluation import claim_rows
 
         rows = []
         for seed in self.config.seeds:
-            rows += claim_rows(seed, self.implicit_vs_explicit(seed), self.alpha_sweep(seed))
-        return pd.DataFrame(rows)
+            rows += claim_rows(seed, self.weak_pair_pool(seed), self.alpha_sweep(seed), self.attribute_probes(seed),
+                               self.config.best_of)  # fmt: skip
+        return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
     def training_views(self, seed: int = 0, eps: float = 0.0, n: int = 5) -> pd.DataFrame:
         """What each strong method trained on, for the first `n` training prompts."""
         samples = self.weak_samples(seed, eps).select(range(n))
         cong_pairs = self.cong_pairs(seed, eps)
         own = dict(zip(cong_pairs["prompt"], cong_pairs["rejected"]))
-        gold = self.gold_pairs(seed)
-        gold_pairs = {p: (c, r) for p, c, r in zip(gold["prompt"], gold["chosen"], gold["rejected"])}
-        rows = []
-        for row in samples:
-            p = row["prompt"]
-            rows.append(
-                {
-                    "prompt": p,
-                    "WeakSFT / AuxConf / WSPO: pi_r sample": row["plain"],
-                    "ConG-S target, ConG chosen: CD sample": row["cd"],
-                    "ConG rejected: ConG-S's own sample": own.get(p, "(same as chosen: pair dropped)"),
-                    "gold chosen / rejected": " | ".join(gold_pairs.get(p, ("(tie: dropped)", ""))),
-                }
-            )
-        return pd.DataFrame(rows)
+        chosen = dict(zip(*(self.weak_preferences(seed, eps)[c] for c in ("prompt", "chosen"))))
+        gold = self.setting.gold_responses or (lambda p: "(DPO on own samples ranked by the explicit reward)")
+        return pd.DataFrame([{
+            "prompt": row["prompt"],
+            "WeakSFT / AuxConf: pi_r sample": row["plain"],
+            "WSPO: weak chosen response": chosen.get(row["prompt"], "(tie: no pair)"),
+            "ConG-S target, ConG chosen: CD sample": row["cd"],
+            "ConG rejected: ConG-S's own sample": own.get(row["prompt"], "(same as chosen: pair dropped)"),
+            "gold": gold(row["prompt"]),
+        } for row in samples])  # fmt: skip
 
     # --- everything -----------------------------------------------------------------------------------------------
 
     def model_paths(self, seed: int, eps: float) -> dict[str, str]:
+        """Every model of one replicate: all methods at the clean setting, the `noise` methods (claim 5) at others."""
+        clean = eps == self.config.noise_levels[0]
         paths = {"strong_base": self.setting.strong_base, "weak_base": self.setting.weak_base,
-                 "weak_aligned": self.weak_aligned(seed, eps), "gold": self.strong("gold", seed)}  # fmt: skip
+                 "weak_aligned": self.weak_aligned(seed, eps)}  # fmt: skip
+        if clean:
+            paths["gold"] = self.strong("gold", seed)
         for method in STRONG_METHODS:
-            paths[method] = self.strong(method, seed, eps)
+            if clean or BY_NAME[method].noise:
+                paths[method] = self.strong(method, seed, eps)
         return paths
 
     def run(self) -> pd.DataFrame:
-        """All stages for all seeds and noise levels; the tidy results table (also saved as results.csv)."""
-        from .evaluation import evaluation_rows, pgr_rows
+        """All stages for all seeds and noise levels; the tidy results table (columns `RESULT_COLUMNS`). Writes
+        results.csv, preconditions.csv and verdicts.csv into the pipeline's folder."""
+        from .evaluation import evaluation_rows, pgr_rows, preconditions, verdicts
 
         start = time.perf_counter()
         rows = []
@@ -546,14 +612,24 @@ class Pipeline:
                 for method, path in paths.items():
                     rows += evaluation_rows(method, seed, eps, self.evaluate(path, seed), reference)
         rows += self.claims().to_dict("records")
-        table = pd.DataFrame(rows, columns=["method", "seed", "setting", "metric", "value"])
-        table = pd.concat([table, pd.DataFrame(pgr_rows(table))], ignore_index=True)
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / "results.csv.tmp"
-        table.to_csv(tmp, index=False)
-        tmp.replace(self.root / "results.csv")
+        table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+        table = pd.concat([table, pd.DataFrame(pgr_rows(table), columns=RESULT_COLUMNS)], ignore_index=True)
+        conditions = preconditions(table, self.config)
+        for name, frame in (("results", table), ("preconditions", conditions),
+                            ("verdicts", verdicts(table, conditions, self.config))):  # fmt: skip
+            write_csv_atomic(frame, self.root / f"{name}.csv")
         self.timings["total"] = time.perf_counter() - start
         return table
+
+
+RESULT_COLUMNS = ["method", "seed", "eps", "alpha", "metric", "value"]
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
 
 
 def content_key(ds: Dataset) -> str:

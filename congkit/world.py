@@ -1,22 +1,23 @@
-"""The synthetic alignment world: prompts, an exact explicit reward, and a noisy pre-alignment corpus.
+r"""The synthetic alignment world: prompts, two exact reward channels, and a noisy pre-alignment corpus.
 
-Everything the paper needs exists here for real, at a size a 2-core CPU trains in minutes:
+Everything the paper needs exists here for real, at a size a 2-core CPU trains in minutes. Text is words separated
+by single spaces, and the world's tokenizer (`congkit.models.word_tokenizer`) makes every word one token, so each
+preference is decided at a token: the first response token chooses filler or not, the statement's first token
+chooses the format, the token after the answer chooses to stop, repeat or add a closing phrase.
 
-- **Prompts** from task families rendered as instructions. Alignment families: `add`, `sort`, `reverse`, `count`.
-  The held-out family `max` never appears in an alignment prompt; it measures capability retention.
-- **The explicit reward** `explicit_reward(prompt, response)` in [0, 1] (the paper's ArmoRM, here exact):
-
-      r* = 0.5 * correct + 0.2 * format + 0.1 * no_filler + 0.1 * no_repetition + 0.1 * concise
-
-  `correct`: the first answer in the response equals the truth. `format`: the answer is stated as "Answer: X".
-  `no_filler`: no chatter before the answer. `no_repetition`: the answer statement appears once. `concise`:
-  `max(0, 1 - extra_chars / 40)` for characters beyond the canonical "Answer: <truth>". A response that is empty,
-  longer than 200 characters, not ASCII, or holds no answer at all scores 0. So capability (correct) and preference
-  (the rest) both count, and alignment has something to fix that is not pure skill.
-- **The pre-alignment corpus**: each response starts from the canonical "Answer: <truth>" and independently gets
-  each kind of noise at a documented rate (`NoiseRates`): a wrong answer of a plausible kind, filler before it, a
-  format slip ("The answer is X." or a bare X), repetition of the answer statement (on a new line), and a
-  verbose tail.
+- **Prompts**: a task and two instructions, e.g. `Add 3 and 14 . style=tag length=short`. Alignment families: `add`,
+  `sort`, `reverse`, `count`; the held-out family `max` never appears in an alignment prompt (capability retention).
+- **R_cap** (capability, in {0, 1}): the first answer stated equals the truth.
+- **R_pref** (preference, the analogue of AlpacaEval / Arena-Hard, in {0, .25, .5, .75, 1}): the mean of four
+  attributes, two of them set by the prompt's instructions:
+  `format` (style=tag wants `Answer: X`, style=sentence wants `The answer is X .`), `length` (length=full wants one
+  closing phrase after the answer, length=short none), `no_filler` (no chatter before the answer), `no_repetition`
+  (the answer is stated once).
+- **r\*** (what a reward model would say; it ranks the weak preference pairs and the gold ceiling's pairs):
+  `r* = 0.8 R_pref + 0.2 R_cap`. A response with no parsable answer statement scores 0 on every channel.
+- **The pre-alignment corpus** ignores the instructions: each attribute is violated independently at a documented
+  rate (`NoiseRates`), and a fraction of answers is wrong. So both base models follow the instructions only by
+  chance, and alignment has something to teach that is not skill.
 """
 
 from __future__ import annotations
@@ -30,19 +31,23 @@ from datasets import Dataset
 ALIGNMENT_FAMILIES = ("add", "sort", "reverse", "count")
 HELDOUT_FAMILY = "max"
 FAMILIES = ALIGNMENT_FAMILIES + (HELDOUT_FAMILY,)
+STYLES = ("tag", "sentence")
+LENGTHS = ("short", "full")
+PREFERENCE_ATTRIBUTES = ("format", "length", "no_filler", "no_repetition")
 
-FILLERS = ("Sure! ", "Let me think. ", "Okay, so ", "Great question! ")
-VERBOSE_TAILS = (" I hope this helps!", " Let me know if you need more.", " That is all.")
-MAX_RESPONSE_CHARS = 200
-LETTERS = "abcdef"
+FILLERS = ("Sure!", "Okay,", "Well,", "Hmm,")
+CLOSINGS = ("Hope this helps!", "Glad to help!", "Ask me more!")
+MAX_RESPONSE_WORDS = 40
+LETTERS = "abcdefgh"
+NUMBER_RANGE = 20  # add operands and max candidates are 0..19
 
-# The answer each family expects, as a regular expression: the first match after the prefix is "the answer".
+# The answer each family expects, as a regular expression over the space-separated words.
 ANSWER_PATTERNS = {
     "add": r"\d+",
     "count": r"\d+",
     "max": r"\d+",
-    "sort": r"[a-z](?: [a-z])*",
-    "reverse": r"[a-z]+",
+    "sort": r"[a-h] [a-h] [a-h]",
+    "reverse": r"[a-h] [a-h] [a-h]",
 }
 
 
@@ -51,144 +56,182 @@ class Task:
     family: str
     prompt: str
     answer: str
+    style: str = "tag"
+    length: str = "short"
 
 
 @dataclass
 class NoiseRates:
-    """Per-response probabilities of each kind of noise in the pre-alignment corpus (drawn independently)."""
+    """Per-response probabilities, drawn independently, that a corpus response violates each preference attribute
+    (`format_slip`: the other style; `verbose`: the wrong length), or states a wrong answer (`wrong`)."""
 
-    wrong: float = 0.25
-    filler: float = 0.3
-    format_slip: float = 0.25
-    repetition: float = 0.15
-    verbose: float = 0.25
+    wrong: float = 0.05
+    filler: float = 0.7
+    format_slip: float = 0.35
+    repetition: float = 0.5
+    verbose: float = 0.35
 
 
 # --- prompts ------------------------------------------------------------------------------------------------------
 
 
-def make_task(family: str, rng: random.Random) -> Task:
-    """One random task of `family`, with its prompt text and its true answer."""
+TEMPLATES = {
+    "add": ("Add {a} and {b} .", "What is {a} plus {b} ?"),
+    "sort": ("Sort {x} .", "Put {x} in order ."),
+    "reverse": ("Reverse {x} .", "Write {x} backwards ."),
+    "count": ("Count a in {x} .", "How many a in {x} ?"),
+    "max": ("Largest of {x} ?", "Max of {x} ."),
+}
+
+
+def _task_text(family: str, rng: random.Random) -> tuple[str, str]:
+    if family not in TEMPLATES:
+        raise ValueError(f"unknown task family {family!r}; known: {FAMILIES}")
+    template = rng.choice(TEMPLATES[family])
     if family == "add":
-        a, b = rng.randint(0, 9), rng.randint(0, 9)
-        prompt = rng.choice(["Add {a} and {b}.", "What is {a} + {b}?"]).format(a=a, b=b)
-        return Task(family, prompt, str(a + b))
-    if family == "sort":
-        letters = rng.sample(LETTERS, 3)
-        prompt = rng.choice(["Sort: {x}", "Put in order: {x}"]).format(x=" ".join(letters))
-        return Task(family, prompt, " ".join(sorted(letters)))
-    if family == "reverse":
-        word = "".join(rng.choice(LETTERS) for _ in range(3))
-        prompt = rng.choice(["Reverse the word {w}.", "Spell {w} backwards."]).format(w=word)
-        return Task(family, prompt, word[::-1])
+        a, b = rng.randrange(NUMBER_RANGE), rng.randrange(NUMBER_RANGE)
+        return template.format(a=a, b=b), str(a + b)
+    if family in ("sort", "reverse"):
+        letters = rng.sample(LETTERS, 3) if family == "sort" else [rng.choice(LETTERS) for _ in range(3)]
+        answer = sorted(letters) if family == "sort" else letters[::-1]
+        return template.format(x=" ".join(letters)), " ".join(answer)
     if family == "count":
-        text = "".join(rng.choice("ab") for _ in range(rng.randint(4, 6)))
-        prompt = rng.choice(["Count the a in {s}.", "How many a in {s}?"]).format(s=text)
-        return Task(family, prompt, str(text.count("a")))
-    if family == "max":
-        nums = rng.sample(range(1, 10), 3)
-        prompt = rng.choice(["Largest of {x}?", "Max of {x}."]).format(x=" ".join(map(str, nums)))
-        return Task(family, prompt, str(max(nums)))
-    raise ValueError(f"unknown task family {family!r}; known: {FAMILIES}")
+        seq = [rng.choice("ab") for _ in range(rng.randint(4, 7))]
+        return template.format(x=" ".join(seq)), str(seq.count("a"))
+    nums = rng.sample(range(NUMBER_RANGE), 3)
+    return template.format(x=" ".join(map(str, nums))), str(max(nums))
+
+
+def world_vocabulary() -> list[str]:
+    """Every word the world's prompts and responses can hold (the word tokenizer's vocabulary), in a fixed order."""
+    words = [str(n) for n in range(2 * NUMBER_RANGE)] + list(LETTERS)
+    texts = [t for ts in TEMPLATES.values() for t in ts] + list(FILLERS) + list(CLOSINGS)
+    texts += [statement(style, "") for style in STYLES]
+    texts += [f"style={s}" for s in STYLES] + [f"length={n}" for n in LENGTHS]
+    for text in texts:
+        words += [w for w in text.split() if "{" not in w]
+    return list(dict.fromkeys(words))
+
+
+def make_task(family: str, rng: random.Random) -> Task:
+    """One random task of `family`: its prompt (task text + style and length instructions) and its true answer."""
+    text, answer = _task_text(family, rng)
+    style, length = rng.choice(STYLES), rng.choice(LENGTHS)
+    return Task(family, f"{text} style={style} length={length}", answer, style, length)
 
 
 def wrong_answer(task: Task, rng: random.Random) -> str:
-    """A plausible mistake, never the truth: off by one (numbers), runner-up (max), an adjacent swap (sort),
-    the unreversed word or a swapped pair (reverse)."""
-    answer = _plausible_mistake(task, rng)
-    if answer == task.answer:  # e.g. a palindrome "reversed" by not reversing it
-        answer = str(int(answer) + 1) if answer.isdigit() else answer[:-1] + ("a" if answer[-1] != "a" else "b")
-    return answer
-
-
-def _plausible_mistake(task: Task, rng: random.Random) -> str:
+    """A plausible mistake, never the truth: off by one (numbers), the runner-up (max), an adjacent swap (sort),
+    the unreversed sequence (reverse)."""
     if task.family in ("add", "count"):
-        return str(max(0, int(task.answer) + rng.choice([-1, 1, 2])) if task.answer != "0" else 1)
+        return str(int(task.answer) + 1 if task.answer == "0" else int(task.answer) + rng.choice([-1, 1]))
     if task.family == "max":
-        nums = [int(x) for x in task.prompt.rstrip("?.").split()[-4:] if x.isdigit()]
-        others = sorted(n for n in nums if str(n) != task.answer)
-        return str(others[-1]) if others else str(int(task.answer) + 1)
-    if task.family == "sort":
-        parts = task.answer.split()
-        i = rng.randrange(len(parts) - 1)
-        parts[i], parts[i + 1] = parts[i + 1], parts[i]
-        return " ".join(parts)
-    if task.family == "reverse":
-        original = task.answer[::-1]
-        return original if rng.random() < 0.5 else task.answer[1] + task.answer[0] + task.answer[2:]
-    raise ValueError(task.family)
+        nums = sorted(int(x) for x in re.findall(r"\d+", task.prompt))
+        return str(nums[-2])
+    parts = task.answer.split()
+    if task.family == "reverse" and parts[::-1] != parts:
+        return " ".join(parts[::-1])
+    i = next((i for i in range(len(parts) - 1) if parts[i] != parts[i + 1]), None)
+    if i is None:  # all letters equal: change one
+        return " ".join(parts[:-1] + ["a" if parts[-1] != "a" else "b"])
+    parts[i], parts[i + 1] = parts[i + 1], parts[i]
+    return " ".join(parts)
 
 
-def noisy_response(task: Task, rates: NoiseRates, rng: random.Random) -> tuple[str, dict[str, bool]]:
-    """A pre-alignment response and the noise it carries."""
-    noise = {k: rng.random() < v for k, v in asdict(rates).items()}
-    answer = wrong_answer(task, rng) if noise["wrong"] else task.answer
-    if noise["format_slip"]:
-        statement = rng.choice(["The answer is {a}.", "{a}"]).format(a=answer)
-    else:
-        statement = f"Answer: {answer}"
-    text = statement
-    if noise["repetition"]:
-        text = f"{text}\n{statement}"
-    if noise["filler"]:
-        text = rng.choice(FILLERS) + text
-    if noise["verbose"]:
-        text += rng.choice(VERBOSE_TAILS)
-    return text, noise
+def statement(style: str, answer: str) -> str:
+    return f"Answer: {answer}" if style == "tag" else f"The answer is {answer} ."
+
+
+def render_response(task: Task, answer: str, style: str, filler: str | None, repeat: bool, closing: str | None) -> str:
+    words = ([filler] if filler else []) + [statement(style, answer)] * (2 if repeat else 1)
+    return " ".join(words + ([closing] if closing else []))
 
 
 def canonical_response(task: Task) -> str:
-    return f"Answer: {task.answer}"
+    """The response every attribute prefers, with the right answer (R_pref = R_cap = 1)."""
+    closing = CLOSINGS[0] if task.length == "full" else None
+    return render_response(task, task.answer, task.style, None, False, closing)
 
 
-# --- the explicit reward ------------------------------------------------------------------------------------------
+def one_attribute_worse(task: Task, attribute: str) -> str:
+    """The canonical response with exactly one preference attribute violated (the attribute probes)."""
+    other_style = STYLES[1 - STYLES.index(task.style)]
+    closing = CLOSINGS[0] if task.length == "full" else None
+    args = dict(answer=task.answer, style=task.style, filler=None, repeat=False, closing=closing)
+    if attribute == "format":
+        args["style"] = other_style
+    elif attribute == "length":
+        args["closing"] = None if closing else CLOSINGS[0]
+    elif attribute == "no_filler":
+        args["filler"] = FILLERS[0]
+    elif attribute == "no_repetition":
+        args["repeat"] = True
+    else:
+        raise ValueError(f"unknown preference attribute {attribute!r}; known: {PREFERENCE_ATTRIBUTES}")
+    return render_response(task, **args)
+
+
+def noisy_response(task: Task, rates: NoiseRates, rng: random.Random) -> tuple[str, dict[str, bool]]:
+    """A pre-alignment response and the noise it carries (each attribute violated independently)."""
+    noise = {k: rng.random() < v for k, v in asdict(rates).items()}
+    answer = wrong_answer(task, rng) if noise["wrong"] else task.answer
+    style = STYLES[1 - STYLES.index(task.style)] if noise["format_slip"] else task.style
+    wants_closing = (task.length == "full") != noise["verbose"]
+    closing = rng.choice(CLOSINGS) if wants_closing else None
+    filler = rng.choice(FILLERS) if noise["filler"] else None
+    return render_response(task, answer, style, filler, noise["repetition"], closing), noise
+
+
+# --- the reward channels ------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Judgement:
-    """What the explicit reward saw in a response; `score` in [0, 1]."""
+    """What the judge saw in a response: the channels r_pref, r_cap, `score` = r*, and each attribute."""
 
     score: float
+    r_pref: float
+    r_cap: float
     well_formed: bool
     correct: bool
     format_ok: bool
+    length_ok: bool
     filler: bool
     repetition: bool
-    trailing: bool  # text after the answer statement (a verbose tail or a repetition)
-    extra_chars: int
+
+
+GARBAGE = Judgement(0.0, 0.0, 0.0, False, False, False, False, True, False)
+_FILLER_RE = "|".join(re.escape(f) for f in FILLERS)
+_CLOSING_RE = "|".join(re.escape(c) for c in CLOSINGS)
 
 
 def judge(task: Task, response: str) -> Judgement:
-    """Score `response` to `task` with the explicit reward (module docstring); never raises on any string."""
-    garbage = Judgement(0.0, False, False, False, True, False, False, len(response or ""))
+    """Score `response` to `task` on both channels (module docstring); never raises on any string."""
     if not isinstance(response, str):
-        return garbage
-    text = response.strip()
-    if not text or len(text) > MAX_RESPONSE_CHARS or not text.isascii():
-        return garbage
-    pattern = ANSWER_PATTERNS[task.family]
-    # The answer statement: after the first "Answer: " or "The answer is ", else a bare answer at the start once
-    # known filler phrases are removed. Anything before the statement is filler.
-    match = re.search(r"(?:Answer: |The answer is )(" + pattern + ")", text)
+        return GARBAGE
+    text = " ".join(response.split())
+    if not text or len(text.split()) > MAX_RESPONSE_WORDS or not text.isascii():
+        return GARBAGE
+    answer = ANSWER_PATTERNS[task.family]
+    first = rf"(?:Answer: (?P<a1>{answer})|The answer is (?P<a2>{answer}) \.)"
+    again = rf"(?:Answer: {answer}|The answer is {answer} \.)"
+    match = re.fullmatch(rf"(?P<filler>(?:(?:{_FILLER_RE}) )*){first}(?P<rep>(?: {again})*)"
+                         rf"(?P<closing>(?: (?:{_CLOSING_RE}))*)", text)  # fmt: skip
     if match is None:
-        rest = text
-        while rest.startswith(FILLERS):
-            rest = rest[next(len(f) for f in FILLERS if rest.startswith(f)) :]
-        match = re.match(r"(" + pattern + r")(?![A-Za-z0-9])", rest)
-        if match is None:
-            return garbage
-        start, statement = len(text) - len(rest), match.group(0)
-    else:
-        start, statement = match.start(), match.group(0)
-    filler = start > 0
-    format_ok = text[start:].startswith("Answer: ")
-    correct = match.group(1) == task.answer
-    repetition = text.count(statement) > 1 or "\n" in text
-    trailing = bool(text[start + len(statement) :].strip(" ."))
-    extra = max(0, len(text) - len(canonical_response(task)))
-    concise = max(0.0, 1.0 - extra / 40)
-    score = 0.5 * correct + 0.2 * format_ok + 0.1 * (not filler) + 0.1 * (not repetition) + 0.1 * concise
-    return Judgement(round(score, 6), True, correct, format_ok, filler, repetition, trailing, extra)
+        return GARBAGE
+    first = match.group("a1") or match.group("a2")
+    style = "tag" if match.group("a1") else "sentence"
+    correct = first == task.answer
+    attributes = {
+        "format": style == task.style,
+        "length": bool(match.group("closing")) == (task.length == "full"),
+        "no_filler": not match.group("filler"),
+        "no_repetition": not match.group("rep"),
+    }
+    r_pref = sum(attributes.values()) / len(attributes)
+    score = round(0.8 * r_pref + 0.2 * correct, 6)
+    return Judgement(score, r_pref, float(correct), True, correct, attributes["format"], attributes["length"],
+                     not attributes["no_filler"], not attributes["no_repetition"])  # fmt: skip
 
 
 def explicit_reward(task: Task, response: str) -> float:
@@ -203,10 +246,10 @@ class WorldData:
     """Sizes and seed of the world's prompt sets and corpus."""
 
     seed: int = 0
-    corpus_size: int = 6000  # pre-alignment (prompt, response) pairs, all five families
+    corpus_size: int = 8000  # pre-alignment (prompt, response) pairs, all five families
     n_train_prompts: int = 400  # alignment prompts (no held-out family)
-    n_eval_prompts: int = 200  # evaluation prompts (alignment families, disjoint from train)
-    n_heldout_prompts: int = 100  # held-out family, for capability retention
+    n_eval_prompts: int = 400  # evaluation prompts (alignment families, disjoint from train)
+    n_heldout_prompts: int = 500  # held-out family, for capability retention
     noise: NoiseRates = field(default_factory=NoiseRates)
 
 
@@ -223,14 +266,15 @@ def _unique_tasks(families: tuple[str, ...], n: int, rng: random.Random, exclude
     return tasks
 
 
+TASK_COLUMNS = ("family", "prompt", "answer", "style", "length")
+
+
 def tasks_to_dataset(tasks: list[Task]) -> Dataset:
-    return Dataset.from_dict(
-        {"prompt": [t.prompt for t in tasks], "answer": [t.answer for t in tasks], "family": [t.family for t in tasks]}
-    )
+    return Dataset.from_dict({c: [getattr(t, c) for t in tasks] for c in TASK_COLUMNS})
 
 
 def dataset_tasks(ds: Dataset) -> list[Task]:
-    return [Task(f, p, a) for f, p, a in zip(ds["family"], ds["prompt"], ds["answer"])]
+    return [Task(*row) for row in zip(*(ds[c] for c in TASK_COLUMNS))]
 
 
 def build_prompt_sets(config: WorldData) -> dict[str, Dataset]:
@@ -238,7 +282,7 @@ def build_prompt_sets(config: WorldData) -> dict[str, Dataset]:
     rng = random.Random(config.seed)
     train = _unique_tasks(ALIGNMENT_FAMILIES, config.n_train_prompts, rng, set())
     evaluation = _unique_tasks(ALIGNMENT_FAMILIES, config.n_eval_prompts, rng, {t.prompt for t in train})
-    heldout = _unique_tasks((HELDOUT_FAMILY,), config.n_heldout_prompts, rng, set())
+    heldout = _unique_tasks((HELDOUT_FAMILY,), config.n_heldout_prompts, rng, set())  # 13,680 distinct prompts
     return {
         "train": tasks_to_dataset(train),
         "eval": tasks_to_dataset(evaluation),
@@ -249,17 +293,16 @@ def build_prompt_sets(config: WorldData) -> dict[str, Dataset]:
 def build_corpus(config: WorldData, exclude_prompts: set[str] = frozenset()) -> Dataset:
     """The pre-alignment corpus: noisy responses over all five families; evaluation prompts are excluded."""
     rng = random.Random(config.seed + 1)
-    rows = {"prompt": [], "completion": [], "family": [], "answer": []}
+    rows = {c: [] for c in TASK_COLUMNS + ("completion",)}
     noise_cols = {k: [] for k in asdict(config.noise)}
     while len(rows["prompt"]) < config.corpus_size:
         task = make_task(FAMILIES[len(rows["prompt"]) % len(FAMILIES)], rng)
         if task.prompt in exclude_prompts:
             continue
         response, noise = noisy_response(task, config.noise, rng)
-        rows["prompt"].append(task.prompt)
+        for c in TASK_COLUMNS:
+            rows[c].append(getattr(task, c))
         rows["completion"].append(response)
-        rows["family"].append(task.family)
-        rows["answer"].append(task.answer)
         for k, v in noise.items():
             noise_cols[k].append(v)
     return Dataset.from_dict({**rows, **{f"noise_{k}": v for k, v in noise_cols.items()}})
@@ -288,3 +331,8 @@ class ExplicitReward:
 
     def judge(self, prompts: list[str], responses: list[str]) -> list[Judgement]:
         return [judge(self.tasks[p], r) for p, r in zip(prompts, responses)]
+
+    def channels(self, prompts: list[str], responses: list[str]) -> dict[str, list[float]]:
+        """Both reward channels: {"r_pref": [...], "r_cap": [...]} (the evaluation reports them beside r*)."""
+        judged = self.judge(prompts, responses)
+        return {"r_pref": [j.r_pref for j in judged], "r_cap": [j.r_cap for j in judged]}

@@ -1,4 +1,5 @@
-"""Metrics, summaries and verdicts on hand-built tables: each rule checked for the outcomes it can give."""
+"""Metrics, preconditions and the pre-registered verdicts on hand-built tables: every rule checked for each outcome
+it can give (holds, does not hold, inconclusive, untestable here)."""
 
 import math
 
@@ -9,15 +10,24 @@ from datasets import Dataset
 from scipy import stats
 
 from congkit.evaluation import (
+    DOES_NOT_HOLD,
+    HOLDS,
+    INCONCLUSIVE,
+    UNTESTABLE,
     claim_rows,
+    holm_intervals,
     main_table,
     mean_ci,
-    paired_differences,
     pgr_rows,
+    preconditions,
+    smallest_detectable_effect,
     summarise,
+    three_way,
     verdicts,
     win_rate,
+    within_prompt_ranking,
 )
+from congkit.stages import smoke_pipeline_config
 
 
 def test_win_rate_counts_ties_half():
@@ -36,105 +46,178 @@ def test_mean_ci_is_the_t_interval():
     assert all(math.isnan(x) for x in mean_ci([]))
 
 
-def rows(method, setting, metric, values):
-    return [dict(method=method, seed=s, setting=setting, metric=metric, value=v) for s, v in enumerate(values)]
-
-
-def test_pgr_rows():
-    table = pd.DataFrame(
-        rows("weak_aligned", "eps=0.0", "reward", [0.4, 0.5])
-        + rows("gold", "eps=0.0", "reward", [0.8, 0.5])  # seed 1: no gap, no PGR
-        + rows("cong", "eps=0.0", "reward", [0.7, 0.6])
-        + rows("weak_base", "eps=0.0", "reward", [0.1, 0.1])
-    )
-    out = pd.DataFrame(pgr_rows(table))
-    assert list(out.method) == ["cong"] and list(out.seed) == [0]
-    assert out.value.iloc[0] == pytest.approx((0.7 - 0.4) / (0.8 - 0.4))
-
-
-def test_claim_rows_spearman_per_source_and_sweep_means():
-    pool = Dataset.from_dict({
-        "source": ["pi_r"] * 4 + ["pi_ref"] * 4,
-        "implicit": [1, 2, 3, 4, 1, 2, 3, 4],
-        "explicit": [0.1, 0.2, 0.3, 0.4, 0.4, 0.3, 0.2, 0.1],
-    })  # fmt: skip
-    sweep = Dataset.from_dict({
-        "alpha": [0.0, 0.0, 1.0, 1.0, float("nan"), float("nan")],
-        "prompt": ["a", "b"] * 3,
-        "response": ["x", "x", "y", "z", "u", "v"],
-        "implicit": [1.0, 3.0, 0.0, 2.0, 0.5, 0.5],
-        "explicit": [0.2, 0.4, 0.6, 0.6, 0.1, 0.3],
-        "length": [1, 1, 1, 1, 1, 3],
-    })  # fmt: skip
-    out = pd.DataFrame(claim_rows(7, pool, sweep)).set_index(["method", "setting", "metric"]).value
-    assert out["weak_pair", "pool:pi_r", "spearman_implicit_explicit"] == pytest.approx(1.0)
-    assert out["weak_pair", "pool:pi_ref", "spearman_implicit_explicit"] == pytest.approx(-1.0)
-    assert out["weak_pair", "pool", "spearman_implicit_explicit"] == pytest.approx(
-        stats.spearmanr(pool["implicit"], pool["explicit"]).statistic
-    )
-    assert out["cd", "alpha=0.0", "implicit"] == 2.0 and out["cd", "alpha=0.0", "distinct"] == 0.5
-    assert out["cd", "alpha=1.0", "explicit"] == pytest.approx(0.6)
-    assert out["naive", "pi_r", "length"] == 2.0 and out["naive", "pi_r", "distinct"] == 1.0
-
-
-def study_table(rho=0.5, cd_gain=(0.05, 0.04), cong=0.7, baseline=0.6, retention=0.95, drop_cong=0.01,
-                drop_sft=0.1, seeds=3):  # fmt: skip
-    """A results table with every row `verdicts` reads; knobs move each claim across its rule."""
+def test_three_way_and_holm():
+    assert three_way(0.01, 0.2) == HOLDS and three_way(-0.3, -0.01) == DOES_NOT_HOLD
+    assert three_way(-0.1, 0.1) == INCONCLUSIVE and three_way(math.nan, math.nan) == INCONCLUSIVE
+    assert three_way(-0.015, 0.1, threshold=-0.02) == HOLDS
     rng = np.random.default_rng(0)
-    jitter = lambda: rng.normal(0, 0.002, seeds)  # noqa: E731
-    t = rows("weak_pair", "pool", "spearman_implicit_explicit", rho + jitter())
-    for metric, gain in zip(("implicit", "explicit"), cd_gain):
-        base = 0.3 + jitter()
-        t += rows("naive", "pi_r", metric, base)
-        t += rows("cd", "alpha=0.5", metric, base + gain + jitter())
-        t += rows("cd", "alpha=1.0", metric, base + 0.2)  # never counts: alpha = 1 is not contrastive
-    for method, reward in (("cong_s", cong), ("cong", cong), ("weaksft", baseline), ("auxconf", baseline - 0.01),
-                           ("wspo", baseline - 0.02)):  # fmt: skip
-        drop = drop_sft if method == "weaksft" else drop_cong
-        t += rows(method, "eps=0.0", "reward", reward + jitter())
-        t += rows(method, "eps=0.4", "reward", reward - drop + jitter())
-        t += rows(method, "eps=0.0", "win_rate", 0.5 + jitter())
-        t += rows(method, "eps=0.0", "retention", retention + jitter())
+    diffs = {"clear": 0.1 + rng.normal(0, 0.01, 10), "weak": 0.01 + rng.normal(0, 0.01, 10)}
+    holm = holm_intervals(diffs)
+    # the smallest p-value gets the 1 - 0.05/2 interval, the next the plain 95% interval
+    assert holm["clear"] == pytest.approx(mean_ci(diffs["clear"], 1 - 0.05 / 2))
+    assert holm["weak"] == pytest.approx(mean_ci(diffs["weak"], 0.95))
+
+
+def row(method, seed, metric, value, eps=math.nan, alpha=math.nan):
+    return dict(method=method, seed=seed, eps=eps, alpha=alpha, metric=metric, value=value)
+
+
+def test_pgr_rows_from_weak_aligned_and_from_strong_base():
+    t = pd.DataFrame([
+        row("weak_aligned", 0, "r_pref", 0.4, eps=0.0), row("strong_base", 0, "r_pref", 0.5, eps=0.0),
+        row("gold", 0, "r_pref", 0.9, eps=0.0), row("cong", 0, "r_pref", 0.7, eps=0.0),
+        row("cong", 0, "r_pref", 0.6, eps=0.4), row("weak_aligned", 0, "r_pref", 0.3, eps=0.4),
+        row("weak_base", 0, "r_pref", 0.1, eps=0.0),
+    ])  # fmt: skip
+    out = pd.DataFrame(pgr_rows(t)).set_index(["eps", "metric"]).value
+    assert out[0.0, "pgr"] == pytest.approx((0.7 - 0.4) / (0.9 - 0.4))
+    assert out[0.0, "pgr_strong"] == pytest.approx((0.7 - 0.5) / (0.9 - 0.5))
+    assert out[0.4, "pgr"] == pytest.approx((0.6 - 0.3) / (0.9 - 0.3))  # the noisy replicate's own weak teacher
+    assert out[0.4, "pgr_strong"] == pytest.approx((0.6 - 0.5) / (0.9 - 0.5))
+
+
+def test_within_prompt_ranking():
+    pool = pd.DataFrame({
+        "prompt": ["a"] * 4 + ["b"] * 4 + ["c"] * 4,
+        "k": [0, 1, 2, 3] * 3,
+        "implicit": [1, 2, 3, 4, 4, 3, 2, 1, 1, 2, 3, 4],
+        "r_pref": [0.0, 0.25, 0.5, 1.0, 0.0, 0.25, 0.5, 1.0, 0.5, 0.5, 0.5, 0.5],  # c: all tied, skipped
+    })  # fmt: skip
+    rho, recovery = within_prompt_ranking(pool, "implicit", "r_pref", best_of=2)
+    assert rho == pytest.approx(0.0)  # +1 for a, -1 for b
+    # groups of 2: a: (0,.25) picks .25, (.5,1) picks 1; b: picks 0 and .5; c: no gain possible
+    gains = (0.125 + 0.25) + (-0.125 - 0.25)
+    assert recovery == pytest.approx(gains / (0.125 + 0.25 + 0.125 + 0.25))
+
+
+def test_claim_rows_from_pool_probes_and_sweep():
+    pool = Dataset.from_dict({"prompt": ["a"] * 3, "k": [0, 1, 2], "implicit": [1.0, 2.0, 3.0],
+                              "r_pref": [0.25, 0.5, 1.0]})  # fmt: skip
+    probes = Dataset.from_dict({"attribute": ["format", "format", "length"], "implicit_better": [1.0, 0.0, 2.0],
+                                "implicit_worse": [0.0, 1.0, 1.0]})  # fmt: skip
+    sweep = Dataset.from_dict({
+        "alpha": [0.0, 0.0, float("nan"), float("nan")], "prompt": ["a", "b"] * 2, "response": ["x", "x", "u", "v"],
+        "implicit": [1.0, 3.0, 0.5, 0.5], "scores": [0.2, 0.4, 0.1, 0.3], "r_pref": [0.5, 0.5, 0.25, 0.75],
+        "r_cap": [1.0, 0.0, 1.0, 1.0], "length": [1, 1, 1, 3],
+    })  # fmt: skip
+    out = pd.DataFrame(claim_rows(7, pool, sweep, probes, best_of=3)).set_index(["method", "metric"])
+    assert out.value["weak_pair", "spearman_within_pi_r"] == pytest.approx(1.0)
+    assert out.value["weak_pair", "best_of_k_recovery"] == pytest.approx(1.0)
+    assert out.value["weak_pair", "probe:format"] == 0.5 and out.value["weak_pair", "probe:length"] == 1.0
+    assert out.value["cd", "implicit"] == 2.0 and out.loc[("cd", "implicit"), "alpha"] == 0.0
+    assert out.value["cd", "distinct"] == 0.5 and out.value["naive", "r_cap"] == 1.0
+    assert out.value["naive", "length"] == 2.0 and math.isnan(out.loc[("naive", "length"), "alpha"])
+
+
+def study_table(seeds=10, probe=0.95, rho=0.6, recovery=0.6, weak_base=0.5, weak_aligned=0.75, gold=0.95,
+                strong_base=0.55, strong_cap=0.9, weak_cap=0.3, cd_gain=(0.05, 0.03), ours=0.85, baselines=0.8,
+                ours_cap=0.88, base_cap=0.88, heldout=(0.95, 0.95), drop=(0.02, 0.08), noise=0.002):  # fmt: skip
+    """A results table with every row the preconditions and verdicts read; knobs move each rule across its
+    thresholds (defaults: every precondition met and every claim holds)."""
+    rng = np.random.default_rng(0)
+    t = []
+
+    def add(method, metric, value, eps=math.nan, alpha=math.nan, sd=noise):
+        for s in range(seeds):
+            t.append(row(method, s, metric, value + rng.normal(0, sd), eps, alpha))
+
+    for attribute in ("format", "length"):
+        add("weak_pair", f"probe:{attribute}", probe)
+    add("weak_pair", "spearman_within_pi_r", rho)
+    add("weak_pair", "best_of_k_recovery", recovery)
+    for metric, gain in zip(("implicit", "r_pref"), cd_gain):
+        add("naive", metric, 0.3, eps=0.0)
+        add("cd", metric, 0.3 + gain, eps=0.0, alpha=0.5)
+        add("cd", metric, 0.3 + 0.2, eps=0.0, alpha=1.0)  # never read: claim 2 is judged at the fixed alpha
+    models = {"weak_base": (weak_base, weak_cap), "weak_aligned": (weak_aligned, weak_cap), "gold": (gold, 0.9),
+              "strong_base": (strong_base, strong_cap), "weaksft": (baselines, base_cap),
+              "auxconf": (baselines - 0.01, base_cap), "wspo": (baselines - 0.02, base_cap),
+              "cong_s": (ours, ours_cap), "cong": (ours, ours_cap)}  # fmt: skip
+    for method, (pref, cap) in models.items():
+        add(method, "r_pref", pref, eps=0.0)
+        add(method, "r_cap", cap, eps=0.0)
+        add(method, "heldout_accuracy", heldout[0] if method == "cong" else heldout[1], eps=0.0)
+    for method, d in (("cong", drop[0]), ("weaksft", drop[1])):
+        add(method, "r_pref", models[method][0] - d, eps=0.4)
     return pd.DataFrame(t)
 
 
-def holds(table):
-    return dict(zip(verdicts(table).claim.str[:1], verdicts(table).holds))
+def verdict_of(table, claim):
+    v = verdicts(table, config=smoke_pipeline_config())
+    return v.set_index(v.claim.str.split(".").str[0]).verdict[claim]
 
 
-def test_verdicts_hold_when_the_table_says_so():
-    assert holds(study_table()) == {"1": True, "2": True, "3": True, "4": True, "5": True}
+def test_all_preconditions_met_and_every_claim_holds_on_the_default_table():
+    table = study_table()
+    conditions = preconditions(table)
+    assert conditions.met.all(), conditions[~conditions.met]
+    v = verdicts(table, conditions, smoke_pipeline_config())
+    assert list(v.verdict) == [HOLDS] * 6 and set(v.columns) >= {"claim", "verdict", "estimate", "ci_low", "ci_high",
+                                                                  "rule"}  # fmt: skip
+    assert v.estimate.notna().all() and (v.ci_low < v.ci_high).all()
 
 
 @pytest.mark.parametrize(
-    "knobs, claim",
+    "knobs, claim, verdict",
     [
-        (dict(rho=0.1), "1"),
-        (dict(cd_gain=(0.05, -0.04)), "2"),  # CD better on implicit reward only
-        (dict(cd_gain=(0.05, 0.04), seeds=1), "2"),  # one seed: no interval, nothing significant
-        (dict(cong=0.5), "3"),
-        (dict(retention=0.8), "4"),
-        (dict(drop_cong=0.2), "5"),
+        (dict(rho=-0.3), "1", DOES_NOT_HOLD),
+        (dict(rho=0.0, noise=0.05), "1", INCONCLUSIVE),
+        (dict(cd_gain=(0.05, -0.03)), "2", DOES_NOT_HOLD),
+        (dict(cd_gain=(0.05, 0.0), noise=0.02), "2", INCONCLUSIVE),
+        (dict(ours=0.7), "3a", DOES_NOT_HOLD),
+        (dict(ours=0.8, noise=0.002), "3a", INCONCLUSIVE),  # ties WeakSFT
+        (dict(ours_cap=0.8), "3a", DOES_NOT_HOLD),  # better on R_pref, but loses capability
+        (dict(heldout=(0.85, 0.95)), "4", DOES_NOT_HOLD),
+        (dict(heldout=(0.93, 0.95), noise=0.002), "4", INCONCLUSIVE),  # -0.02 inside the interval
+        (dict(drop=(0.1, 0.02)), "5", DOES_NOT_HOLD),
+        (dict(drop=(0.05, 0.05)), "5", INCONCLUSIVE),
     ],
 )
-def test_each_verdict_fails_when_its_rule_is_not_met(knobs, claim):
-    got = holds(study_table(**knobs))
-    assert got[claim] is False
-    assert all(v for k, v in got.items() if k != claim)
+def test_each_verdict_rule(knobs, claim, verdict):
+    table = study_table(**knobs)
+    assert verdict_of(table, claim) == verdict
 
 
-def test_paired_differences_use_common_seeds_only():
-    table = pd.DataFrame(rows("a", "s", "m", [1.0, 2.0, 3.0]) + rows("b", "s", "m", [0.5, 0.5]))
-    assert paired_differences(table, ("a", "s"), ("b", "s"), "m") == [0.5, 1.5]
+@pytest.mark.parametrize(
+    "knobs, unmet, untestable",
+    [
+        (dict(probe=0.8), "attribute probe: format", {"2", "3a", "3b", "5"}),
+        (dict(rho=0.3), "Spearman", {"3a", "3b", "5"}),
+        (dict(weak_aligned=0.6), "share of the R_pref headroom", {"1", "2", "3a", "3b", "5"}),
+        (dict(strong_cap=0.7), "strong base correct rate", {"4"}),
+        (dict(gold=0.85), "gold ceiling minus weak aligned", {"3a", "3b", "5"}),
+        (dict(noise=0.03), "smallest detectable", {"3a", "3b", "4", "5"}),
+        (dict(seeds=1), "smallest detectable", {"3a", "3b", "4", "5"}),  # one seed: nothing is detectable
+    ],
+)
+def test_an_unmet_precondition_makes_its_claims_untestable(knobs, unmet, untestable):
+    table = study_table(**knobs)
+    conditions = preconditions(table)
+    assert not conditions[conditions.condition.str.startswith(unmet)].met.any()
+    v = verdicts(table, conditions, smoke_pipeline_config())
+    got = set(v.claim.str.split(".").str[0][v.verdict == UNTESTABLE])
+    assert got == untestable
+    assert all(unmet in u for u in v.unmet[v.verdict == UNTESTABLE])
+
+
+def test_smallest_detectable_effect_is_the_median_ci_half_width():
+    table = study_table(noise=0.01)
+    widths = []
+    for ours in ("cong_s", "cong"):
+        for base in ("weaksft", "auxconf", "wspo"):
+            a = table[(table.method == ours) & (table.metric == "r_pref") & (table.eps == 0.0)].set_index("seed").value
+            b = table[(table.method == base) & (table.metric == "r_pref") & (table.eps == 0.0)].set_index("seed").value
+            _, lo, hi = mean_ci((a - b).to_numpy())
+            widths.append((hi - lo) / 2)
+    assert smallest_detectable_effect(table) == pytest.approx(np.median(widths))
 
 
 def test_summarise_and_main_table():
     table = study_table()
     summary = summarise(table)
-    hit = summary[(summary.method == "cong") & (summary.metric == "reward") & (summary.setting == "eps=0.0")].iloc[0]
-    assert hit.n_seeds == 3 and hit.ci_low < hit["mean"] < hit.ci_high
-    assert hit["mean"] == pytest.approx(table[(table.method == "cong") & (table.metric == "reward")
-                                              & (table.setting == "eps=0.0")].value.mean())  # fmt: skip
+    hit = summary[(summary.method == "cong") & (summary.metric == "r_pref") & (summary.eps == 0.0)].iloc[0]
+    assert hit.n_seeds == 10 and hit.ci_low < hit["mean"] < hit.ci_high
     main = main_table(table)
-    assert list(main.index) == ["WeakSFT", "AuxConf", "WSPO", "ConG-S", "ConG"]
-    assert main.loc["ConG", "reward"].startswith(f"{hit['mean']:.3f} ± ")
+    assert list(main.index)[:3] == ["weak base (π_ref)", "weak aligned (π_r)", "strong base"]
+    assert main.loc["ConG", ("r_pref", "mean")] == pytest.approx(hit["mean"])
+    assert main.loc["ConG", ("r_pref", "±95%")] == pytest.approx((hit.ci_high - hit.ci_low) / 2)

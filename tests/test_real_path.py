@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from datasets import Dataset
@@ -59,6 +60,12 @@ def test_real_checkpoint_path_offline(tmp_path):
     table = Pipeline(setting, config, root=tmp_path / "runs", progress=False).run()
     assert set(STRONG_METHODS) <= set(table.method)
     assert np.isfinite(table[table.metric == "reward"].value).all()
+    # a reward model is the preference judge: r_pref is its score; there is no R_cap channel and no attribute probe
+    reward, pref = (table[(table.metric == m) & table.alpha.isna()].set_index(["method", "seed", "eps"]).value
+                    for m in ("reward", "r_pref"))  # fmt: skip
+    pd.testing.assert_series_equal(reward, pref, check_names=False)
+    assert not (table.metric == "r_cap").any() and not table.metric.str.startswith("probe:").any()
+    assert (tmp_path / "runs" / "verdicts.csv").exists() and (tmp_path / "runs" / "preconditions.csv").exists()
     meta = json.loads(next((tmp_path / "runs" / "weak_aligned").glob("*/meta.json")).read_text())
     assert meta["policy"] == "setting:weak_base"  # cache keys name roles and stages, never folders
 

@@ -8,8 +8,9 @@ import torch
 from datasets import Dataset
 
 from congkit.cache import CorruptArtifactWarning, verify
-from congkit.evaluation import main_table, summarise, verdicts
-from congkit.stages import STRONG_METHODS, Pipeline, Setting, preference_pairs, smoke_pipeline_config
+from congkit.evaluation import main_table, summarise
+from congkit.methods import BY_NAME, STRONG_METHODS
+from congkit.stages import Pipeline, Setting, preference_pairs, smoke_pipeline_config
 from congkit.world_build import build_world, smoke_world_config
 
 
@@ -36,21 +37,28 @@ def smoke_run(smoke_world):
 
 def test_smoke_pipeline_produces_every_method_and_metric(smoke_run):
     pipe, table = smoke_run
-    assert set(table.columns) == {"method", "seed", "setting", "metric", "value"}
-    methods = set(table.method)
-    assert (
-        set(STRONG_METHODS) | {"gold", "weak_aligned", "weak_base", "strong_base", "cd", "naive", "weak_pair"}
-        <= methods
+    assert list(table.columns) == ["method", "seed", "eps", "alpha", "metric", "value"]
+    assert set(STRONG_METHODS) | {"gold", "weak_aligned", "weak_base", "strong_base", "cd", "naive", "weak_pair"} <= set(
+        table.method
     )
     for method in STRONG_METHODS:
-        for metric in ("reward", "win_rate", "length", "heldout_accuracy", "pgr"):
-            assert len(table[(table.method == method) & (table.metric == metric)]) == 2  # two noise levels
-    assert table[table.metric == "reward"].value.between(0, 1).all()
-    assert set(table[table.method == "cd"].setting) == {"alpha=0.0", "alpha=0.5", "alpha=1.0"}
+        noisy = BY_NAME[method].noise
+        for metric in ("r_pref", "r_cap", "reward", "win_rate", "length", "heldout_accuracy", "pgr", "pgr_strong"):
+            part = table[(table.method == method) & (table.metric == metric)]
+            assert sorted(part.eps) == ([0.0, 0.4] if noisy else [0.0]), (method, metric)
+    assert table[table.metric.isin(["reward", "r_pref", "r_cap"])].value.between(0, 1).all()
+    assert sorted(table[table.method == "cd"].alpha.unique()) == [0.0, 0.5, 1.0]
+    assert {"probe:format", "probe:length", "probe:no_filler", "probe:no_repetition", "spearman_within_pi_r",
+            "best_of_k_recovery"} <= set(table[table.method == "weak_pair"].metric)  # fmt: skip
     saved = pd.read_csv(pipe.root / "results.csv")
     assert len(saved) == len(table)
+    conditions, verdict_table = (pd.read_csv(pipe.root / f"{n}.csv") for n in ("preconditions", "verdicts"))
+    assert list(conditions.columns) == ["condition", "required", "measured", "ci_low", "ci_high", "met"]
+    assert len(conditions) == 12 and len(verdict_table) == 6
+    assert set(verdict_table.verdict) <= {"holds", "does not hold", "inconclusive", "untestable here"}
+    # one seed: no interval, so nothing is detectable, and every claim that needs it is untestable
+    assert not conditions.set_index("condition").met["smallest detectable paired effect on R_pref (95% CI half-width)"]
     assert {"ConG", "WeakSFT", "gold ceiling"} <= set(main_table(table).index)
-    assert len(verdicts(table)) == 5
     assert not summarise(table).empty
 
 
@@ -154,3 +162,26 @@ def test_corrupt_artifacts_are_named_and_rebuilt_never_trusted(moved_run):
     evaluation.write_text(evaluation.read_text().replace("0.", "0.9", 1))  # numbers altered by hand
     with pytest.warns(CorruptArtifactWarning, match=r"stage 'evaluate'.*eval\.json: "):
         pd.testing.assert_frame_equal(again.run(), table)
+
+
+def test_stream_seeds_are_named_independent_and_stable():
+    from congkit.stages import stream_seed
+
+    assert stream_seed(0, "evaluation", 0) == stream_seed(0, "evaluation", 0)
+    draws = {stream_seed(s, p, k) for s in range(3) for p in ("evaluation", "cd_samples", "weak_pool") for k in range(3)}
+    assert len(draws) == 27 and all(0 <= d < 2**30 for d in draws)
+
+
+def test_wspo_and_gold_train_on_what_the_paper_says(smoke_run):
+    """WSPO on the weak preference set's chosen responses (the authors' release), gold on the gold responses."""
+    from pathlib import Path
+
+    from congkit.cache import read_json
+    from congkit.stages import content_key
+
+    pipe, _ = smoke_run
+    chosen = pipe.weak_preferences(0, 0.0).select_columns(["prompt", "chosen"]).rename_column("chosen", "completion")
+    assert read_json(Path(pipe.strong("wspo", 0, 0.0)) / "meta.json")["data"] == content_key(chosen)
+    prompts = list(pipe.setting.train_prompts["prompt"])
+    gold = Dataset.from_dict({"prompt": prompts, "completion": [pipe.setting.gold_responses(p) for p in prompts]})
+    assert read_json(Path(pipe.strong("gold", 0)) / "meta.json")["data"] == content_key(gold)

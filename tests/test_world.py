@@ -1,5 +1,4 @@
 import random
-import string
 
 import pytest
 import torch
@@ -13,6 +12,8 @@ from congkit.world import (
     ALIGNMENT_FAMILIES,
     FAMILIES,
     HELDOUT_FAMILY,
+    PREFERENCE_ATTRIBUTES,
+    TASK_COLUMNS,
     NoiseRates,
     Task,
     WorldData,
@@ -21,6 +22,9 @@ from congkit.world import (
     canonical_response,
     judge,
     make_task,
+    noisy_response,
+    one_attribute_worse,
+    world_vocabulary,
     wrong_answer,
 )
 from congkit.world_build import ModelSize, WorldConfig, build_world, card_table
@@ -28,34 +32,38 @@ from congkit.world_build import ModelSize, WorldConfig, build_world, card_table
 TASKS = [make_task(f, random.Random(i)) for i in range(20) for f in FAMILIES]
 
 
-def test_canonical_response_scores_one_and_each_noise_costs():
+def test_canonical_response_scores_one_and_each_attribute_costs_a_quarter():
     for task in TASKS:
-        assert judge(task, canonical_response(task)).score == 1.0
-        a = task.answer
-        worse = [
-            f"Answer: {wrong_answer(task, random.Random(0))}",
-            f"Sure! Answer: {a}",
-            f"The answer is {a}.",
-            f"Answer: {a}\nAnswer: {a}",
-            f"Answer: {a} I hope this helps!",
-        ]
-        for response in worse:
-            j = judge(task, response)
-            assert j.well_formed and 0 < j.score < 1, (task, response, j)
-        assert judge(task, f"Answer: {wrong_answer(task, random.Random(0))}").score <= 0.5
+        best = judge(task, canonical_response(task))
+        assert (best.score, best.r_pref, best.r_cap) == (1.0, 1.0, 1.0)
+        for attribute in PREFERENCE_ATTRIBUTES:
+            j = judge(task, one_attribute_worse(task, attribute))
+            assert j.well_formed and j.r_pref == 0.75 and j.r_cap == 1.0, (task, attribute, j)
+        wrong = canonical_response(task).replace(f" {task.answer}", f" {wrong_answer(task, random.Random(0))}", 1)
+        j = judge(task, wrong)
+        assert (j.r_pref, j.r_cap, j.score) == (1.0, 0.0, 0.8)
 
 
-@pytest.mark.parametrize("response", ["", "   ", "Answer: é", "x" * 500, "Answer:" + "1" * 300, "!!!", "\n\n"])
+def test_instructions_decide_format_and_length():
+    tag_short = Task("add", "Add 1 and 2 . style=tag length=short", "3", "tag", "short")
+    sentence_full = Task("add", "Add 1 and 2 . style=sentence length=full", "3", "sentence", "full")
+    assert judge(tag_short, "Answer: 3").r_pref == 1.0 and judge(sentence_full, "Answer: 3").r_pref == 0.5
+    assert judge(sentence_full, "The answer is 3 . Glad to help!").r_pref == 1.0
+    assert judge(tag_short, "The answer is 3 . Glad to help!").r_pref == 0.5
+
+
+@pytest.mark.parametrize("response", ["", "   ", "Answer: é", "x " * 50, "Answer:", "!!!", "Answer: 3 banana",
+                                      "The answer is 3", "Answer: a b"])  # fmt: skip
 def test_garbage_scores_zero(response):
-    for task in TASKS[:5]:
-        j = judge(task, response)
-        assert j.score == 0.0 and not j.well_formed
+    task = Task("add", "Add 1 and 2 . style=tag length=short", "3", "tag", "short")
+    j = judge(task, response)
+    assert (j.score, j.r_pref, j.r_cap) == (0.0, 0.0, 0.0) and not j.well_formed
 
 
 def test_attributes_are_detected():
-    task = make_task("add", random.Random(3))
-    j = judge(task, f"Okay, so The answer is {task.answer}.\nThe answer is {task.answer}. That is all.")
-    assert j.correct and j.filler and j.repetition and j.trailing and not j.format_ok
+    task = Task("add", "Add 1 and 2 . style=tag length=short", "3", "tag", "short")
+    j = judge(task, "Okay, The answer is 3 . Answer: 3 Hope this helps!")
+    assert j.correct and j.filler and j.repetition and not j.length_ok and not j.format_ok and j.r_pref == 0.0
 
 
 def test_wrong_answers_are_never_the_truth():
@@ -70,7 +78,8 @@ def test_wrong_answers_are_never_the_truth():
 def test_reward_never_raises_and_stays_in_range(text, family, seed):
     task = make_task(family, random.Random(seed))
     for response in (text, "Answer: " + text, text + canonical_response(task)):
-        assert 0.0 <= judge(task, response).score <= 1.0
+        j = judge(task, response)
+        assert 0.0 <= j.score <= 1.0 and j.r_pref in (0, 0.25, 0.5, 0.75, 1.0) and j.r_cap in (0.0, 1.0)
 
 
 def test_noise_rates_are_what_the_config_says():
@@ -79,10 +88,11 @@ def test_noise_rates_are_what_the_config_says():
     for name, rate in vars(rates).items():
         assert sum(corpus[f"noise_{name}"]) / len(corpus) == pytest.approx(rate, abs=0.03)
     for row in corpus.select(range(300)):
-        task = Task(row["family"], row["prompt"], row["answer"])
+        task = Task(*(row[c] for c in TASK_COLUMNS))
         j = judge(task, row["completion"])
         assert j.correct == (not row["noise_wrong"])
         assert j.format_ok == (not row["noise_format_slip"])
+        assert j.length_ok == (not row["noise_verbose"])
         assert j.filler == row["noise_filler"]
         assert j.repetition == row["noise_repetition"]
 
@@ -100,19 +110,26 @@ def test_prompt_sets_are_disjoint_seeded_and_hold_out_a_family():
     assert HELDOUT_FAMILY in corpus["family"]  # the capability exists in pretraining, never in alignment
 
 
-def test_tokenizer_round_trip_and_chat_template(tmp_path):
-    from congkit.models import char_tokenizer
+def test_word_tokenizer_makes_each_decision_one_token_and_round_trips(tmp_path):
+    from congkit.models import word_tokenizer
+    from congkit.tokens import encode_pair
 
-    char_tokenizer().save_pretrained(tmp_path)
+    word_tokenizer(world_vocabulary()).save_pretrained(tmp_path)
     tok = AutoTokenizer.from_pretrained(tmp_path)
-    text = string.printable[:94] + "\nAnswer: 12"
-    assert tok.decode(tok(text)["input_ids"]) == text
+    rng = random.Random(0)
+    for _ in range(200):
+        task = make_task(rng.choice(FAMILIES), rng)
+        response, _ = noisy_response(task, NoiseRates(), rng)
+        prompt_ids, completion = encode_pair(tok, task.prompt, response)
+        assert tok.unk_token_id not in prompt_ids + completion
+        assert tok.decode(completion, skip_special_tokens=True) == response
+        assert len(completion) == len(response.split()) + 1  # one token per word, then EOS
+    for phrase in ("Sure!", "Answer:", "style=tag", "length=full", "12"):
+        assert len(tok(phrase)["input_ids"]) == 1, phrase
     rendered = tok.apply_chat_template(
-        [{"role": "user", "content": "Add 1 and 2."}, {"role": "assistant", "content": "Answer: 3"}], tokenize=False
+        [{"role": "user", "content": "Add 1 and 2 ."}, {"role": "assistant", "content": "Answer: 3"}], tokenize=False
     )
-    assert rendered == "<|user|>Add 1 and 2.<|assistant|>Answer: 3<|end|>"
-    prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
-    assert prompt == "<|user|>hi<|assistant|>"
+    assert rendered == "<|user|>Add 1 and 2 .<|assistant|>Answer: 3<|end|>"
     assert tok.eos_token == "<|end|>" and tok.pad_token == "<pad>"
 
 
@@ -123,12 +140,11 @@ def test_smoke_world_card_invariants(smoke_world):
     # capability gap, on held-out prompts of both kinds
     for split in ("eval", "heldout"):
         assert strong[split]["answer_logprob"] > weak[split]["answer_logprob"] + 0.1
-    assert strong["eval"]["sampled_reward"] > weak["eval"]["sampled_reward"]
     # the explicit reward separates clean from noisy corpus responses
     assert card["corpus"]["reward_clean"] > card["corpus"]["reward_noisy"] + 0.2
     # the strong base reproduces the corpus noise (40 prompts: a loose tolerance)
-    for attr in ("filler", "format_slip", "repetition", "trailing"):
-        assert abs(strong["eval"]["sampled_rates"][attr] - card["corpus"]["rates"][attr]) < 0.2, attr
+    for attr in ("filler", "format_slip", "repetition", "verbose"):
+        assert abs(strong["eval"]["sampled_rates"][attr] - card["corpus"]["rates"][attr]) < 0.25, attr
     table = card_table(card)
     assert {"corpus", "weak_base", "strong_base"} <= set(table.columns)
 

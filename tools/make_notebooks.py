@@ -108,8 +108,9 @@ claim 1 of the paper: *the implicit reward of the weak pair correlates with the 
 ## The world card
 
 On the synthetic default every quantity is measured, not assumed: the corpus's noise rates, both base models' rates when
-sampled at temperature 1 on evaluation prompts, and their capabilities (greedy accuracy and the log-probability of the
-correct answer, on evaluation prompts and on the held-out task family that alignment never sees).
+sampled at the evaluation decoding (temperature 0.8, top-p 0.95) on evaluation prompts, both reward channels
+($R_{pref}$, $R_{cap}$), and the models' capabilities (greedy accuracy and the log-probability of the correct answer, on
+evaluation prompts and on the held-out task family that alignment never sees).
 """),
         code(PARAMS, tags=["parameters"]),
         code(SETUP.replace(" EXTRA", "")),
@@ -124,7 +125,8 @@ else:
 ## Weak preference data
 
 For each training prompt the weak base model draws several samples (temperature 0.8, top-p 0.95); the explicit reward
-scores them; best = chosen, worst = rejected; ties are dropped. With label noise $\\epsilon$, a seeded fraction of the
+$r^* = 0.8 R_{pref} + 0.2 R_{cap}$ (what a reward model would score) ranks them; best = chosen, worst = rejected; ties
+are dropped. With label noise $\\epsilon$, a seeded fraction of the
 pairs is flipped (used for claim 5).
 """),
         code("""pairs = pipe.weak_preferences(seed, 0.0)
@@ -139,19 +141,18 @@ plt.show()
 fig = plots.training_curves({k: v for k, v in histories.items() if k.endswith("eps=0.0")}, "rewards/margins")
 plt.show()"""),
         md("""
-## Claim 1: implicit reward vs explicit reward
+## Claim 1: the implicit reward ranks $\\pi_r$'s own samples by preference
 
-Fresh samples from $\\pi_{ref}$ and $\\pi_r$ on the *evaluation* prompts (not the ones DPO trained on), each scored by
-the weak pair's length-normalised implicit reward and by the explicit reward.
+Eight samples of $\\pi_r$ per *evaluation* prompt (not the ones DPO trained on), each scored by the weak pair's
+implicit reward (the sum of $\\log \\pi_r/\\pi_{ref}$ over response tokens) and by $R_{pref}$. The claim is judged
+within each prompt's samples, where CD makes its choices, not across a pool of two models.
 """),
-        code("""from scipy.stats import spearmanr
-
-pool = pipe.implicit_vs_explicit(seed).to_pandas()
-fig = plots.implicit_vs_explicit(pool)
+        code("""pool = pipe.weak_pair_pool(seed).to_pandas()
+fig = plots.implicit_vs_r_pref(pool)
 plt.show()
-rhos = {s: spearmanr(pipe.implicit_vs_explicit(s)["implicit"], pipe.implicit_vs_explicit(s)["explicit"]).statistic
-        for s in pipe.config.seeds}
-pd.Series(rhos, name="Spearman rho (implicit, explicit)").rename_axis("seed").to_frame()"""),
+claims = pipe.claims()
+weak_pair = claims[claims.method == "weak_pair"].pivot_table(index="seed", columns="metric", values="value")
+weak_pair.round(3)"""),
     ],
     "03_contrastive_sampling.ipynb": [
         md("""
@@ -168,15 +169,16 @@ temperature and top-p, no head).
 fig = plots.alpha_sweep(claims)
 plt.show()"""),
         code("""sweep = claims[claims.method.isin(["cd", "naive"])]
-summary = sweep.groupby(["method", "setting", "metric"]).value.mean().unstack("metric")
+summary = sweep.groupby(["method", "alpha"], dropna=False).apply(
+    lambda g: g.groupby("metric").value.mean(), include_groups=False)
 summary.round(3)"""),
-        md("### Sample responses side by side (explicit reward in brackets)"),
+        md("### Sample responses side by side ($R_{pref}$ in brackets)"),
         code("""from congkit.evaluation import side_by_side
 
 side_by_side(pipe.alpha_sweep(seed), alphas=(0.0, pipe.config.cd_alpha, 1.0))"""),
         md("""
-The pipeline's CD samples for the strong model use $\\alpha$ = `pipe.config.cd_alpha` and $\\lambda$ = 0.1 on the
-*training* prompts; the next notebook trains on them.
+The pipeline's CD samples for the strong model use the $\\alpha$ fixed in the configuration before any run (0.5) and
+$\\lambda$ = 0.1 on the *training* prompts; the next notebook trains on them.
 """),
     ],
     "04_strong_training.ipynb": [
@@ -189,10 +191,10 @@ Every method starts from the same strong base model and the same training prompt
 |---|---|---|
 | WeakSFT | $\\pi_r$'s ordinary samples | SFT (TRL `SFTTrainer`) |
 | AuxConf | $\\pi_r$'s ordinary samples | Burns et al.'s auxiliary confidence: per token, CE to the weak token mixed with CE to the strong model's own argmax, weight warmed up |
-| WSPO | $\\pi_r$'s ordinary samples | per-token squared error between $\\beta\\log(\\pi_s/\\pi_{s,ref})$ and $\\log(\\pi_r/\\pi_{ref})$ |
+| WSPO | the chosen responses of the weak preference set (as the authors' release) | per-token squared error between $\\beta\\log(\\pi_s/\\pi_{s,ref})$ and $\\log(\\pi_r/\\pi_{ref})$ |
 | ConG-S | CD samples | SFT |
 | ConG | CD sample (chosen) vs ConG-S's own sample (rejected) | DPO from ConG-S |
-| gold | its own samples ranked by the true explicit reward | DPO (the ceiling for PGR) |
+| gold | the ideal response of every training prompt (gold supervision) | SFT (the ceiling for PGR) |
 """),
         code(PARAMS, tags=["parameters"]),
         code(SETUP.replace(" EXTRA", "")),
@@ -202,76 +204,71 @@ start = time.perf_counter()
 paths = {(s, e): pipe.model_paths(s, e) for s in pipe.config.seeds for e in pipe.config.noise_levels}
 print(f"all strong models ready ({time.perf_counter() - start:.0f} s in this cell; cached stages are reused)")"""),
         md("## Training curves (seed shown in the parameters, no label noise)"),
-        code("""from congkit.evaluation import METHOD_LABELS
+        code("""from congkit.methods import METHOD_LABELS
 
-shown = paths[(seed, 0.0)]
-sft_like = {METHOD_LABELS[m]: plots.load_history(shown[m]) for m in ("weaksft", "auxconf", "cong_s")}
+shown = paths[(seed, pipe.config.noise_levels[0])]
+sft_like = {METHOD_LABELS[m]: plots.load_history(shown[m]) for m in ("weaksft", "auxconf", "cong_s", "gold")}
 fig = plots.training_curves(sft_like, "loss")
 plt.show()
 fig = plots.training_curves({"WSPO": plots.load_history(shown["wspo"])}, "loss")
 plt.show()
-fig = plots.training_curves({METHOD_LABELS[m]: plots.load_history(shown[m]) for m in ("cong", "gold")}, "rewards/margins")
+fig = plots.training_curves({"ConG": plots.load_history(shown["cong"])}, "rewards/margins")
 plt.show()"""),
         md("## What each method saw (first training prompts)"),
         code("""pipe.training_views(seed, 0.0, n=6)"""),
     ],
     "05_results.ipynb": [
-        md("""
+        md(r"""
 # 5. Results
 
-Every model is judged on the held-out evaluation prompts by the explicit reward (several samples per prompt), by its
-win rate against the untouched strong base model (ties count half; our stand-in for AlpacaEval / Arena-Hard), by the
-performance gap recovered $\\mathrm{PGR} = (m - \\text{weak aligned}) / (\\text{gold} - \\text{weak aligned})$, by
-response length, and by its accuracy on the held-out task family (capability retention relative to the strong base).
-Means over seeds with 95% t-intervals.
+Every model is judged on the held-out evaluation prompts, eight samples each at the evaluation decoding (temperature 0.8,
+top-p 0.95), on both reward channels: $R_{pref}$ (the preference reward, our stand-in for AlpacaEval / Arena-Hard) and
+$R_{cap}$ (the correct rate); by its win rate on $R_{pref}$ against the untouched strong base model (ties count half);
+by the performance gap recovered, both from the weak aligned model as Burns et al. define it,
+$\mathrm{PGR} = (m - \pi_r) / (\text{gold} - \pi_r)$, and from the strong base,
+$\mathrm{PGR}_{strong} = (m - \text{strong base}) / (\text{gold} - \text{strong base})$; and by its greedy accuracy on
+the held-out task family. Means over the seeds (paired replicates of the whole pipeline) with 95% t-intervals.
 """),
         code(PARAMS, tags=["parameters"]),
         code(SETUP.replace(" EXTRA", "")),
-        code("""from congkit.evaluation import main_table, verdicts
+        code("""from congkit.evaluation import main_table, preconditions, verdicts
 
 table = pipe.run()
-print(f"{len(table)} rows in {pipe.root / 'results.csv'}")
-main_table(table)"""),
-        code("""fig = plots.method_bars(table, "reward", ylabel="explicit reward r* (0-1)")
-plt.show()
-fig = plots.method_bars(table, "win_rate", ylabel="win rate vs strong base")
-plt.show()"""),
-        code("""fig = plots.method_bars(table, "pgr", ylabel="performance gap recovered")
-plt.show()
-if (table.metric == "heldout_accuracy").any():
-    fig = plots.method_bars(table, "heldout_accuracy", ylabel="greedy accuracy, held-out family")
-    plt.show()"""),
-        md("## Robustness to noisy weak supervision (claim 5)"),
-        code("""fig = plots.noise_curves(table, "reward")
-plt.show()"""),
-        md("""
+print(f"{len(table)} rows; {len(pipe.config.seeds)} seeds; noise levels {pipe.config.noise_levels}")
+main_table(table).round(3)"""),
+        md(r"""
+## Preconditions: is this a fair test?
+
+Before any verdict, the conditions under which a test of ConG is fair are measured on the same runs. A claim whose
+preconditions are not met is reported as **untestable here**, never as "does not hold". `met` judges the mean over
+seeds against the requirement, fixed in `congkit.evaluation.conditions_for` before the runs.
+"""),
+        code("""conditions = preconditions(table, pipe.config)
+conditions.round(3)"""),
+        md(r"""
 ## Verdicts
 
-Each claim of the paper that this setting can test, decided by the numbers above (computed, not written by hand):
+Three-way verdicts (holds / does not hold / inconclusive, or untestable here), by rules fixed in code before the run
+(`congkit.evaluation.CLAIMS`), each printed with its rule:
 """),
-        code("""v = verdicts(table)
-display(Markdown("\\n".join(f"* **{r.claim}**: {'holds' if r.holds else 'does NOT hold'} here. {r.evidence}."
-                            for r in v.itertuples())))
-v"""),
-        md("""
-## Reading the verdicts
-
-Two measurements explain most of what this world shows. First, how well the weak pair's implicit reward ranks
-responses *within* each model's own samples (the regime CD and ConG rely on: choosing among $\\pi_r$'s plausible
-tokens), next to the pooled correlation of claim 1. Second, the alpha sweep's two rewards side by side: CD moves the
-samples along the implicit reward; whether that also moves the explicit reward decides claims 2, 3 and 5.
-"""),
-        code("""from congkit.evaluation import summarise
-
-corr = summarise(table[table.method == "weak_pair"])[["setting", "mean", "ci_low", "ci_high"]]
-display(corr.rename(columns={"setting": "Spearman(implicit, explicit) over"}).round(3))
-sweep = summarise(table[table.method.isin(["cd", "naive"]) & table.metric.isin(["implicit", "explicit"])])
-sweep.pivot_table(index="setting", columns="metric", values="mean").round(3)"""),
-        md("""
+        code("""v = verdicts(table, conditions, pipe.config)
+display(Markdown("\\n".join(
+    f"* **{r.claim}**: **{r.verdict}** (estimate {r.estimate:+.3f}, 95% CI [{r.ci_low:+.3f}, {r.ci_high:+.3f}])"
+    + (f"; unmet: {r.unmet}" if r.unmet else "") + f".  \\n  *Rule:* {r.rule}." for r in v.itertuples())))
+v.drop(columns=["rule"]).round(3)"""),
+        code("""for metric, label in (("r_pref", "R_pref"), ("win_rate", "win rate vs strong base (R_pref)"),
+                      ("r_cap", "R_cap (correct rate)"), ("pgr", "PGR from weak aligned"),
+                      ("pgr_strong", "PGR from strong base"), ("heldout_accuracy", "held-out family accuracy")):
+    if (table.metric == metric).any():
+        fig = plots.method_bars(table, metric, ylabel=label)
+        plt.show()"""),
+        md("## Robustness to noisy weak supervision (claim 5)"),
+        code("""fig = plots.noise_curves(table, "r_pref")
+plt.show()"""),
+        md(r"""
 How to read these against the paper: the paper's models are 0.5-8B instruction-tuned LLMs judged by AlpacaEval 2 and
-Arena-Hard; here the models are tiny character-level transformers in a world whose reward is exact. Agreement means the
-mechanism works as described at this scale; disagreement is reported as measured, with the numbers, and is discussed
-in the book's introduction.
+Arena-Hard; here the models are tiny word-level transformers in a world whose rewards are exact. A verdict here says
+whether the mechanism works as described in a world built so that it can; it is reported as measured.
 """),
     ],
 }
