@@ -40,8 +40,8 @@ class CorruptArtifactWarning(UserWarning):
 
 
 def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # fields marked {"cache": False} do not count
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata.get("cache", True)}
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in sorted(obj.items())}
     if isinstance(obj, (list, tuple)):
@@ -85,10 +85,25 @@ def is_complete(path: str | os.PathLike) -> bool:
     return (Path(path) / COMPLETE).exists()
 
 
+_VERIFIED: dict[str, tuple] = {}  # artifact -> the (name, size, mtime) of its files when this process last hashed them
+
+
+def _stat_signature(path: Path, files: dict) -> tuple:
+    return tuple((rel, st.st_size, st.st_mtime_ns) for rel in sorted(files) if (st := _stat(path / rel)) is not None)
+
+
+def _stat(file: Path):
+    try:
+        return file.stat()
+    except OSError:
+        return None
+
+
 def verify(path: str | os.PathLike, full: bool = False) -> list[str]:
     """Problems found in a complete artifact, one line each naming the file ([] = intact).
 
-    Sizes are always checked; hashes for files up to `HASH_LIMIT` bytes, or for every file when `full`.
+    Sizes are always checked; hashes for files up to `HASH_LIMIT` bytes, or for every file when `full`. An artifact
+    that this process hashed before is not hashed again while no file's size or modification time has changed.
     """
     path = Path(path)
     try:
@@ -96,6 +111,9 @@ def verify(path: str | os.PathLike, full: bool = False) -> list[str]:
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         return [f"{path / COMPLETE}: unreadable manifest ({error})"]
+    signature = _stat_signature(path, files)
+    if not full and len(signature) == len(files) and _VERIFIED.get(str(path)) == signature:
+        return []
     problems = []
     for rel, want in files.items():
         file = path / rel
@@ -107,6 +125,8 @@ def verify(path: str | os.PathLike, full: bool = False) -> list[str]:
             problems.append(f"{file}: {size} bytes, the manifest says {want['size']}")
         elif (full or size <= HASH_LIMIT) and file_sha256(file) != want["sha256"]:
             problems.append(f"{file}: contents changed (SHA-256 differs from the manifest)")
+    if not problems:
+        _VERIFIED[str(path)] = signature
     return problems
 
 

@@ -91,21 +91,29 @@ def within_prompt_ranking(pool: pd.DataFrame, score: str, target: str, best_of: 
     """(mean over prompts of Spearman(score, target) among one prompt's samples, best-of-k recovery).
 
     Prompts whose samples tie on either column have no rank correlation and are skipped. Best-of-k: the samples of
-    each prompt are cut into groups of k; recovery = E[target of the top-`score` sample - group mean] /
-    E[max target - group mean], the share of the oracle best-of-k gain that choosing by `score` achieves.
+    each prompt, in draw order `k`, are cut into groups of k; recovery = E[target of the top-`score` sample - group
+    mean] / E[max target - group mean], the share of the oracle best-of-k gain that choosing by `score` achieves.
+    Vectorised over prompts (every prompt must have the same number of samples).
     """
-    rhos, gains, oracle = [], [], []
-    for _, group in pool.groupby("prompt", sort=False):
-        if group[score].nunique() > 1 and group[target].nunique() > 1:
-            rhos.append(stats.spearmanr(group[score], group[target]).statistic)
-        group = group.sort_values("k")
-        for start in range(0, len(group) - best_of + 1, best_of):
-            g = group.iloc[start : start + best_of]
-            gains.append(g[target].iloc[int(np.argmax(g[score].to_numpy()))] - g[target].mean())
-            oracle.append(g[target].max() - g[target].mean())
-    rho = float(np.mean(rhos)) if rhos else math.nan
-    recovery = float(np.sum(gains) / np.sum(oracle)) if np.sum(oracle) > 0 else math.nan
-    return rho, recovery
+    frame = pool.sort_values(["prompt", "k"], kind="stable")
+    n = frame.groupby("prompt", sort=False).size()
+    if n.nunique() != 1:
+        raise ValueError(f"every prompt needs the same number of samples, got {sorted(n.unique())}")
+    x = frame[score].to_numpy(dtype=float).reshape(len(n), -1)
+    y = frame[target].to_numpy(dtype=float).reshape(len(n), -1)
+    rx, ry = stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)
+    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+    denominator = np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
+    valid = denominator > 0
+    rho = float(((rx * ry).sum(1)[valid] / denominator[valid]).mean()) if valid.any() else math.nan
+    groups = x.shape[1] // best_of
+    if groups == 0:
+        return rho, math.nan
+    gx = x[:, : groups * best_of].reshape(-1, best_of)
+    gy = y[:, : groups * best_of].reshape(-1, best_of)
+    picked = gy[np.arange(len(gy)), gx.argmax(1)]
+    gain, oracle = (picked - gy.mean(1)).sum(), (gy.max(1) - gy.mean(1)).sum()
+    return rho, float(gain / oracle) if oracle > 0 else math.nan
 
 
 def claim_rows(seed: int, pool: Dataset, sweep: Dataset, probes: Dataset | None = None, best_of: int = 4) -> list[dict]:

@@ -43,15 +43,7 @@ def char_tokenizer(chat_template: bool = True, vocab_size: int | None = None) ->
     tokens = SPECIAL_TOKENS + chars
     if vocab_size is not None:
         tokens += [f"<t{i}>" for i in range(len(tokens), vocab_size)]
-    vocab = {t: i for i, t in enumerate(tokens)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    backend.add_special_tokens(SPECIAL_TOKENS)
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<|end|>")
-    if chat_template:
-        tok.chat_template = CHAT_TEMPLATE
-    return tok
+    return _word_level(tokens, pre_tokenizers.Split(Regex("."), behavior="isolated"), decoders.Fuse(), chat_template)
 
 
 def word_tokenizer(words: list[str], chat_template: bool = True) -> PreTrainedTokenizerFast:
@@ -61,9 +53,16 @@ def word_tokenizer(words: list[str], chat_template: bool = True) -> PreTrainedTo
     spaces, so text that is words separated by single spaces round-trips exactly, and a response tokenised alone
     equals the same response tokenised after its prompt. Special tokens as in `char_tokenizer`.
     """
-    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + [w for w in words if w not in SPECIAL_TOKENS])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokens = SPECIAL_TOKENS + [w for w in words if w not in SPECIAL_TOKENS]
+    return _word_level(tokens, pre_tokenizers.WhitespaceSplit(), None, chat_template)
+
+
+def _word_level(tokens: list[str], pre_tokenizer, decoder, chat_template: bool) -> PreTrainedTokenizerFast:
+    """A `tokenizers` WordLevel tokenizer over `tokens` (special tokens first) wrapped for transformers."""
+    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizer
+    if decoder is not None:  # none: tokens are joined with single spaces
+        backend.decoder = decoder
     backend.add_special_tokens(SPECIAL_TOKENS)
     tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<|end|>")
     if chat_template:

@@ -1,4 +1,8 @@
-"""Figures for the book. Each function takes tidy data and returns a matplotlib Figure with title, labels, units."""
+"""Figures for the book. Each function takes tidy data and returns a matplotlib Figure with title, labels, units.
+
+One style for every figure (`book.mplstyle`, applied by `use_book_style`): drawn at the book's text width with 10 pt
+text, legends outside the data, 95% intervals over seeds wherever a curve has seeds, shown as SVG in the notebooks.
+"""
 
 from __future__ import annotations
 
@@ -13,32 +17,49 @@ import torch
 from .evaluation import mean_ci
 from .methods import BY_NAME, METHOD_LABELS, METHOD_ORDER
 
+STYLE = Path(__file__).with_name("book.mplstyle")
+ROLE_COLORS = {"reference": "#9e9e9e", "ceiling": "#616161", "baseline": "#1f77b4", "ours": "#2ca02c"}
+
+
+def use_book_style(svg: bool = True) -> None:
+    """Apply the book's matplotlib style; in a notebook, show figures as SVG."""
+    plt.style.use(str(STYLE))
+    if svg:
+        try:
+            from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+            set_matplotlib_formats("svg")
+        except ImportError:  # not in a notebook kernel
+            pass
+
+
+def _legend_outside(ax, **kwargs) -> None:
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
+
 
 def head_size_vs_lambda(expert_logp: torch.Tensor, lambdas=None) -> plt.Figure:
     """Mean size of the plausibility head {v : pi_r(v) >= lambda max pi_r} over a batch of next-token distributions."""
     lambdas = np.asarray(lambdas if lambdas is not None else np.geomspace(1e-4, 1.0, 40))
     max_logp = expert_logp.max(-1, keepdim=True).values
     sizes = [float((expert_logp >= max_logp + np.log(lam)).sum(-1).float().mean()) for lam in lambdas]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.plot(lambdas, sizes, marker=".")
     ax.set_xscale("log")
-    ax.axvline(0.1, color="grey", ls="--", lw=1, label="lambda = 0.1 (paper)")
-    ax.set(title="Plausibility head size vs lambda", xlabel="lambda (log scale)", ylabel="tokens in head (mean)")
-    ax.legend()
-    fig.tight_layout()
+    ax.axvline(0.1, color="grey", ls="--", lw=1, label="λ = 0.1 (paper)")
+    ax.set(title="Plausibility head size vs λ", xlabel="λ (log scale)", ylabel="tokens in the head (mean)")
+    _legend_outside(ax)
     return fig
 
 
-def training_curves(histories: dict[str, list[dict]], metric: str = "loss") -> plt.Figure:
+def training_curves(histories: dict[str, list[dict]], metric: str = "loss", title: str | None = None) -> plt.Figure:
     """One line per run of `metric` against optimiser step (histories from `train_history.json`)."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    for label, rows in histories.items():
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for label_, rows in histories.items():
         pts = [(r["step"], r[metric]) for r in rows if metric in r]
         if pts:
-            ax.plot(*zip(*pts), marker=".", label=label)
-    ax.set(title=f"Training {metric}", xlabel="optimiser step", ylabel=metric)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+            ax.plot(*zip(*pts), marker=".", label=label_)
+    ax.set(title=title or f"Training {metric}", xlabel="optimiser step", ylabel=metric)
+    _legend_outside(ax)
     return fig
 
 
@@ -48,79 +69,77 @@ def load_history(model_dir: str | Path) -> list[dict]:
 
 
 def implicit_vs_r_pref(pool: pd.DataFrame) -> plt.Figure:
-    """Claim 1: pi_r's own samples, the weak pair's implicit reward against R_pref (the ranking CD relies on)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    rng = np.random.default_rng(0)
+    """Claim 1: pi_r's own samples, the weak pair's implicit reward by R_pref level (the ranking CD relies on)."""
     target = "r_pref" if "r_pref" in pool else "scores"
-    jitter = rng.uniform(-0.02, 0.02, len(pool))  # R_pref takes five values; jitter shows density
-    ax.scatter(pool.implicit, pool[target] + jitter, s=6, alpha=0.3)
-    ax.set(title="pi_r's samples: implicit reward vs R_pref (claim 1)",
-           xlabel="implicit reward: sum of log pi_r/pi_ref over response tokens (nats)", ylabel="R_pref")  # fmt: skip
-    fig.tight_layout()
+    levels = sorted(pool[target].unique())
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.boxplot([pool.implicit[pool[target] == v] for v in levels], positions=range(len(levels)), widths=0.5,
+               showfliers=False)  # fmt: skip
+    ax.set_xticks(range(len(levels)), [f"{v:g}\n(n={int((pool[target] == v).sum())})" for v in levels])
+    ax.set(title="π_r's own samples: implicit reward by R_pref (claim 1)", xlabel="R_pref of the sample",
+           ylabel="implicit reward Σ log π_r/π_ref (nats)")  # fmt: skip
     return fig
 
 
 def alpha_sweep(table: pd.DataFrame) -> plt.Figure:
-    """Claim 2: implicit reward, R_pref, R_cap and length of CD samples against alpha; naive sampling as lines."""
+    """Claim 2: implicit reward, R_pref, R_cap and length of CD samples against alpha (mean and 95% CI over seeds);
+    naive sampling from pi_r as a dashed line."""
     cd, naive = table[table.method == "cd"], table[table.method == "naive"]
     panels = [("implicit", "implicit reward (nats)"), ("r_pref", "R_pref"), ("r_cap", "R_cap (correct rate)"),
               ("length", "length (characters)")]  # fmt: skip
     panels = [p for p in panels if (cd.metric == p[0]).any()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.5 * len(panels), 3.4), squeeze=False)
-    for ax, (metric, label) in zip(axes[0], panels):
-        part = cd[cd.metric == metric].groupby("alpha").value
-        stats = [(a, *mean_ci(v)) for a, v in part]
-        alphas, mean = [s[0] for s in stats], [s[1] for s in stats]
+    rows = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(7, 2.8 * rows), squeeze=False)
+    for ax, (metric, title) in zip(axes.flat, panels):
+        stats = [(a, *mean_ci(v)) for a, v in cd[cd.metric == metric].groupby("alpha").value]
+        alphas, mean, lo, hi = (np.array(c) for c in zip(*stats))
         ax.plot(alphas, mean, marker="o", label="CD")
-        lo, hi = [s[2] for s in stats], [s[3] for s in stats]
         if np.isfinite(lo).all():
-            ax.fill_between(alphas, lo, hi, alpha=0.2)
+            ax.fill_between(alphas, lo, hi, alpha=0.2, label="CD 95% CI")
         nv = naive[naive.metric == metric].value
         if len(nv):
-            ax.axhline(nv.mean(), color="C3", ls="--", label="naive pi_r")
-        ax.set(title=label, xlabel="alpha")
-    axes[0][0].legend()
-    fig.suptitle("Contrastive decoding across alpha (claim 2)")
-    fig.tight_layout()
+            ax.axhline(nv.mean(), color="C3", ls="--", label="naive π_r")
+        ax.set(title=title, xlabel="α")
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3)
+    fig.suptitle("Contrastive decoding across α (claim 2)")
     return fig
 
 
 def method_bars(table: pd.DataFrame, metric: str = "r_pref", eps: float = 0.0, ylabel: str | None = None):
-    """Mean over seeds with 95% interval, one bar per method."""
+    """Mean over seeds with 95% interval, one bar per method, coloured by role."""
     part = table[(table.metric == metric) & np.isclose(table.eps, eps) & table.alpha.isna()]
     methods = [m for m in METHOD_ORDER if m in set(part.method)]
     stats = [mean_ci(part[part.method == m].value) for m in methods]
     means = [s[0] for s in stats]
-    err = [
-        [s[0] - s[1] if np.isfinite(s[1]) else 0 for s in stats],
-        [s[2] - s[0] if np.isfinite(s[2]) else 0 for s in stats],
-    ]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    colors = {"reference": "C7", "ceiling": "C7", "baseline": "C0", "ours": "C2"}
+    err = [[s[0] - s[1] if np.isfinite(s[1]) else 0 for s in stats],
+           [s[2] - s[0] if np.isfinite(s[2]) else 0 for s in stats]]  # fmt: skip
+    n_seeds = part.seed.nunique()
+    fig, ax = plt.subplots(figsize=(7, 3.4))
     ax.bar([METHOD_LABELS[m] for m in methods], means, yerr=err, capsize=3,
-           color=[colors[BY_NAME[m].role] for m in methods])  # fmt: skip
-    ax.set(title=f"{metric} by method (eps = {eps}, mean and 95% CI over seeds)", ylabel=ylabel or metric)
+           color=[ROLE_COLORS[BY_NAME[m].role] for m in methods])  # fmt: skip
+    ax.set(title=f"{ylabel or metric} (ε = {eps:g}; mean, 95% CI over {n_seeds} seeds)", ylabel=ylabel or metric)
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
     return fig
 
 
 def noise_curves(table: pd.DataFrame, metric: str = "r_pref") -> plt.Figure:
-    """Claim 5: each method's `metric` as the weak preference label-noise rate epsilon grows."""
+    """Claim 5: each method's `metric` as the weak preference label-noise rate epsilon grows (95% CI over seeds)."""
     part = table[(table.metric == metric) & table.eps.notna() & table.alpha.isna()]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for method in [m for m in METHOD_ORDER if BY_NAME[m].noise and m in set(part.method)]:
-        g = part[part.method == method].groupby("eps").value
-        stats = [(e, *mean_ci(v)) for e, v in g]
-        eps, mean = [s[0] for s in stats], [s[1] for s in stats]
-        style = "-" if method.startswith("cong") else "--"
-        ax.plot(eps, mean, style, marker="o", label=METHOD_LABELS[method])
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for i, method in enumerate(m for m in METHOD_ORDER if BY_NAME[m].noise and m in set(part.method)):
+        stats = [(e, *mean_ci(v)) for e, v in part[part.method == method].groupby("eps").value]
+        eps, mean, lo, hi = (np.array(c) for c in zip(*stats))
+        style = "-" if BY_NAME[method].role == "ours" else "--"
+        ax.errorbar(eps + 0.004 * (i - 1.5), mean, yerr=[mean - lo, hi - mean] if np.isfinite(lo).all() else None,
+                    fmt=style, marker="o", capsize=3, label=METHOD_LABELS[method])  # fmt: skip
     sb = part[part.method == "strong_base"].value.mean()
     ax.axhline(sb, color="grey", lw=1, ls=":", label="strong base")
     ax.set(title=f"Robustness to label noise (claim 5): {metric}",
-           xlabel="fraction of weak preference pairs flipped (epsilon)", ylabel=metric)  # fmt: skip
-    ax.legend(fontsize=8, ncol=2, loc="lower left")
-    fig.tight_layout()
+           xlabel="fraction of weak preference pairs flipped (ε)", ylabel=metric)  # fmt: skip
+    _legend_outside(ax)
     return fig
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -130,7 +131,7 @@ class PipelineConfig:
     # T 0.8 / top-p 0.95 as the authors; no repetition penalty: answers legitimately repeat tokens ("a b b").
     sampling: DecodingConfig = field(
         default_factory=lambda: DecodingConfig(
-            lam=None, temperature=0.8, top_p=0.95, repetition_penalty=1.0, max_new_tokens=20, batch_size=1024
+            lam=None, temperature=0.8, top_p=0.95, repetition_penalty=1.0, max_new_tokens=20, batch_size=256
         )
     )
     cd_alpha: float = 0.5  # fixed before any run: the alpha of claim 2's verdict and of the ConG data
@@ -138,9 +139,13 @@ class PipelineConfig:
     alpha_sweep: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
     # DPO stages add an NLL term on the chosen response (RPO; TRL loss_type ["sigmoid", "sft"]): plain DPO on these
     # tiny models collapses them (measured: weak aligned R_pref 0.61 -> 0.53, correct rate 0.35 -> 0.09).
-    weak_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=3e-4, num_train_epochs=3,
+    # a light weak DPO (many small steps): pi_r learns the preferences partly (measured over 3 seeds: 63% of the
+    # R_pref headroom, attribute probes >= 0.94); lr 3e-4 x 3 epochs gave the same pi_r but a format probe of 0.897
+    weak_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1.5e-4, num_train_epochs=8,
                                                                       beta=0.1, dpo_loss=["sigmoid", "sft"]))  # fmt: skip
     strong_sft: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=3e-4, num_train_epochs=3))
+    # the ceiling is trained to convergence on gold responses (R_pref 0.978 vs 0.962 with strong_sft's 3 epochs)
+    gold_sft: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=3e-4, num_train_epochs=6))
     auxconf_weight: float = 0.5
     wspo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=3e-4, num_train_epochs=3, beta=0.1))
     cong_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=1e-4, num_train_epochs=2, beta=0.5,
@@ -157,8 +162,8 @@ class PipelineConfig:
             raise ValueError(f"noise_levels must be a non-empty list in [0, 1], got {self.noise_levels}")
         if self.n_preference_samples < 2:
             raise ValueError(f"n_preference_samples must be >= 2 to form a pair, got {self.n_preference_samples}")
-        if not 2 <= self.best_of <= self.eval_samples:
-            raise ValueError(f"best_of must lie in [2, eval_samples={self.eval_samples}], got {self.best_of}")
+        if self.best_of < 2:  # with eval_samples < best_of the best-of-k precondition is simply not measured
+            raise ValueError(f"best_of must be >= 2, got {self.best_of}")
         DecodingConfig(alpha=self.cd_alpha, lam=self.cd_lam).validate(contrastive=True)
         for a in self.alpha_sweep:
             DecodingConfig(alpha=a, lam=self.cd_lam).validate(contrastive=True)
@@ -226,8 +231,9 @@ class Pipeline:
     # --- plumbing -------------------------------------------------------------------------------------------------
 
     def _log(self, message: str) -> None:
+        """Stage progress on stderr: the terminal shows it, the published notebooks drop it."""
         if self.progress:
-            print(f"[congkit] {message}", flush=True)
+            print(f"[congkit] {message}", file=sys.stderr, flush=True)
 
     def _stage(self, stage: str, key: dict, build: Callable[[Path], None]) -> Path:
         """The artifact of `stage` for `key`: reused when intact, else built (once, under a lock) and verified.
@@ -303,12 +309,12 @@ class Pipeline:
 
     def weak_preferences(self, seed: int, eps: float) -> Dataset:
         """Stage 1: weak preference data (columns prompt, chosen, rejected, *_score, flipped)."""
-        pool = self._pool(self.setting.weak_base, seed, "weak_pool")
+        pool = self._pool(self.setting.weak_base, seed, "weak_pool").to_dict()
         return preference_pairs(pool["prompt"], pool["samples"], pool["scores"], eps, stream_seed(seed, "label_noise"))
 
     def gold_pairs(self, seed: int) -> Dataset:
         """The gold ceiling's data: the strong base's own samples ranked by the true explicit reward."""
-        pool = self._pool(self.setting.strong_base, seed, "strong_pool")
+        pool = self._pool(self.setting.strong_base, seed, "strong_pool").to_dict()
         return preference_pairs(pool["prompt"], pool["samples"], pool["scores"], 0.0, 0)
 
     def _dpo_stage(self, stage: str, policy: str, pairs: Dataset, cfg: TrainConfig, key: dict, seed: int) -> Path:
@@ -376,7 +382,7 @@ class Pipeline:
                 prompts = self._prompts("train")
                 data = Dataset.from_dict({"prompt": prompts,
                                           "completion": [self.setting.gold_responses(p) for p in prompts]})  # fmt: skip
-                return str(self._sft_stage("gold", data, cfg.strong_sft, {}, seed))
+                return str(self._sft_stage("gold", data, cfg.gold_sft, {}, seed))
             pairs = self.gold_pairs(seed)
             return str(self._dpo_stage("gold", self.setting.strong_base, pairs, cfg.gold_dpo, {}, seed))
         if method not in STRONG_METHODS:
@@ -598,19 +604,27 @@ class Pipeline:
                 paths[method] = self.strong(method, seed, eps)
         return paths
 
+    def replicate(self, seed: int) -> list[dict]:
+        """Every stage of one seed (all noise levels, evaluations, the weak pair's pool, sweep and probes); returns
+        the seed's evaluation rows. Seeds are independent: separate processes may build them concurrently."""
+        from .evaluation import evaluation_rows
+
+        rows = []
+        for eps in self.config.noise_levels:
+            paths = self.model_paths(seed, eps)
+            reference = self.evaluate(paths["strong_base"], seed)
+            for method, path in paths.items():
+                rows += evaluation_rows(method, seed, eps, self.evaluate(path, seed), reference)
+        self.weak_pair_pool(seed), self.alpha_sweep(seed), self.attribute_probes(seed)
+        return rows
+
     def run(self) -> pd.DataFrame:
         """All stages for all seeds and noise levels; the tidy results table (columns `RESULT_COLUMNS`). Writes
         results.csv, preconditions.csv and verdicts.csv into the pipeline's folder."""
-        from .evaluation import evaluation_rows, pgr_rows, preconditions, verdicts
+        from .evaluation import pgr_rows, preconditions, verdicts
 
         start = time.perf_counter()
-        rows = []
-        for seed in self.config.seeds:
-            for eps in self.config.noise_levels:
-                paths = self.model_paths(seed, eps)
-                reference = self.evaluate(paths["strong_base"], seed)
-                for method, path in paths.items():
-                    rows += evaluation_rows(method, seed, eps, self.evaluate(path, seed), reference)
+        rows = [row for seed in self.config.seeds for row in self.replicate(seed)]
         rows += self.claims().to_dict("records")
         table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
         table = pd.concat([table, pd.DataFrame(pgr_rows(table), columns=RESULT_COLUMNS)], ignore_index=True)

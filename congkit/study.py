@@ -2,10 +2,13 @@
 
     python -m congkit.study --profile smoke|default|real [--runs runs] [--no-book]
 
-Each notebook takes the same parameters (`profile`, `runs_dir`, plus its own) and gets its world, setting and
-pipeline from `study_objects(profile, runs_dir)`. Executed copies go to `book/notebooks/`; the book is then built
-from them with execution off, into `book/_build/html`. Stages are cached under `runs_dir`, so rerunning one notebook
-recomputes nothing that is already there.
+The chapters are MyST Markdown notebooks (`notebooks/*.md`, paired by jupytext), listed once, in the book's
+`_toc.yml`. Each is read by jupytext, executed by papermill with its parameters (`profile`, `runs_dir`, and its own)
+and written to `book/notebooks/`; the book is then built from them with execution off, into `book/_build/html`.
+Every notebook starts with `notebook_setup(...)`, which checks the parameters, silences progress bars and warnings
+(the published pages show none) and returns the world, setting and pipeline. Stage progress goes to stderr, which
+the terminal running `make study` shows and the book drops. Stages are cached under `runs_dir`, so rerunning one
+notebook recomputes nothing that is already there.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -26,13 +30,19 @@ from .stages import Pipeline, PipelineConfig, Setting, smoke_pipeline_config
 from .world_build import WorldConfig, build_world, smoke_world_config
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = [
-    "01_implicit_reward_and_cd.ipynb",
-    "02_weak_alignment.ipynb",
-    "03_contrastive_sampling.ipynb",
-    "04_strong_training.ipynb",
-    "05_results.ipynb",
-]
+DEFAULT_RUNS = REPO / "runs"
+
+
+def chapters(toc: Path = REPO / "book" / "_toc.yml") -> list[str]:
+    """The notebook chapters in book order (`notebooks/<name>` entries of the book's table of contents)."""
+    import yaml
+
+    data = yaml.safe_load(toc.read_text())
+    files = [data["root"]] + [c["file"] for c in data.get("chapters", [])]
+    return [f"{Path(f).name}.md" for f in files if f.startswith("notebooks/")]
+
+
+NOTEBOOKS = chapters()
 
 
 @dataclass
@@ -145,29 +155,148 @@ def _pipeline(setting: Setting, config: PipelineConfig, root: Path, progress: bo
     return setting, Pipeline(setting, config, root=root, progress=progress)
 
 
+
+QUIET_ENV = {"CONGKIT_QUIET": "1", "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+             "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def notebook_parameters(nb) -> set[str]:
+    """Names a notebook declares in its `parameters` cell."""
+    import re
+
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    return {m.group(1) for c in cells for m in re.finditer(r"^(\w+)\s*[:=]", c.source, re.M)}
+
+
+def clean_executed(nb) -> None:
+    """What the published page must not show: stderr (progress, warnings, stage lines) and the injected-parameters
+    cell (it holds machine paths; each chapter shows its parameters once, as a table)."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.get("name") == "stderr")]
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+
+
+def _build_replicate(job: tuple) -> tuple[int, float]:
+    """One seed's stages, in a worker process with one torch thread (tiny models: two one-thread processes do about
+    twice the work of one two-thread process on 2 cores)."""
+    import torch
+
+    profile, runs_dir, real, seed = job
+    torch.set_num_threads(1)
+    os.environ.update(QUIET_ENV)
+    start = time.perf_counter()
+    _, _, pipe = study_objects(profile, runs_dir, progress=False, real=real)
+    pipe.replicate(seed)
+    return seed, time.perf_counter() - start
+
+
+def prebuild(profile: str, runs_dir: str | Path, real: dict | None = None, workers: int = 2) -> None:
+    """Build every seed's stages in `workers` processes before the notebooks run (they then find them cached).
+    Safe because the cache locks each artifact; the world is built first, once."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    _, _, pipe = study_objects(profile, runs_dir, progress=True, real=real)
+    seeds = pipe.config.seeds
+    print(f"[study] building {len(seeds)} seeds in {workers} processes", file=sys.stderr, flush=True)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        jobs = [(profile, str(runs_dir), real, seed) for seed in seeds]
+        for done, (seed, seconds) in enumerate(pool.map(_build_replicate, jobs), 1):
+            print(f"[study]   seed {seed} ready ({done}/{len(seeds)}, {seconds:.0f} s)", file=sys.stderr, flush=True)
+
+
 def run_notebooks(
     profile: str, runs_dir: Path, out_dir: Path, only: list[str] | None = None, real: dict | None = None
 ) -> dict[str, float]:
+    """Execute the chapters (all, or those whose names start with one of `only`) into `out_dir` as .ipynb."""
+    import jupytext
+    import nbformat
     import papermill
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.update(QUIET_ENV)  # the kernels inherit it
     seconds = {}
     names = select_notebooks(only)
     for i, name in enumerate(names, 1):
-        print(f"[study] notebook {i}/{len(names)}: {name} (profile={profile})", flush=True)
+        print(f"[study] notebook {i}/{len(names)}: {name} (profile={profile})", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        papermill.execute_notebook(
-            str(REPO / "notebooks" / name),
-            str(out_dir / name),
-            parameters={"profile": profile, "runs_dir": str(runs_dir.resolve()), "real": real or {}},
+        nb = jupytext.read(REPO / "notebooks" / name)
+        given = {"profile": profile, "runs_dir": str(Path(runs_dir).resolve()), "real": real or {}}
+        declared = notebook_parameters(nb)
+        executed = papermill.execute_notebook(
+            nb,
+            None,
+            parameters={k: v for k, v in given.items() if k in declared},
             kernel_name="python3",
             progress_bar=False,
-            stdout_file=sys.stdout,  # the kernel's prints, e.g. "[congkit] <stage> ...", show which stage runs
+            stderr_file=sys.stderr,  # stage progress lines reach the terminal, not the page
             cwd=str(REPO / "notebooks"),
         )
+        clean_executed(executed)
+        nbformat.write(executed, out_dir / Path(name).with_suffix(".ipynb").name)
         seconds[name] = time.perf_counter() - start
-        print(f"[study]   done in {seconds[name]:.0f} s", flush=True)
+        print(f"[study]   done in {seconds[name]:.0f} s", file=sys.stderr, flush=True)
     return seconds
+
+
+def notebook_setup(profile: str, runs_dir: str = "", seed: int | None = None, real: dict | None = None, **chapter):
+    """A chapter's first (hidden) cell: check its parameters, make the page quiet, apply the book's figure style,
+    and return (world or None, setting, pipeline). `runs_dir` "" means the project's `runs/` folder, wherever the
+    notebook is run from."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    from .plots import use_book_style
+
+    runs_dir = runs_dir or str(DEFAULT_RUNS)
+    check_notebook_parameters(profile, runs_dir, seed, real, **chapter)
+    os.environ.update(QUIET_ENV)
+    warnings.filterwarnings("ignore")
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    use_book_style()
+    return study_objects(profile, runs_dir, progress=True, real=real)
+
+
+def findings(pipe) -> dict[str, str]:
+    """The introduction's key findings as text, computed from the pipeline's results (cached after the first run):
+    n_seeds, verdict_<claim> and estimate_<claim> for claims 1, 2, 3a, 3b, 4, 5, preconditions_met, unmet_note."""
+    from .evaluation import preconditions, verdicts
+
+    table = pipe.run()
+    conditions = preconditions(table, pipe.config)
+    out = {"n_seeds": str(table.seed.nunique())}
+    for row in verdicts(table, conditions, pipe.config).itertuples():
+        key = row.claim.split(".")[0]
+        out[f"verdict_{key}"] = row.verdict
+        interval = f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if math.isfinite(row.ci_low) else " (no interval)"
+        out[f"estimate_{key}"] = f"{row.estimate:+.3f}{interval}"
+    out["preconditions_met"] = f"{int(conditions.met.sum())} of {len(conditions)}"
+    unmet = conditions[~conditions.met]
+    out["unmet_note"] = ("Not met: " + "; ".join(f"{r.condition} (measured {r.measured:.3f}, required {r.required})"
+                                                 for r in unmet.itertuples()) + "." if len(unmet) else "")  # fmt: skip
+    return out
+
+
+def parameter_table(**params):
+    """The chapter's parameters as a small table for the page (folders shown relative to the project)."""
+    import pandas as pd
+
+    def show(value):
+        if isinstance(value, str) and value.startswith("/"):
+            path = Path(value)
+            return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
+        return value if value not in ("", None, {}) else "(default)"
+
+    table = pd.DataFrame({"value": [str(show(v)) for v in params.values()]}, index=list(params))
+    return table.rename_axis("parameter").style.set_caption("This page's parameters")
 
 
 def build_book(book_dir: Path = REPO / "book") -> Path:
@@ -265,6 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default=str(REPO / "runs"), help="cache folder for every stage")
     parser.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 05")
     parser.add_argument("--no-book", action="store_true", help="execute the notebooks, skip the book build")
+    parser.add_argument("--workers", type=int, default=2, help="processes that build the seeds before the notebooks")
     parser.add_argument("--real", default="{}", help='profile real: JSON of RealCheckpoints fields, e.g. '
                         '\'{"weak_model": "/models/Qwen2.5-0.5B-Instruct"}\'')  # fmt: skip
     args = parser.parse_args(argv)
@@ -278,11 +408,14 @@ def main(argv: list[str] | None = None) -> None:
     # executed into a temporary folder; the published notebooks are replaced only when every notebook succeeded
     tmp = REPO / "book" / f".notebooks-tmp-{uuid.uuid4().hex[:8]}"
     try:
+        if args.workers > 1 and args.profile != "real":
+            prebuild(args.profile, Path(args.runs).resolve(), real, args.workers)
         run_notebooks(args.profile, Path(args.runs), tmp, names, real=real)
         if args.only:
             out_dir.mkdir(parents=True, exist_ok=True)
             for name in names:
-                os.replace(tmp / name, out_dir / name)
+                executed = Path(name).with_suffix(".ipynb").name
+                os.replace(tmp / executed, out_dir / executed)
         else:
             swap_in(tmp, out_dir)
     finally:

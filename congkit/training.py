@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 from datasets import Dataset
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, TrainerCallback
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from .tokens import as_conversation, has_chat_template
@@ -31,7 +31,8 @@ class TrainConfig:
     warmup_steps: float = 0.1  # a float in [0, 1) is a fraction of the steps
     weight_decay: float = 0.0
     seed: int = 0
-    logging_steps: int = 10
+    # enough logged points for a training curve (runs here are tens of steps); not part of any cache key
+    logging_steps: int = field(default=2, metadata={"cache": False})
     beta: float = 0.1  # DPO / WSPO only
     dpo_loss: list[str] = field(default_factory=lambda: ["sigmoid"])  # TRL loss_type; ["sigmoid", "sft"] = RPO
     dpo_loss_weights: list[float] | None = None
@@ -72,7 +73,7 @@ def _common_args(cfg: TrainConfig, output_dir: str) -> dict:
         bf16=bool(use_gpu and torch.cuda.is_bf16_supported()),
         use_cpu=not use_gpu,
         dataloader_num_workers=0,
-        disable_tqdm=os.environ.get("CONGKIT_QUIET") == "1",
+        disable_tqdm=quiet(),
     )
 
 
@@ -98,7 +99,14 @@ def _quiet_transformers():
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+def quiet() -> bool:
+    """CONGKIT_QUIET=1 (notebook runs, CI): no progress bars and no printed training logs; LossHistory still records."""
+    return os.environ.get("CONGKIT_QUIET") == "1"
+
+
 def _fit(trainer, history: LossHistory, save_to: str | None) -> tuple[PreTrainedModel, list[dict]]:
+    if quiet():  # with tqdm disabled, Trainer prints every log dict instead: drop that printer too
+        trainer.remove_callback(PrinterCallback)
     trainer.train()
     if save_to is not None:
         trainer.save_model(save_to)

@@ -217,7 +217,7 @@ def test_a_failing_notebook_run_keeps_the_published_notebooks(fake_repo, monkeyp
 
     monkeypatch.setattr(study, "run_notebooks", explode)
     with pytest.raises(RuntimeError, match="kernel died"):
-        study.main(["--profile", "smoke", "--no-book"])
+        study.main(["--profile", "smoke", "--no-book", "--workers", "1"])
     assert (fake_repo / "book" / "notebooks" / "05_results.ipynb").read_text() == "{}"
     assert [p.name for p in (fake_repo / "book").iterdir()] == ["notebooks"]  # no temporary folder left
 

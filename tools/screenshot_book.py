@@ -2,9 +2,10 @@
 
     python tools/screenshot_book.py [--book book/_build/html] [--out screenshots] [--chromium /usr/bin/chromium]
 
-For each page (the index and the results notebook by default) it reports the title, the number of images and how
-many of them loaded (complete with a non-zero natural width), whether MathJax typeset any formula, and saves a PNG.
-Prints one JSON object; exits non-zero if a page has no title or an image failed to load.
+For each page (every chapter by default) it reports the title, the page height at 1280 px, the number of images and
+how many of them loaded (complete with a non-zero natural width), how many are SVG and the smallest ratio of an image's
+natural to displayed width (>= 2 is "2x DPI"), whether MathJax typeset any formula, the text of the key-findings box,
+and saves a PNG. Prints one JSON object; exits non-zero if a page has no title or an image failed to load.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DEFAULT_PAGES = ["index.html", "notebooks/05_results.html"]
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+DEFAULT_PAGES = ["index.html"] + [f"notebooks/{p.stem}.html" for p in sorted(NOTEBOOKS.glob("0*.md"))]
 
 
 def find_chromium() -> str | None:
@@ -54,6 +56,14 @@ def check_pages(book: Path, out: Path, pages: list[str], chromium: str) -> dict:
                     images: document.images.length,
                     loaded: Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length,
                     mathjax: document.querySelectorAll('mjx-container').length,
+                    height: document.documentElement.scrollHeight,
+                    svg: Array.from(document.images).filter(i => i.src.startsWith('data:image/svg') ||
+                                                                i.src.endsWith('.svg')).length,
+                    min_raster_scale: Math.min(...Array.from(document.images)
+                        .filter(i => !(i.src.startsWith('data:image/svg') || i.src.endsWith('.svg')) && i.width > 0)
+                        .map(i => i.naturalWidth / i.width), 1e9),
+                    findings: (document.querySelector('.admonition.important') || {}).innerText || '',
+                    text: document.body.innerText,
                 })"""
             )
             shot = out / (name.replace("/", "_").replace(".html", ".png"))
