@@ -461,6 +461,11 @@ class Pipeline:
         return sample(model, self.tokenizer, prompts * k, self._sampling(seed=seed, **overrides),
                       progress=self.progress)  # fmt: skip
 
+    def _evaluation_seed(self, model_path: str, seed: int) -> int:
+        """The setting's base models are the same in every replicate: they are evaluated once (with the first seed's
+        draws) and that evaluation serves every seed; trained models are evaluated with their own seed's draws."""
+        return self.config.seeds[0] if model_path in (self.setting.weak_base, self.setting.strong_base) else seed
+
     def _judge(self, prompts: list[str], texts: list[str]) -> dict[str, list[float]]:
         """{"scores": r*, "r_pref": ..., "r_cap": ...}: both channels when the scorer has them; a reward model (no
         channels) is the preference judge, so r_pref = its score and capability comes from the held-out sets."""
@@ -612,9 +617,9 @@ class Pipeline:
         rows = []
         for eps in self.config.noise_levels:
             paths = self.model_paths(seed, eps)
-            reference = self.evaluate(paths["strong_base"], seed)
-            for method, path in paths.items():
-                rows += evaluation_rows(method, seed, eps, self.evaluate(path, seed), reference)
+            results = {method: self.evaluate(path, self._evaluation_seed(path, seed)) for method, path in paths.items()}
+            for method, result in results.items():
+                rows += evaluation_rows(method, seed, eps, result, results["strong_base"])
         self.weak_pair_pool(seed), self.alpha_sweep(seed), self.attribute_probes(seed)
         return rows
 

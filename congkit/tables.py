@@ -19,20 +19,24 @@ TRAINED = ("WeakSFT", "AuxConf", "WSPO", "ConG-S", "ConG")  # the rows among whi
 
 
 def style_main_table(main: pd.DataFrame, n_seeds: int) -> pd.io.formats.style.Styler:
-    """`evaluation.main_table` (metric x (mean, ±95%) columns): means to 3 decimals, half-widths as ±, the best trained
-    method per metric in bold."""
-    frame = main.copy()
-    frame.columns = pd.MultiIndex.from_tuples([(HEADERS.get(m, m), part) for m, part in frame.columns])
-    styler = frame.style.format("{:.3f}", na_rep="")
-    for metric in main.columns.get_level_values(0).unique():
-        styler = styler.format(lambda v: "" if pd.isna(v) else f"±{v:.3f}", subset=[(HEADERS.get(metric, metric), "±95%")])
+    """`evaluation.main_table` (metric x (mean, ±95%) columns) as one cell per metric, "mean ±half-width" kept on one
+    line, readable headers, and the best of the five weak-to-strong methods per metric in bold."""
+    metrics = list(main.columns.get_level_values(0).unique())
+    cells = pd.DataFrame(index=main.index, columns=[HEADERS.get(m, m) for m in metrics], dtype=object)
+    for metric in metrics:
+        mean, half = main[(metric, "mean")], main[(metric, "±95%")]
+        cells[HEADERS.get(metric, metric)] = [
+            "" if pd.isna(m) else f"{m:.3f}" + ("" if pd.isna(h) else f"\u00a0±{h:.3f}") for m, h in zip(mean, half)
+        ]
+    styler = cells.style.set_properties(**{"white-space": "nowrap", "font-size": "0.9em"})
+    for metric in metrics:
         if metric in HIGHER_IS_BETTER:
-            column = (HEADERS.get(metric, metric), "mean")
-            rows = [r for r in TRAINED if r in frame.index and pd.notna(frame.loc[r, column])]
+            rows = [r for r in TRAINED if r in main.index and pd.notna(main.loc[r, (metric, "mean")])]
             if rows:
-                best = max(rows, key=lambda r: frame.loc[r, column])
-                styler = styler.set_properties(subset=pd.IndexSlice[[best], [column]], **{"font-weight": "bold"})
-    caption = (f"Mean over {n_seeds} seeds and 95% t-interval half-width (±); eps = 0. Bold: the best of the five "
+                best = max(rows, key=lambda r: main.loc[r, (metric, "mean")])
+                styler = styler.set_properties(subset=pd.IndexSlice[[best], [HEADERS.get(metric, metric)]],
+                                               **{"font-weight": "bold"})  # fmt: skip
+    caption = (f"Mean over {n_seeds} seeds ± 95% t-interval half-width, eps = 0. Bold: the best of the five "
                "weak-to-strong methods in each column.")  # fmt: skip
     return styler.set_caption(caption)
 
@@ -49,6 +53,8 @@ VERDICT_COLORS = {"holds": "#1b5e20", "does not hold": "#b71c1c", "inconclusive"
 
 
 def style_verdicts(verdicts: pd.DataFrame) -> pd.io.formats.style.Styler:
+    if not verdicts.unmet.fillna("").astype(bool).any():  # every precondition met: no empty column
+        verdicts = verdicts.drop(columns=["unmet"])
     frame = verdicts.rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high", "unmet": "unmet preconditions"})
     return (frame.style.hide(axis="index").format("{:+.3f}", subset=["estimate", "95% CI low", "95% CI high"], na_rep="")
             .map(lambda v: f"color: {VERDICT_COLORS.get(v, 'black')}; font-weight: bold", subset=["verdict"])
