@@ -189,6 +189,26 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_csv_atomic(frame, path: str | os.PathLike) -> None:
+    """A pandas DataFrame as CSV, written to a temporary sibling and renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def swap_in(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Replace the folder `target` by `new` with two renames; the old one is deleted only once `new` is in place."""
+    new, target = Path(new), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """json.load of a file; an unreadable or malformed file raises an error that names it."""
     path = Path(path)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, Features, load_dataset, load_from_disk
 
+from .cache import swap_in
+
 
 def load_saved_dataset(path: str | os.PathLike) -> Dataset:
     """`load_from_disk` of a saved dataset; a missing or unreadable folder raises an error that names it."""
@@ -34,13 +36,7 @@ def save_dataset_atomic(ds: Dataset, path: str | os.PathLike) -> Path:
     tmp = path.parent / f"{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         ds.save_to_disk(str(tmp))
-        if path.exists():
-            old = path.parent / f"{path.name}.tmp-old-{uuid.uuid4().hex[:8]}"
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        swap_in(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

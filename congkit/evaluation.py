@@ -167,7 +167,8 @@ MAIN_METRICS = ["r_pref", "win_rate", "r_cap", "pgr", "pgr_strong", "heldout_acc
 
 def main_table(table: pd.DataFrame, eps: float = 0.0, metrics: list[str] = MAIN_METRICS) -> pd.DataFrame:
     """Methods x metrics at one noise level: mean and 95% half-width over seeds as two numeric columns per metric."""
-    summary = summarise(_models(table)[np.isclose(_models(table).eps, eps)])
+    models = _models(table)
+    summary = summarise(models[np.isclose(models.eps, eps)])
     summary = summary[summary.metric.isin(metrics)]
     out = {}
     for method in [m for m in METHOD_ORDER if m in set(summary.method)]:

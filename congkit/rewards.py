@@ -59,7 +59,7 @@ def completion_logprobs(
     if len(prompt_ids) != len(completion_ids):
         raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
     check_int("batch_size", batch_size, 1)
-    check_token_ids(model, [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)], "the token ids to score")
+    check_token_ids(model, [*prompt_ids, *completion_ids], "the token ids to score")
     device, out = _device(model), []
     for start in tqdm(range(0, len(prompt_ids), batch_size), desc="log-probs", disable=not progress):
         p_batch = prompt_ids[start : start + batch_size]

@@ -35,7 +35,7 @@ import torch
 from datasets import Dataset
 from transformers import set_seed
 
-from .cache import build_once, fingerprint, read_json, write_json_atomic
+from .cache import build_once, fingerprint, read_json, write_csv_atomic, write_json_atomic
 from .data import load_saved_dataset
 from .decoding import DecodingConfig, contrastive_generate, sample
 from .methods import BY_NAME, STRONG_METHODS
@@ -438,9 +438,13 @@ class Pipeline:
         """`eval_samples` samples per eval prompt scored on every reward channel (r*, r_pref, r_cap when the scorer
         has them), response length, and held-out capability.
 
-        Sampling seeds depend on `seed` only, so every model of one seed is judged on paired draws.
+        Sampling seeds depend on `seed` only, so every model of one seed is judged on paired draws. The setting's base
+        models are the same in every replicate: they are evaluated once (with the first seed's draws) and that
+        evaluation serves every seed.
         """
         cfg = self.config
+        if model_path in (self.setting.weak_base, self.setting.strong_base):
+            seed = cfg.seeds[0]
         key = {"model": self._ref(model_path), "seed": seed, "k": cfg.eval_samples, "sampling": asdict(cfg.sampling)}
 
         def build(tmp: Path) -> None:
@@ -460,11 +464,6 @@ class Pipeline:
         randomness is seeded by (seed, row), so every draw is independent."""
         return sample(model, self.tokenizer, prompts * k, self._sampling(seed=seed, **overrides),
                       progress=self.progress)  # fmt: skip
-
-    def _evaluation_seed(self, model_path: str, seed: int) -> int:
-        """The setting's base models are the same in every replicate: they are evaluated once (with the first seed's
-        draws) and that evaluation serves every seed; trained models are evaluated with their own seed's draws."""
-        return self.config.seeds[0] if model_path in (self.setting.weak_base, self.setting.strong_base) else seed
 
     def _judge(self, prompts: list[str], texts: list[str]) -> dict[str, list[float]]:
         """{"scores": r*, "r_pref": ..., "r_cap": ...}: both channels when the scorer has them; a reward model (no
@@ -617,7 +616,7 @@ class Pipeline:
         rows = []
         for eps in self.config.noise_levels:
             paths = self.model_paths(seed, eps)
-            results = {method: self.evaluate(path, self._evaluation_seed(path, seed)) for method, path in paths.items()}
+            results = {method: self.evaluate(path, seed) for method, path in paths.items()}
             for method, result in results.items():
                 rows += evaluation_rows(method, seed, eps, result, results["strong_base"])
         self.weak_pair_pool(seed), self.alpha_sweep(seed), self.attribute_probes(seed)
@@ -642,13 +641,6 @@ class Pipeline:
 
 
 RESULT_COLUMNS = ["method", "seed", "eps", "alpha", "metric", "value"]
-
-
-def write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
 
 
 def content_key(ds: Dataset) -> str:

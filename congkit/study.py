@@ -14,6 +14,7 @@ notebook recomputes nothing that is already there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -26,6 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cache import swap_in
 from .stages import Pipeline, PipelineConfig, Setting, smoke_pipeline_config
 from .world_build import WorldConfig, build_world, smoke_world_config
 
@@ -212,34 +214,54 @@ def prebuild(profile: str, runs_dir: str | Path, real: dict | None = None, worke
 def run_notebooks(
     profile: str, runs_dir: Path, out_dir: Path, only: list[str] | None = None, real: dict | None = None
 ) -> dict[str, float]:
-    """Execute the chapters (all, or those whose names start with one of `only`) into `out_dir` as .ipynb."""
+    """Execute the chapters (all, or those whose names start with one of `only`) into `out_dir` as .ipynb; the
+    seconds each took."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = select_notebooks(only)
+    with quiet_environment():  # the kernels inherit it
+        return {name: _run_chapter(name, names, profile, runs_dir, out_dir, real) for name in names}
+
+
+@contextlib.contextmanager
+def quiet_environment():
+    """`QUIET_ENV` set for what starts inside the block (kernels), the caller's environment restored after it."""
+    saved = {k: os.environ.get(k) for k in QUIET_ENV}
+    os.environ.update(QUIET_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run_chapter(name: str, names: list[str], profile: str, runs_dir: Path, out_dir: Path, real: dict | None) -> float:
+    """Execute one chapter with papermill, strip what the page must not show, write it as .ipynb; its seconds."""
     import jupytext
     import nbformat
     import papermill
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.update(QUIET_ENV)  # the kernels inherit it
-    seconds = {}
-    names = select_notebooks(only)
-    for i, name in enumerate(names, 1):
-        print(f"[study] notebook {i}/{len(names)}: {name} (profile={profile})", file=sys.stderr, flush=True)
-        start = time.perf_counter()
-        nb = jupytext.read(REPO / "notebooks" / name)
-        given = {"profile": profile, "runs_dir": str(Path(runs_dir).resolve()), "real": real or {}}
-        declared = notebook_parameters(nb)
-        executed = papermill.execute_notebook(
-            nb,
-            None,
-            parameters={k: v for k, v in given.items() if k in declared},
-            kernel_name="python3",
-            progress_bar=False,
-            stderr_file=sys.stderr,  # stage progress lines reach the terminal, not the page
-            cwd=str(REPO / "notebooks"),
-        )
-        clean_executed(executed)
-        nbformat.write(executed, out_dir / Path(name).with_suffix(".ipynb").name)
-        seconds[name] = time.perf_counter() - start
-        print(f"[study]   done in {seconds[name]:.0f} s", file=sys.stderr, flush=True)
+    print(f"[study] notebook {names.index(name) + 1}/{len(names)}: {name} (profile={profile})", file=sys.stderr,
+          flush=True)  # fmt: skip
+    start = time.perf_counter()
+    nb = jupytext.read(REPO / "notebooks" / name)
+    given = {"profile": profile, "runs_dir": str(Path(runs_dir).resolve()), "real": real or {}}
+    declared = notebook_parameters(nb)
+    executed = papermill.execute_notebook(
+        nb,
+        None,
+        parameters={k: v for k, v in given.items() if k in declared},
+        kernel_name="python3",
+        progress_bar=False,
+        stderr_file=sys.stderr,  # stage progress lines reach the terminal, not the page
+        cwd=str(REPO / "notebooks"),
+    )
+    clean_executed(executed)
+    nbformat.write(executed, out_dir / Path(name).with_suffix(".ipynb").name)
+    seconds = time.perf_counter() - start
+    print(f"[study]   done in {seconds:.0f} s", file=sys.stderr, flush=True)
     return seconds
 
 
@@ -315,16 +337,6 @@ def build_book(book_dir: Path = REPO / "book") -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return html
-
-
-def swap_in(new: Path, target: Path) -> None:
-    """Replace the folder `target` by `new` with two renames; the old one is deleted only once `new` is in place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 REAL_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(RealCheckpoints)}

@@ -6,6 +6,7 @@ folder and corrupt stages on the smoke world in test_stages.py; two concurrent p
 release-compatible CD step in test_decoding.py.)
 """
 
+import os
 import shutil
 
 import pytest
@@ -243,3 +244,11 @@ def test_notebook_parameters_stop_at_the_first_cell(params, error, match):
 
 def test_char_tokenizer_fixture_is_the_one_the_probes_assume():
     assert len(char_tokenizer()) == 101
+
+
+def test_the_quiet_environment_is_the_kernels_not_the_callers(monkeypatch):
+    monkeypatch.setenv("PYTHONWARNINGS", "default")
+    monkeypatch.delenv("CONGKIT_QUIET", raising=False)
+    with study.quiet_environment():
+        assert os.environ["PYTHONWARNINGS"] == "ignore" and os.environ["CONGKIT_QUIET"] == "1"
+    assert os.environ["PYTHONWARNINGS"] == "default" and "CONGKIT_QUIET" not in os.environ
