@@ -114,8 +114,8 @@ def _generate(args: argparse.Namespace) -> None:
     out = sharded_generate(expert, amateur, tok, prompts, config, progress=state.is_main_process)
     if state.is_main_process:
         columns = {"prompt": prompts, "completion": out.texts}
-        if out.token_rewards is not None:
-            columns["implicit"] = out.implicit_reward()
+        if out.log_ratios is not None:
+            columns["implicit"] = out.implicit_reward(beta=1.0).total  # summed log-ratio (nats)
         save_dataset_atomic(Dataset.from_dict(columns), args.output)
 
 

@@ -20,7 +20,7 @@ prompt's sample does not depend on the batch size, on its neighbours or on how p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,13 +29,24 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TemperatureLogitsWarper, TopPLogitsWarper
 
 from .inputs import as_prompts, check_int, check_number, check_same_device, check_token_ids
-from .rewards import _device, check_same_vocab
+from .rewards import ImplicitReward, _device, check_same_vocab
 from .tokens import encode_prompt, pad, pad_token_id, positions
 
 
 @dataclass
 class DecodingConfig:
-    """Settings of one decoding run. Defaults are the ConG authors' (lambda 0.1, T 0.8, top-p 0.95, penalty 1.2)."""
+    """Settings of one decoding run. Defaults are the ConG authors' (lambda 0.1, T 0.8, top-p 0.95, penalty 1.2).
+
+    Args:
+        alpha: CD weight in [0, 1]: F = log pi_r - (1 - alpha) log pi_ref; 1 = plain sampling from pi_r in the head.
+        lam: plausibility threshold lambda in (0, 1]: the head {v : pi_r(v) >= lam max pi_r}; None = no head (plain
+            sampling only). The same quantity as transformers' `min_p`, applied to pi_r before the contrast.
+        temperature: > 0; top_p: in (0, 1]; repetition_penalty: > 0 (1 = none), applied to the contrasted scores.
+        do_sample: sample (inverse CDF at per-prompt seeded uniforms) or take the argmax.
+        max_new_tokens: >= 1; seed: >= 0; batch_size: prompts per forward batch, >= 1.
+        ignore_eos: always generate max_new_tokens (benchmarks).
+        release_compatible: the authors' release renormalisation of the amateur (below).
+    """
 
     alpha: float = 0.5
     lam: float | None = 0.1  # plausibility head; None (plain sampling only) disables it
@@ -73,22 +84,35 @@ class DecodingConfig:
 
 @dataclass
 class Generation:
-    """Decoded responses, in prompt order. `token_rewards[i][t] = log pi_r(y_t) - log pi_ref(y_t)` (CD only)."""
+    """Decoded responses, in prompt order. `log_ratios[i][t] = log pi_r(y_t) - log pi_ref(y_t)` of each generated
+    token, its EOS included when the response ended with one (CD only; unscaled)."""
 
     prompts: list[str]
     texts: list[str]
     token_ids: list[list[int]]
-    token_rewards: list[list[float]] | None = None
+    log_ratios: list[list[float]] | None = None
     config: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.texts)
 
-    def implicit_reward(self, normalise: bool = True) -> list[float]:
-        """Sequence implicit reward of each response: mean (default) or sum of its token rewards."""
-        if self.token_rewards is None:
+    def implicit_reward(self, beta: float = 0.1) -> ImplicitReward:
+        """The implicit reward of each response, in `congkit.implicit_reward`'s convention: `per_token` =
+        beta * log_ratios, `total` = their sum (the sequence reward TRL's DPO logs), `mean` = total / tokens.
+
+        Args:
+            beta: the DPO temperature, > 0 (TRL's default 0.1).
+
+        A response that ended with EOS counts it, as TRL's DPOTrainer (which appends EOS to every completion) does,
+        so `implicit_reward(policy, reference, tokenizer, prompt, text)` gives the same number for it. A response cut
+        at `max_new_tokens` has no EOS here; scoring its text appends one.
+        """
+        if self.log_ratios is None:
             raise ValueError("plain samples carry no implicit reward; score them with congkit.implicit_reward")
-        return [(sum(r) / max(len(r), 1)) if normalise else sum(r) for r in self.token_rewards]
+        check_number("beta", beta, 0.0, low_open=True)
+        per_token = [[beta * x for x in row] for row in self.log_ratios]
+        total = [float(sum(row)) for row in per_token]
+        return ImplicitReward(per_token, total, [t / max(len(row), 1) for t, row in zip(total, per_token)])
 
 
 # --- the contrast and the choice of token: small pure functions -------------------------------------------------
@@ -151,6 +175,14 @@ def choose_tokens(scores: torch.Tensor, config: DecodingConfig, uniforms: torch.
     scores = TemperatureLogitsWarper(config.temperature)(None, scores)
     if config.top_p < 1.0:
         scores = TopPLogitsWarper(config.top_p)(None, scores)
+    return sample_from_scores(scores, uniforms)
+
+
+def sample_from_scores(scores: torch.Tensor, uniforms: torch.Tensor | None) -> torch.Tensor:
+    """One token per row from softmax(scores): inverse CDF at the given per-row uniforms, or torch's global RNG
+    (`torch.multinomial`, as `generate`) when `uniforms` is None."""
+    if uniforms is None:
+        return torch.multinomial(torch.softmax(scores.float(), dim=-1), num_samples=1).squeeze(-1)
     cdf = torch.softmax(scores.double(), dim=-1).cumsum(dim=-1)
     targets = (uniforms.double() * cdf[:, -1]).unsqueeze(-1)
     return torch.searchsorted(cdf, targets, right=True).squeeze(-1).clamp(max=scores.shape[-1] - 1)
@@ -179,20 +211,27 @@ def _eos_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> set[
 
 
 class _Stepper:
-    """One model's forward passes with its own KV cache: the prompt once, then only the newest token."""
+    """One model's forward passes with its own KV cache (a new one, or `cache`, e.g. the one `generate` prepared):
+    the prompt once, then only the newest token. Returns next-token log-probabilities (and the raw logits with
+    `keep_logits`)."""
 
-    def __init__(self, model: PreTrainedModel):
-        self.model, self.past = model, None
+    def __init__(self, model: PreTrainedModel, cache=None):
+        self.model, self.past = model, cache
 
-    def first(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        self.past = out.cache
-        return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+    def first(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, keep_logits: bool = False):
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=self.past, use_cache=True,
+                         logits_to_keep=1)  # fmt: skip
+        return self._read(out, keep_logits)
 
-    def next(self, tok: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def next(self, tok: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, keep_logits: bool = False):
         out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos, cache=self.past, use_cache=True)
+        return self._read(out, keep_logits)
+
+    def _read(self, out, keep_logits: bool):
         self.past = out.cache
-        return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        logits = out.logits[:, -1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        return (logp, logits) if keep_logits else logp
 
 
 @torch.inference_mode()
@@ -254,10 +293,11 @@ def _generate(
     expert: PreTrainedModel,
     amateur: PreTrainedModel | None,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
+    prompts,
     config: DecodingConfig,
     index_offset: int,
     progress: bool,
+    templated: bool | None,
 ) -> Generation:
     config.validate(contrastive=amateur is not None)
     check_int("index_offset", index_offset, 0)
@@ -265,12 +305,11 @@ def _generate(
     if amateur is not None:
         check_same_vocab(expert, amateur, names=names)
         check_same_device(expert, amateur, names)
-    prompts = as_prompts(prompts)
+    pad_id = pad_token_id(tokenizer)
+    prompts, encoded = prompt_ids(tokenizer, prompts, templated, pad_id)
     if not prompts:
         return Generation([], [], [], [] if amateur is not None else None, config=vars(config).copy())
-    pad_id = pad_token_id(tokenizer)
     eos = set() if config.ignore_eos else _eos_ids(tokenizer, expert)
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
     check_token_ids(expert, encoded + [[pad_id]], what="the tokenizer (prompts and pad token)")
     all_ids, all_rewards = [], []
     starts = range(0, len(prompts), config.batch_size)
@@ -286,6 +325,32 @@ def _generate(
     return Generation(prompts, texts, all_ids, all_rewards if amateur is not None else None, vars(config).copy())
 
 
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts, templated: bool | None = None,
+               pad_id: int | None = None) -> tuple[list, list[list[int]]]:  # fmt: skip
+    """(prompts as given or decoded, token ids per prompt) for what users hold: a string or a conversation (one
+    prompt), a list of them, a `BatchEncoding` / dict with `input_ids` (and `attention_mask`), or a token tensor (1-D:
+    one prompt; 2-D: one per row, padding = `pad_id` tokens outside an attention mask)."""
+    if isinstance(prompts, Mapping) and "input_ids" in prompts:
+        ids = torch.as_tensor(prompts["input_ids"])
+        mask = prompts.get("attention_mask")
+        mask = torch.as_tensor(mask).bool() if mask is not None else None
+    elif isinstance(prompts, torch.Tensor):
+        ids, mask = prompts, None
+    else:
+        texts = as_prompts(prompts)
+        return texts, [encode_prompt(tokenizer, p, templated) for p in texts]
+    if ids.dtype not in (torch.int64, torch.int32) or ids.dim() not in (1, 2):
+        raise TypeError(f"token prompts must be a 1-D or 2-D integer tensor, got {ids.dtype} of shape {tuple(ids.shape)}")
+    ids = ids[None] if ids.dim() == 1 else ids
+    if mask is None:
+        mask = ids != pad_id if pad_id is not None else torch.ones_like(ids, dtype=torch.bool)
+    rows = [row[m].tolist() for row, m in zip(ids.cpu(), mask.cpu())]
+    for i, row in enumerate(rows):
+        if not row:
+            raise ValueError(f"prompt row {i} has no tokens outside the padding / attention mask")
+    return [tokenizer.decode(r) for r in rows], rows
+
+
 def _with_overrides(config: DecodingConfig, overrides: dict) -> DecodingConfig:
     unknown = sorted(set(overrides) - set(vars(config)))
     if unknown:
@@ -297,36 +362,51 @@ def contrastive_generate(
     expert: PreTrainedModel,
     amateur: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: str | Sequence[str],
+    prompts,
     config: DecodingConfig | None = None,
     index_offset: int = 0,
     progress: bool = True,
+    templated: bool | None = None,
     **overrides,
 ) -> Generation:
-    """Contrastive decoding from `expert` (pi_r) against `amateur` (pi_ref) for each prompt.
+    """Contrastive decoding from `expert` (pi_r) against `amateur` (pi_ref) for each prompt, batched.
 
-    `prompts`: a list of prompt strings; a plain string is one prompt. `overrides` set fields of `DecodingConfig`
-    (alpha, lam, temperature, top_p, ...); an unknown name is an error. `index_offset` is the index of
-    `prompts[0]` in the full prompt set; it seeds each prompt's randomness, so shards decoded apart merge into the
-    output of one run.
+    Args:
+        expert: pi_r, the post-alignment model; amateur: pi_ref, the pre-alignment model (same vocabulary, device).
+        tokenizer: their tokenizer (chat template applied to string and conversation prompts when it has one).
+        prompts: what to continue. A string or a conversation (list of {"role", "content"} messages, system
+            prompt and earlier turns included) is one prompt; a list of them is many; a `BatchEncoding` (or dict
+            with `input_ids`, `attention_mask`) or a token tensor is used as tokenised (1-D: one prompt).
+        templated: whether string prompts already carry the chat template (None: detect by its opening token).
+        config: a `DecodingConfig`; `overrides` set its fields by name (an unknown name is an error):
+            alpha in [0, 1] (1 = plain sampling inside the head), lam in (0, 1] (plausibility head, the paper's 0.1),
+            temperature > 0, top_p in (0, 1], repetition_penalty > 0, do_sample, max_new_tokens >= 1, seed >= 0,
+            batch_size >= 1, ignore_eos, release_compatible.
+        index_offset: the index of `prompts[0]` in the full prompt set: it seeds each prompt's randomness, so
+            shards decoded apart merge into the output of one run.
+        progress: a progress bar over batches.
+
+    Returns a `Generation` (texts, token ids, per-token log-ratios; `.implicit_reward(beta)`). The same decoding is
+    available inside `model.generate` as `congkit.contrastive_decoding`.
     """
     config = _with_overrides(config or DecodingConfig(), overrides)
-    return _generate(expert, amateur, tokenizer, prompts, config, index_offset, progress)
+    return _generate(expert, amateur, tokenizer, prompts, config, index_offset, progress, templated)
 
 
 def sample(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
+    prompts,
     config: DecodingConfig | None = None,
     index_offset: int = 0,
     progress: bool = True,
+    templated: bool | None = None,
     **overrides,
 ) -> Generation:
     """Ordinary sampling (or greedy decoding) from one model, through the same loop as `contrastive_generate`.
 
-    No head by default (`lam=None`). With `lam` set, the head acts as a min-p filter, so `sample(lam=l)` equals
-    `contrastive_generate(alpha=1, lam=l)` token for token.
+    Args: as `contrastive_generate`, without the amateur. No head by default (`lam=None`); with `lam` set the head
+    acts as a min-p filter, so `sample(lam=l)` equals `contrastive_generate(alpha=1, lam=l)` token for token.
     """
     config = _with_overrides(config or DecodingConfig(lam=None), overrides)
-    return _generate(model, None, tokenizer, prompts, config, index_offset, progress)
+    return _generate(model, None, tokenizer, prompts, config, index_offset, progress, templated)

@@ -53,7 +53,7 @@ def sharded_generate(
         local = contrastive_generate(
             expert, amateur, tokenizer, shard, config, index_offset=start, progress=progress, **overrides
         )
-    rows = list(zip(range(start, end), local.texts, local.token_ids, local.token_rewards or [None] * len(shard)))
+    rows = list(zip(range(start, end), local.texts, local.token_ids, local.log_ratios or [None] * len(shard)))
     merged = sorted(gather_object(rows), key=lambda r: r[0]) if state.num_processes > 1 else rows
     rewards = [r[3] for r in merged] if amateur is not None else None
     return Generation(prompts, [r[1] for r in merged], [r[2] for r in merged], rewards, local.config)

@@ -116,8 +116,10 @@ def within_prompt_ranking(pool: pd.DataFrame, score: str, target: str, best_of: 
     return rho, float(gain / oracle) if oracle > 0 else math.nan
 
 
-def claim_rows(seed: int, pool: Dataset, sweep: Dataset, probes: Dataset | None = None, best_of: int = 4) -> list[dict]:
-    """Claim 1 and the ranking preconditions (pi_r's own-sample pool), the attribute probes, claim 2 (the sweep)."""
+def claim_rows(seed: int, pool: Dataset, sweep: Dataset, probes: Dataset | None = None, best_of: int = 4,
+               eps: float = 0.0) -> list[dict]:  # fmt: skip
+    """Claim 1 and the ranking preconditions (pi_r's own-sample pool), the attribute probes, claim 2 (the sweep);
+    `eps`: the label-noise rate pi_r was aligned with (the sweep's rows carry it)."""
     df = pool.to_pandas()
     target = "r_pref" if "r_pref" in df else "scores"
     rho, recovery = within_prompt_ranking(df, "implicit", target, best_of)
@@ -135,7 +137,7 @@ def claim_rows(seed: int, pool: Dataset, sweep: Dataset, probes: Dataset | None 
         for channel in ("r_pref", "r_cap"):
             if channel in part:
                 metrics[channel] = part[channel].mean()
-        rows += [_row(method, seed, m, v, eps=0.0, alpha=alpha) for m, v in metrics.items()]
+        rows += [_row(method, seed, m, v, eps=eps, alpha=alpha) for m, v in metrics.items()]
     return rows
 
 

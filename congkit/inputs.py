@@ -2,7 +2,9 @@
 the argument and what was expected, before any work (or any file) is touched.
 
 One documented convention for prompts, the same in every function: **a plain string is one prompt** (never a sequence
-of one-character prompts); otherwise a list (or any sequence) of non-empty strings.
+of one-character prompts), and so is a **conversation**, a list of `{"role": ..., "content": ...}` messages (system
+prompt and earlier turns included; it goes through the tokenizer's chat template); otherwise a list of prompts, each
+a non-empty string or a conversation. Token tensors are accepted by the decoding functions (`decoding.prompt_ids`).
 """
 
 from __future__ import annotations
@@ -32,8 +34,37 @@ def as_texts(values: Any, name: str, allow_empty: bool = False) -> list[str]:
     return out
 
 
-def as_prompts(prompts: Any, name: str = "prompts") -> list[str]:
-    """Prompts as a list of non-empty strings (a plain string is one prompt)."""
+Prompt = str | list[dict]  # a text, or a conversation: [{"role": "system" | "user" | "assistant", "content": str}]
+
+
+def is_conversation(value: Any) -> bool:
+    return isinstance(value, list) and len(value) > 0 and all(isinstance(m, dict) for m in value)
+
+
+def check_conversation(messages: list[dict], name: str) -> list[dict]:
+    for j, m in enumerate(messages):
+        if not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ValueError(f"{name}[{j}] must be a message {{'role': str, 'content': str}}, got {m!r:.60}")
+    if messages[-1]["role"] == "assistant":
+        raise ValueError(f"{name} ends with an assistant turn: a prompt conversation must end with the turn the model "
+                         "answers (user, system or tool)")  # fmt: skip
+    if not any(m["content"].strip() for m in messages):
+        raise ValueError(f"{name} is empty: every message's content is blank")
+    return messages
+
+
+def as_prompts(prompts: Any, name: str = "prompts") -> list[Prompt]:
+    """Prompts as a list of non-empty strings or conversations (a plain string, or one conversation, is one
+    prompt)."""
+    if isinstance(prompts, dict):
+        raise TypeError(f"{name}: a single message dict is not a prompt; pass a conversation, [{{'role': 'user', "
+                        "'content': ...}}], or a string")  # fmt: skip
+    if is_conversation(prompts):
+        return [check_conversation(prompts, name)]
+    if isinstance(prompts, list) and any(is_conversation(p) for p in prompts):
+        texts = as_texts([p for p in prompts if not is_conversation(p)], f"{name} (the strings among them)")
+        it = iter(texts)
+        return [check_conversation(p, f"{name}[{i}]") if is_conversation(p) else next(it) for i, p in enumerate(prompts)]
     return as_texts(prompts, name)
 
 

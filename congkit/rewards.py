@@ -2,9 +2,11 @@
 
     r_hat(x, y) = beta * sum_t [ log pi_r(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t) ]
 
-The per-token term is the token-level implicit reward; `mean` divides the sum by the number of response tokens
-(the length-normalised score the ConG authors rank samples with). Tokens are split into prompt and completion as
-TRL's `DPOTrainer` splits them (see `congkit.tokens`), so `total` equals the `rewards/chosen` TRL logs.
+One convention everywhere in congkit: beta defaults to TRL's 0.1; `per_token` is beta times the token's log-ratio,
+`total` their sum (the sequence reward), `mean` the sum divided by the number of response tokens (the
+length-normalised score the ConG authors rank samples with). Tokens are split into prompt and completion as TRL's
+`DPOTrainer` splits them, the EOS token appended and counted (see `congkit.tokens`), so `total` equals the
+`rewards/chosen` TRL logs. `Generation.implicit_reward(beta)` gives the same numbers for decoded responses.
 """
 
 from __future__ import annotations
@@ -100,11 +102,19 @@ def implicit_reward_from_ids(
     reference: PreTrainedModel,
     prompt_ids: Sequence[Sequence[int]],
     completion_ids: Sequence[Sequence[int]],
-    beta: float = 1.0,
+    beta: float = 0.1,
     batch_size: int = 16,
     progress: bool = False,
 ) -> ImplicitReward:
-    """Implicit reward of already-tokenised completions (e.g. the token ids that decoding returned)."""
+    """Implicit reward of already-tokenised completions (e.g. the token ids that decoding returned), scored as given
+    (no EOS appended).
+
+    Args:
+        policy, reference: pi_r and pi_ref, one vocabulary, one device.
+        prompt_ids, completion_ids: token ids, paired one to one; every completion non-empty.
+        beta: the DPO temperature, > 0 (TRL's default 0.1).
+        batch_size: sequences per forward pass, >= 1.
+    """
     check_same_vocab(policy, reference)
     check_same_device(policy, reference, ("policy", "reference"))
     check_number("beta", beta, 0.0, low_open=True)
@@ -122,13 +132,19 @@ def implicit_reward(
     tokenizer: PreTrainedTokenizerBase,
     prompts: str | Sequence[str],
     responses: str | Sequence[str],
-    beta: float = 1.0,
+    beta: float = 0.1,
     batch_size: int = 16,
     progress: bool = False,
 ) -> ImplicitReward:
     """Implicit reward `beta * log(pi_r(y|x) / pi_ref(y|x))` of text responses, tokenised as TRL tokenises them.
 
-    `prompts` and `responses` pair one to one; a plain string is one prompt (one response)."""
+    Args:
+        policy, reference: pi_r (post-alignment) and pi_ref (pre-alignment), one vocabulary, one device.
+        tokenizer: their tokenizer; with a chat template the prompt is templated as one user turn.
+        prompts, responses: paired one to one; a plain string is one prompt (one response).
+        beta: the DPO temperature, > 0 (TRL's default 0.1).
+        batch_size: sequences per forward pass, >= 1.
+    """
     prompts = as_prompts(prompts)
     responses = as_responses(responses, len(prompts))
     pairs = [encode_pair(tokenizer, p, r) for p, r in zip(prompts, responses)]

@@ -349,9 +349,8 @@ class Pipeline:
             cd = contrastive_generate(pi_r, pi_ref, self.tokenizer, prompts, run, progress=self.progress)
             plain_run = self._sampling(seed=stream_seed(seed, "plain_samples"))
             plain = sample(pi_r, self.tokenizer, prompts, plain_run, progress=self.progress)
-            return Dataset.from_dict(
-                {"prompt": prompts, "cd": cd.texts, "cd_implicit": cd.implicit_reward(), "plain": plain.texts}
-            )
+            return Dataset.from_dict({"prompt": prompts, "cd": cd.texts, "cd_implicit": cd.implicit_reward(beta=1.0).mean,
+                                      "plain": plain.texts})  # fmt: skip
 
         return self._dataset_stage("weak_samples", key, make, "samples")
 
@@ -496,11 +495,11 @@ class Pipeline:
 
     # --- claims 1 and 2, and the weak pair's preconditions -------------------------------------------------------
 
-    def weak_pair_pool(self, seed: int) -> Dataset:
+    def weak_pair_pool(self, seed: int, eps: float = 0.0) -> Dataset:
         """pi_r's own samples (`eval_samples` per eval prompt, the evaluation decoding), each with the weak pair's
         implicit reward (sum and mean over tokens, beta = 1) and every reward channel: claim 1 and the ranking
-        preconditions are measured within this pool."""
-        pi_r_path = self.weak_aligned(seed, 0.0)
+        preconditions are measured within this pool (pi_r aligned on labels with noise rate `eps`)."""
+        pi_r_path = self.weak_aligned(seed, eps)
         cfg = self.config
         key = {"pi_r": self._ref(pi_r_path), "sampling": asdict(cfg.sampling), "k": cfg.eval_samples, "seed": seed}
 
@@ -509,7 +508,7 @@ class Pipeline:
             k, n = cfg.eval_samples, len(prompts)
             prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts] * k
             gen = self._draws(pi_r, prompts, k, stream_seed(seed, "weak_pair_pool"))
-            implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, batch_size=256)
+            implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, beta=1.0, batch_size=256)
             rows = {"prompt": prompts * k, "k": [j for j in range(k) for _ in range(n)], "response": gen.texts,
                     "implicit": implicit.total, "implicit_mean": implicit.mean}  # fmt: skip
             return Dataset.from_dict({**rows, **self._judge(prompts * k, gen.texts)})
@@ -527,8 +526,8 @@ class Pipeline:
             pi_r, pi_ref = self._weak_pair(pi_r_path)
             rows = [(p, *probe) for p in self._prompts("eval") for probe in self.setting.preference_probes(p)]
             prompts, attributes, better, worse = (list(col) for col in zip(*rows))
-            good = implicit_reward(pi_r, pi_ref, self.tokenizer, prompts, better, batch_size=256).total
-            bad = implicit_reward(pi_r, pi_ref, self.tokenizer, prompts, worse, batch_size=256).total
+            good = implicit_reward(pi_r, pi_ref, self.tokenizer, prompts, better, beta=1.0, batch_size=256).total
+            bad = implicit_reward(pi_r, pi_ref, self.tokenizer, prompts, worse, beta=1.0, batch_size=256).total
             return Dataset.from_dict({"prompt": prompts, "attribute": attributes, "better": better, "worse": worse,
                                       "implicit_better": good, "implicit_worse": bad})  # fmt: skip
 
@@ -553,10 +552,11 @@ class Pipeline:
                 if contrastive:
                     run = self._sampling(seed=draw, alpha=alpha, lam=cfg.cd_lam)
                     gen = contrastive_generate(pi_r, pi_ref, self.tokenizer, prompts, run, progress=False)
-                    implicit = [sum(r) for r in gen.token_rewards]
+                    implicit = [sum(r) for r in gen.log_ratios]
                 else:  # naive sampling from pi_r, scored by the rewards module
                     gen = sample(pi_r, self.tokenizer, prompts, self._sampling(seed=draw), progress=False)
-                    implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, batch_size=256).total
+                    implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, beta=1.0,
+                                                        batch_size=256).total  # fmt: skip
                 rows["alpha"] += [alpha] * len(prompts)
                 rows["prompt"] += prompts
                 rows["response"] += gen.texts
@@ -596,9 +596,10 @@ class Pipeline:
 
     # --- everything -----------------------------------------------------------------------------------------------
 
-    def model_paths(self, seed: int, eps: float) -> dict[str, str]:
-        """Every model of one replicate: all methods at the clean setting, the `noise` methods (claim 5) at others."""
-        clean = eps == self.config.noise_levels[0]
+    def model_paths(self, seed: int, eps: float, every_method: bool = False) -> dict[str, str]:
+        """Every model of one replicate: all methods at the clean setting, the `noise` methods (claim 5) at others
+        (`every_method`: all of them at any eps, as the regime map needs)."""
+        clean = eps == self.config.noise_levels[0] or every_method
         paths = {"strong_base": self.setting.strong_base, "weak_base": self.setting.weak_base,
                  "weak_aligned": self.weak_aligned(seed, eps)}  # fmt: skip
         if clean:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import swap_in
+from .regime import RegimeConfig, smoke_regime_config
 from .stages import Pipeline, PipelineConfig, Setting, smoke_pipeline_config
 from .world_build import WorldConfig, build_world, smoke_world_config
 
@@ -65,7 +66,11 @@ class RealCheckpoints:
     device: str | None = None  # auto: cuda if present
 
 
-PROFILES = ("smoke", "default", "real")
+PROFILES = ("smoke", "default", "regime", "real")
+# The regime map (notebooks/06_regime.md) is its own profile: it runs the whole pipeline in 9 cells (~30 min), too long
+# for `make study`. `smoke` runs every chapter (the regime map on a smoke grid); `default` and `real` every chapter
+# but the regime map; `regime` only the regime map, on the default world (whose stages it shares with `default`).
+REGIME_CHAPTERS = ("06_regime.md",)
 
 
 @dataclass
@@ -74,14 +79,25 @@ class Profile:
     world: WorldConfig | None = None
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     real: RealCheckpoints | None = None
+    regime: RegimeConfig | None = None  # the regime map's grid (synthetic world only)
+    cache: str = ""  # the pipeline's folder under the runs folder: pipeline-<cache or name>
+
+    def chapters(self) -> list[str]:
+        """The chapters this profile executes."""
+        if self.name == "smoke":
+            return list(NOTEBOOKS)
+        if self.name == "regime":
+            return [n for n in NOTEBOOKS if n in REGIME_CHAPTERS]
+        return [n for n in NOTEBOOKS if n not in REGIME_CHAPTERS]
 
 
 def get_profile(name: str, real_overrides: dict | None = None) -> Profile:
     """A named profile; `real_overrides` set fields of `RealCheckpoints` (model ids or folders, dataset, sizes)."""
     if name == "smoke":
-        return Profile("smoke", world=smoke_world_config(), pipeline=smoke_pipeline_config())
-    if name == "default":
-        return Profile("default", world=WorldConfig(), pipeline=PipelineConfig())
+        return Profile("smoke", world=smoke_world_config(), pipeline=smoke_pipeline_config(),
+                       regime=smoke_regime_config())  # fmt: skip
+    if name in ("default", "regime"):
+        return Profile(name, world=WorldConfig(), pipeline=PipelineConfig(), regime=RegimeConfig(), cache="default")
     if name == "real":
         real = RealCheckpoints(**check_real(real_overrides or {}))
         pipeline = real_pipeline_config()
@@ -150,7 +166,25 @@ def study_objects(profile: str = "default", runs_dir: str | Path = "runs", progr
     if prof.real is not None:
         return None, *_pipeline(real_setting(prof.real), prof.pipeline, runs_dir / "real", progress)
     world = build_world(prof.world, root=runs_dir, progress=progress)
-    return world, *_pipeline(Setting.from_world(world), prof.pipeline, runs_dir / f"pipeline-{profile}", progress)
+    return world, *_pipeline(Setting.from_world(world), prof.pipeline, pipeline_root(prof, runs_dir), progress)
+
+
+def pipeline_root(prof: Profile, runs_dir: str | Path) -> Path:
+    return Path(runs_dir) / f"pipeline-{prof.cache or prof.name}"
+
+
+def regime_objects(profile: str = "regime", runs_dir: str | Path = "runs", progress: bool = True):
+    """(world, grid, {weak width: pipeline}) of the regime map; building the world and the weak bases on first use."""
+    from .regime import regime_pipeline
+
+    prof = get_profile(profile)
+    if prof.regime is None:
+        raise ValueError(f"profile {profile!r} has no regime map: it needs the synthetic world (smoke or regime)")
+    prof.regime.validate()
+    world = build_world(prof.world, root=runs_dir, progress=progress)
+    root = pipeline_root(prof, runs_dir)
+    pipes = {h: regime_pipeline(world, prof.pipeline, prof.regime, h, root, progress) for h in prof.regime.weak_sizes}
+    return world, prof.regime, pipes
 
 
 def _pipeline(setting: Setting, config: PipelineConfig, root: Path, progress: bool):
@@ -217,7 +251,7 @@ def run_notebooks(
     """Execute the chapters (all, or those whose names start with one of `only`) into `out_dir` as .ipynb; the
     seconds each took."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    names = select_notebooks(only)
+    names = select_notebooks(only, profile)
     with quiet_environment():  # the kernels inherit it
         return {name: _run_chapter(name, names, profile, runs_dir, out_dir, real) for name in names}
 
@@ -269,6 +303,22 @@ def notebook_setup(profile: str, runs_dir: str = "", seed: int | None = None, re
     """A chapter's first (hidden) cell: check its parameters, make the page quiet, apply the book's figure style,
     and return (world or None, setting, pipeline). `runs_dir` "" means the project's `runs/` folder, wherever the
     notebook is run from."""
+    runs_dir = runs_dir or str(DEFAULT_RUNS)
+    check_notebook_parameters(profile, runs_dir, seed, real, **chapter)
+    _quiet_page()
+    return study_objects(profile, runs_dir, progress=True, real=real)
+
+
+def regime_setup(profile: str, runs_dir: str = ""):
+    """The regime chapter's first cell: as `notebook_setup`, returning `regime_objects` (world, grid, pipelines)."""
+    runs_dir = runs_dir or str(DEFAULT_RUNS)
+    check_notebook_parameters(profile, runs_dir)
+    _quiet_page()
+    return regime_objects(profile, runs_dir, progress=True)
+
+
+def _quiet_page() -> None:
+    """No progress bars, warnings or log lines on the page; the book's figure style."""
     import warnings
 
     import datasets
@@ -276,15 +326,12 @@ def notebook_setup(profile: str, runs_dir: str = "", seed: int | None = None, re
 
     from .plots import use_book_style
 
-    runs_dir = runs_dir or str(DEFAULT_RUNS)
-    check_notebook_parameters(profile, runs_dir, seed, real, **chapter)
     os.environ.update(QUIET_ENV)
     warnings.filterwarnings("ignore")
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     use_book_style()
-    return study_objects(profile, runs_dir, progress=True, real=real)
 
 
 def findings(pipe) -> dict[str, str]:
@@ -391,13 +438,15 @@ def check_notebook_parameters(profile: str, runs_dir: str, seed: int | None = No
     return prof
 
 
-def select_notebooks(only: list[str] | None) -> list[str]:
+def select_notebooks(only: list[str] | None, profile: str | None = None) -> list[str]:
+    """The chapters to execute: those of `profile` (all if None), narrowed to names starting with one of `only`."""
+    pool = get_profile(profile).chapters() if profile else list(NOTEBOOKS)
     if not only:
-        return list(NOTEBOOKS)
-    unmatched = [o for o in only if not any(n.startswith(o) for n in NOTEBOOKS)]
+        return pool
+    unmatched = [o for o in only if not any(n.startswith(o) for n in pool)]
     if unmatched:
-        raise ValueError(f"--only {unmatched} matches no notebook; notebooks: {NOTEBOOKS}")
-    return [n for n in NOTEBOOKS if any(n.startswith(o) for o in only)]
+        raise ValueError(f"--only {unmatched} matches no notebook of profile {profile!r}; its notebooks: {pool}")
+    return [n for n in pool if any(n.startswith(o) for o in only)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -412,7 +461,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # every argument is checked before any file is touched
     try:
-        real, names = parse_real(args.real), select_notebooks(args.only)
+        real, names = parse_real(args.real), select_notebooks(args.only, args.profile)
     except ValueError as error:
         parser.error(str(error))
     start = time.perf_counter()
@@ -421,9 +470,14 @@ def main(argv: list[str] | None = None) -> None:
     tmp = REPO / "book" / f".notebooks-tmp-{uuid.uuid4().hex[:8]}"
     try:
         if args.workers > 1 and args.profile != "real":
-            prebuild(args.profile, Path(args.runs).resolve(), real, args.workers)
+            if any(n not in REGIME_CHAPTERS for n in names):
+                prebuild(args.profile, Path(args.runs).resolve(), real, args.workers)
+            if any(n in REGIME_CHAPTERS for n in names):
+                from .regime import prebuild_regime
+
+                prebuild_regime(args.profile, Path(args.runs).resolve(), args.workers)
         run_notebooks(args.profile, Path(args.runs), tmp, names, real=real)
-        if args.only:
+        if names != NOTEBOOKS:  # a part of the book: the other executed chapters stay as they are
             out_dir.mkdir(parents=True, exist_ok=True)
             for name in names:
                 executed = Path(name).with_suffix(".ipynb").name

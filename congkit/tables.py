@@ -59,3 +59,35 @@ def style_verdicts(verdicts: pd.DataFrame) -> pd.io.formats.style.Styler:
     return (frame.style.hide(axis="index").format("{:+.3f}", subset=["estimate", "95% CI low", "95% CI high"], na_rep="")
             .map(lambda v: f"color: {VERDICT_COLORS.get(v, 'black')}; font-weight: bold", subset=["verdict"])
             .set_properties(subset=["rule"], **{"font-size": "0.85em"}))  # fmt: skip
+
+
+def style_regime_cells(summary: pd.DataFrame, quantities: list[str], labels: dict[str, str]):
+    """The regime map as one row per cell (weak width, eps), one column per quantity: "mean [95% CI]"; differences
+    whose interval excludes 0 in bold."""
+    part = summary[summary.quantity.isin(quantities)]
+    cells = part.pivot_table(index=["weak_size", "eps"], columns="quantity", values="mean").index
+    frame = pd.DataFrame(index=cells, columns=[labels[q] for q in quantities], dtype=object)
+    bold = []
+    for row in part.itertuples():
+        frame.loc[(row.weak_size, row.eps), labels[row.quantity]] = (
+            f"{row.mean:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]")  # fmt: skip
+        if ("_vs_" in row.quantity or "gain" in row.quantity) and row.vs_zero != "includes 0":
+            bold.append(((row.weak_size, row.eps), labels[row.quantity]))
+    frame.index = frame.index.set_names(["weak width", "ε"])
+    styler = frame.style.set_properties(**{"font-size": "0.85em"})
+    for index, column in bold:
+        styler = styler.set_properties(subset=pd.IndexSlice[[index], [column]], **{"font-weight": "bold"})
+    return styler.set_caption("Mean over seeds [95% t-interval]; bold: a difference whose interval excludes 0.")
+
+
+def style_correlations(correlations: pd.DataFrame):
+    frame = correlations[["label", "spearman", "ci_low", "ci_high", "permutation_p"]].rename(columns={
+        "label": "predictor (cell mean)", "spearman": "Spearman ρ with ConG − best baseline (R_pref)",
+        "ci_low": "CI low", "ci_high": "CI high", "permutation_p": "permutation p (cells)"})  # fmt: skip
+    level = correlations.confidence.iloc[0] if len(correlations) else 0.95
+    n = int(correlations.n_cells.iloc[0]) if len(correlations) else 0
+    return (frame.style.hide(axis="index").format("{:+.2f}", subset=frame.columns[1:4], na_rep="(constant)")
+            .format("{:.3f}", subset=frame.columns[4:], na_rep="")
+            .set_caption(f"Rank correlation across {n} cells; bootstrap {level:.0%} intervals (seeds resampled, "
+                         f"paired across cells) and a permutation test across cells, each at {1 - level:.2g} "
+                         "(family-wise 95% over the predictors)."))  # fmt: skip

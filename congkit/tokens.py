@@ -3,10 +3,14 @@
 Every stage of congkit (scoring, decoding, training) must see the same tokens for the same text, or the implicit
 reward logged by TRL and the one computed here would disagree. So the conventions are TRL's `DPOTrainer`:
 
-- with a chat template: the prompt is `[{"role": "user", "content": prompt}]` rendered with the generation prompt;
-  the completion is what the full conversation (user + assistant) adds after the longest common prefix;
+- with a chat template: the prompt is `[{"role": "user", "content": prompt}]` (or the conversation given: system
+  prompt, earlier turns) rendered with the generation prompt; the completion is what the full conversation (user +
+  assistant) adds after the longest common prefix;
 - without one: the prompt is `tokenizer(prompt)`, the completion is `tokenizer(prompt + response + eos)` after the
   common prefix.
+
+A string that already carries the chat template is not templated twice: `templated=None` (the default) detects it by
+the template's opening special token (e.g. `<|im_start|>`), `templated=True` / `False` says so explicitly.
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .inputs import Prompt, is_conversation
+
 
 def has_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
     return getattr(tokenizer, "chat_template", None) is not None
 
 
-def as_conversation(prompt: str, response: str | None = None) -> list[dict[str, str]]:
-    messages = [{"role": "user", "content": prompt}]
+def as_conversation(prompt: Prompt, response: str | None = None) -> list[dict[str, str]]:
+    messages = list(prompt) if is_conversation(prompt) else [{"role": "user", "content": prompt}]
     if response is not None:
         messages.append({"role": "assistant", "content": response})
     return messages
@@ -30,28 +36,59 @@ def _ids(tokenizer: PreTrainedTokenizerBase, text_or_messages, **kwargs) -> list
     if isinstance(text_or_messages, list):
         out = tokenizer.apply_chat_template(text_or_messages, tokenize=True, return_dict=True, **kwargs)
     else:
-        out = tokenizer(text=text_or_messages)
+        out = tokenizer(text=text_or_messages, **kwargs)
     return list(out["input_ids"])
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
-    """Token ids a model is conditioned on for `prompt` (chat template with generation prompt, or plain text)."""
-    if not isinstance(prompt, str) or not prompt.strip():
+def _template_parts(tokenizer: PreTrainedTokenizerBase) -> tuple[str, str]:
+    """(the template's opening text before a user message, what closes an assistant turn), from rendering a probe."""
+    user, answer = "\x00U\x00", "\x00A\x00"
+    rendered = tokenizer.apply_chat_template(as_conversation(user, answer), tokenize=False)
+    return rendered[: rendered.index(user)], rendered[rendered.index(answer) + len(answer) :]
+
+
+def is_templated(tokenizer: PreTrainedTokenizerBase, prompt: str) -> bool:
+    """Does `prompt` already start the way the chat template starts a conversation (its first special token)?"""
+    if not has_chat_template(tokenizer):
+        return False
+    opening = _template_parts(tokenizer)[0]
+    specials = sorted({t for t in tokenizer.all_special_tokens + list(tokenizer.get_added_vocab()) if t},
+                      key=len, reverse=True)  # fmt: skip
+    marker = next((t for t in specials if opening.startswith(t)), None)
+    return marker is not None and prompt.lstrip().startswith(marker)
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, templated: bool | None = None) -> list[int]:
+    """Token ids a model is conditioned on for `prompt`: a conversation or a string rendered by the chat template with
+    the generation prompt, or tokenised as is (no template, or a string that already carries it: `templated`)."""
+    if is_conversation(prompt):
+        if not has_chat_template(tokenizer):
+            raise ValueError("a conversation prompt needs a tokenizer with a chat template; pass plain strings instead")
+        ids = _ids(tokenizer, prompt, add_generation_prompt=True)
+    elif not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"empty prompt: {prompt!r}; every prompt must contain text")
-    if has_chat_template(tokenizer):
+    elif has_chat_template(tokenizer) and not _templated(tokenizer, prompt, templated):
         ids = _ids(tokenizer, as_conversation(prompt), add_generation_prompt=True)
     else:
-        ids = _ids(tokenizer, prompt)
+        ids = _ids(tokenizer, prompt, add_special_tokens=not has_chat_template(tokenizer))
     if not ids:
         raise ValueError(f"prompt {prompt!r} is empty after templating/tokenization")
     return ids
 
 
-def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str) -> tuple[list[int], list[int]]:
+def _templated(tokenizer, prompt: str, templated: bool | None) -> bool:
+    return is_templated(tokenizer, prompt) if templated is None else templated
+
+
+def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, response: str,
+                templated: bool | None = None) -> tuple[list[int], list[int]]:  # fmt: skip
     """(prompt_ids, completion_ids) for one (prompt, response), split as TRL's DPOTrainer splits them."""
-    prompt_ids = encode_prompt(tokenizer, prompt)
+    prompt_ids = encode_prompt(tokenizer, prompt, templated)
     if has_chat_template(tokenizer):
-        full = _ids(tokenizer, as_conversation(prompt, response))
+        if is_conversation(prompt) or not _templated(tokenizer, prompt, templated):
+            full = _ids(tokenizer, as_conversation(prompt, response))
+        else:  # the prompt text already ends with the generation prompt: the answer, then the turn's closing text
+            full = _ids(tokenizer, prompt + response + _template_parts(tokenizer)[1], add_special_tokens=False)
     else:
         eos = tokenizer.eos_token or ""
         text = response if response.endswith(eos) else response + eos

@@ -17,7 +17,7 @@ def main(model_dir: str, out_path: str, prompts_path: str) -> None:
     out = sharded_generate(expert, amateur, tok, prompts, alpha=0.4, seed=7, max_new_tokens=16, batch_size=3)
     if state.is_main_process:
         json.dump(
-            {"ids": out.token_ids, "rewards": out.token_rewards, "processes": state.num_processes}, open(out_path, "w")
+            {"ids": out.token_ids, "rewards": out.log_ratios, "processes": state.num_processes}, open(out_path, "w")
         )
 
 

@@ -75,16 +75,38 @@ def test_alpha_matters(expert, amateur, tokenizer):
     assert outs[0] != outs[1]
 
 
-def test_token_rewards_equal_rewards_module(expert, amateur, tokenizer):
+def test_log_ratios_equal_rewards_module(expert, amateur, tokenizer):
     out = contrastive_generate(
         expert, amateur, tokenizer, PROMPTS, alpha=0.5, max_new_tokens=16, seed=3, progress=False
     )
     prompt_ids = [encode_prompt(tokenizer, p) for p in PROMPTS]
-    ref = implicit_reward_from_ids(expert, amateur, prompt_ids, out.token_ids)
-    for got, want in zip(out.token_rewards, ref.per_token):
+    ref = implicit_reward_from_ids(expert, amateur, prompt_ids, out.token_ids, beta=1.0)
+    for got, want in zip(out.log_ratios, ref.per_token):
         assert len(got) == len(want)
         np.testing.assert_allclose(got, want, atol=1e-4)
-    assert out.implicit_reward() == pytest.approx(ref.mean, abs=1e-4)
+    scaled = implicit_reward_from_ids(expert, amateur, prompt_ids, out.token_ids)  # beta 0.1, both sides
+    assert out.implicit_reward().total == pytest.approx(scaled.total, abs=1e-4)
+    assert out.implicit_reward().mean == pytest.approx(scaled.mean, abs=1e-5)
+    assert out.implicit_reward(beta=1.0).total == pytest.approx(ref.total, abs=1e-4)
+
+
+def test_one_reward_convention_for_decoded_and_text_responses(expert, amateur, plain_tokenizer):
+    """A response that ended with EOS, scored from the decoder and as text (TRL's tokenisation, EOS appended), gives
+    the same beta-scaled sum and mean over the same number of tokens."""
+    from congkit import implicit_reward
+
+    tok = plain_tokenizer
+    prompts = PROMPTS * 4
+    out = contrastive_generate(expert, amateur, tok, prompts, max_new_tokens=40, seed=1, progress=False)
+    finished = [i for i, ids in enumerate(out.token_ids) if ids and ids[-1] == tok.eos_token_id]
+    assert finished, "no response ended with EOS: the test compares nothing"
+    decoded = out.implicit_reward()
+    text = implicit_reward(expert, amateur, tok, [prompts[i] for i in finished], [out.texts[i] for i in finished])
+    for j, i in enumerate(finished):
+        if len(text.per_token[j]) != len(out.token_ids[i]):  # the text does not re-tokenise to the same ids
+            continue
+        assert text.total[j] == pytest.approx(decoded.total[i], abs=1e-4)
+        assert text.mean[j] == pytest.approx(decoded.mean[i], abs=1e-5)
 
 
 def test_alpha_one_is_plain_sampling(expert, amateur, tokenizer):
@@ -93,7 +115,7 @@ def test_alpha_one_is_plain_sampling(expert, amateur, tokenizer):
     plain = sample(expert, tokenizer, PROMPTS, **kwargs)
     assert cd.token_ids == plain.token_ids
     assert cd.texts == plain.texts
-    assert plain.token_rewards is None
+    assert plain.log_ratios is None
 
 
 def test_seeds(expert, amateur, tokenizer):
@@ -185,7 +207,7 @@ def test_errors(expert, amateur, tokenizer):
     with pytest.raises(ValueError, match="no pad token and no EOS"):
         sample(expert, plain, PROMPTS, progress=False)
     empty = contrastive_generate(expert, amateur, tokenizer, [], progress=False)
-    assert len(empty) == 0 and empty.texts == [] and empty.token_rewards == []
+    assert len(empty) == 0 and empty.texts == [] and empty.log_ratios == []
 
 
 def release_step(expert_logits, amateur_logits, input_ids, alpha, lam, penalty):

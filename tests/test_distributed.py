@@ -45,7 +45,7 @@ def test_two_processes_merge_to_the_single_process_run(expert, amateur, tokenize
         expert, amateur, tokenizer, prompts, alpha=0.4, seed=7, max_new_tokens=16, batch_size=3, progress=False
     )
     assert merged["ids"] == single.token_ids
-    for got, want in zip(merged["rewards"], single.token_rewards):
+    for got, want in zip(merged["rewards"], single.log_ratios):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
