@@ -1,0 +1,57 @@
+"""congkit: contrastive weak-to-strong generalization (ConG) on stock transformers and TRL.
+
+The library's names load lazily: `import congkit` imports nothing heavy; `congkit.contrastive_generate` imports the
+decoding module (torch, transformers) on first use, `congkit.Pipeline` the TRL/datasets stack (the `train` extra).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "decoding": ["DecodingConfig", "Generation", "apply_repetition_penalty", "choose_tokens", "contrastive_generate",
+                 "contrastive_scores", "plausibility_head", "prompt_ids", "sample"],
+    "generation": ["CUSTOM_GENERATE_DIR", "ContrastiveDecoderOnlyOutput", "contrastive_decoding"],
+    "rewards": ["ImplicitReward", "completion_logprobs", "implicit_reward", "implicit_reward_from_ids"],
+    "tokens": ["encode_pair", "encode_prompt", "is_templated"],
+    "methods": ["METHODS", "Method"],
+    "evaluation": ["main_table", "preconditions", "summarise", "verdicts"],
+    "scorers": ["RewardModelScorer"],
+    "stages": ["Pipeline", "PipelineConfig", "Setting", "smoke_pipeline_config"],
+    "training": ["TrainConfig"],
+    "world": ["ExplicitReward", "NoiseRates", "Task", "WorldData", "judge"],
+    "world_build": ["World", "WorldConfig", "build_world", "card_table", "smoke_world_config"],
+    "regime": ["RegimeConfig", "run_regime"],
+}  # fmt: skip
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'congkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from .decoding import (DecodingConfig, Generation, apply_repetition_penalty, choose_tokens,  # noqa: F401
+                           contrastive_generate, contrastive_scores, plausibility_head, prompt_ids, sample)
+    from .evaluation import main_table, preconditions, summarise, verdicts  # noqa: F401
+    from .generation import CUSTOM_GENERATE_DIR, ContrastiveDecoderOnlyOutput, contrastive_decoding  # noqa: F401
+    from .methods import METHODS, Method  # noqa: F401
+    from .regime import RegimeConfig, run_regime  # noqa: F401
+    from .rewards import ImplicitReward, completion_logprobs, implicit_reward, implicit_reward_from_ids  # noqa: F401
+    from .scorers import RewardModelScorer  # noqa: F401
+    from .stages import Pipeline, PipelineConfig, Setting, smoke_pipeline_config  # noqa: F401
+    from .tokens import encode_pair, encode_prompt, is_templated  # noqa: F401
+    from .training import TrainConfig  # noqa: F401
+    from .world import ExplicitReward, NoiseRates, Task, WorldData, judge  # noqa: F401
+    from .world_build import World, WorldConfig, build_world, card_table, smoke_world_config  # noqa: F401

@@ -1,0 +1,164 @@
+"""Command-line stages that run unchanged on one process or under `accelerate launch` (DDP, DeepSpeed ZeRO-3).
+
+    accelerate launch --config_file configs/accelerate/zero3.yaml -m congkit.cli train --method sft \\
+        --model Qwen/Qwen2.5-7B-Instruct --data runs/cd_samples --output runs/cong_s
+    accelerate launch --num_processes 8 -m congkit.cli generate --expert runs/pi_r --amateur Qwen/Qwen2.5-3B-Instruct \\
+        --prompts prompts_folder --output runs/cd_samples --alpha 0.5
+
+`train` reads a `save_to_disk` dataset (sft/auxconf/wspo: prompt, completion; dpo: prompt, chosen, rejected) and
+writes the model with `trainer.save_model` (main process, ZeRO-3 weights gathered). `generate` shards the prompts
+across processes (`congkit.distributed`) and the main process writes (prompt, completion, implicit) to disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from datasets import Dataset
+
+from .data import load_saved_dataset, save_dataset_atomic
+from .decoding import DecodingConfig
+from .distributed import process_state, sharded_generate
+from .models import load_causal_lm, load_tokenizer
+from .trainers import AuxConfTrainer, WSPOTrainer
+from .training import TrainConfig, train_dpo, train_sft
+
+METHODS = ("sft", "auxconf", "wspo", "dpo")
+
+
+INPUT_ARGS = ("data", "prompts", "model", "ref_model", "weak_model", "weak_ref_model", "expert", "amateur", "tokenizer")
+
+
+def check_output(args: argparse.Namespace) -> None:
+    """Refuse an --output that is, contains or lies inside one of the inputs: writing it would destroy that input."""
+    out = Path(args.output).resolve()
+    for name in INPUT_ARGS:
+        value = getattr(args, name, None)
+        if not value or not Path(value).exists():
+            continue
+        source = Path(value).resolve()
+        if out == source or source in out.parents or out in source.parents:
+            raise SystemExit(f"error: --output {args.output!r} overlaps the input --{name.replace('_', '-')} "
+                             f"{value!r}; writing it would destroy the input. Choose another --output.")  # fmt: skip
+
+
+def read_dataset(path: str, flag: str, columns: tuple[str, ...]) -> Dataset:
+    """A saved dataset given on the command line, with the columns the command needs and at least one row."""
+    try:
+        data = load_saved_dataset(path)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {flag}: {error}") from error
+    missing = [c for c in columns if c not in data.column_names]
+    if missing:
+        raise SystemExit(f"error: {flag} {path!r} lacks column(s) {missing}; it has {data.column_names}")
+    if len(data) == 0:
+        raise SystemExit(f"error: {flag} {path!r} is empty: nothing to do")
+    return data
+
+
+def _at_least(minimum: int):
+    """argparse type: an int >= minimum (argparse turns the ValueError into 'invalid value' naming the flag)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
+def _train(args: argparse.Namespace) -> None:
+    columns = ("prompt", "chosen", "rejected") if args.method == "dpo" else ("prompt", "completion")
+    data = read_dataset(args.data, "--data", columns)
+    tok = load_tokenizer(args.tokenizer or args.model)
+    device = process_state().device.type if args.device is None else args.device
+    cfg = TrainConfig(learning_rate=args.lr, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
+                      gradient_accumulation_steps=args.grad_accum, beta=args.beta, seed=args.seed,
+                      max_steps=args.max_steps)  # fmt: skip
+    model = load_causal_lm(args.model, device=device)
+    work = f"{args.output}/_trainer"
+    if args.method == "dpo":
+        ref = load_causal_lm(args.ref_model or args.model, device=device)
+        train_dpo(model, ref, tok, data, cfg, work, save_to=args.output)
+    elif args.method == "wspo":
+        if not (args.weak_model and args.weak_ref_model):
+            raise SystemExit(
+                "wspo needs --weak-model and --weak-ref-model (and uses --ref-model or --model as reference)"
+            )
+        frozen = {"ref_model": load_causal_lm(args.ref_model or args.model, device=device),
+                  "weak_model": load_causal_lm(args.weak_model, device=device),
+                  "weak_ref_model": load_causal_lm(args.weak_ref_model, device=device), "beta": args.beta}  # fmt: skip
+        train_sft(model, tok, data, cfg, work, trainer_cls=WSPOTrainer, save_to=args.output, **frozen)
+    else:
+        extra = {"trainer_cls": AuxConfTrainer} if args.method == "auxconf" else {}
+        train_sft(model, tok, data, cfg, work, save_to=args.output, **extra)
+
+
+def _generate(args: argparse.Namespace) -> None:
+    config = DecodingConfig(alpha=args.alpha, lam=args.lam if args.amateur else None,
+                            temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                            max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size)  # fmt: skip
+    try:
+        config.validate(contrastive=bool(args.amateur))
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from error
+    prompts = list(read_dataset(args.prompts, "--prompts", ("prompt",))["prompt"])
+    state = process_state()
+    tok = load_tokenizer(args.tokenizer or args.expert)
+    device = state.device.type if args.device is None else args.device
+    expert = load_causal_lm(args.expert, device=device)
+    amateur = load_causal_lm(args.amateur, device=device) if args.amateur else None
+    out = sharded_generate(expert, amateur, tok, prompts, config, progress=state.is_main_process)
+    if state.is_main_process:
+        columns = {"prompt": prompts, "completion": out.texts}
+        if out.log_ratios is not None:
+            columns["implicit"] = out.implicit_reward(beta=1.0).total  # summed log-ratio (nats)
+        save_dataset_atomic(Dataset.from_dict(columns), args.output)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m congkit.cli", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="one training stage (TRL trainer)")
+    train.add_argument("--method", choices=METHODS, required=True)
+    train.add_argument("--model", required=True)
+    train.add_argument("--data", required=True, help="a save_to_disk dataset folder")
+    train.add_argument("--output", required=True)
+    train.add_argument("--tokenizer")
+    train.add_argument("--ref-model")
+    train.add_argument("--weak-model")
+    train.add_argument("--weak-ref-model")
+    train.add_argument("--lr", type=float, default=1e-5)
+    train.add_argument("--epochs", type=float, default=1.0)
+    train.add_argument("--max-steps", type=int, default=-1)
+    train.add_argument("--batch-size", type=_at_least(1), default=4)
+    train.add_argument("--grad-accum", type=_at_least(1), default=1)
+    train.add_argument("--beta", type=float, default=0.1)
+    train.add_argument("--seed", type=_at_least(0), default=0)
+    train.add_argument("--device")
+    gen = sub.add_parser("generate", help="CD (or plain sampling without --amateur), sharded across processes")
+    gen.add_argument("--expert", required=True)
+    gen.add_argument("--amateur")
+    gen.add_argument("--prompts", required=True, help="a save_to_disk dataset folder with a prompt column")
+    gen.add_argument("--output", required=True)
+    gen.add_argument("--tokenizer")
+    gen.add_argument("--alpha", type=float, default=0.5)
+    gen.add_argument("--lam", type=float, default=0.1)
+    gen.add_argument("--temperature", type=float, default=0.8)
+    gen.add_argument("--top-p", type=float, default=0.95)
+    gen.add_argument("--repetition-penalty", type=float, default=1.2)
+    gen.add_argument("--max-new-tokens", type=_at_least(1), default=512)
+    gen.add_argument("--batch-size", type=_at_least(1), default=32)
+    gen.add_argument("--seed", type=_at_least(0), default=0)
+    gen.add_argument("--device")
+    args = parser.parse_args(argv)
+    check_output(args)
+    (_train if args.command == "train" else _generate)(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,412 @@
+"""Batched contrastive decoding (CD) between a post-alignment "expert" pi_r and a pre-alignment "amateur" pi_ref.
+
+At each step, over the plausibility head V_head = {v : pi_r(v) >= lambda * max_w pi_r(w)}:
+
+    F(v) = log pi_r(v) - (1 - alpha) * log pi_ref(v)        (v in V_head),      F(v) = -inf otherwise
+    p_alpha(v) = softmax(F)(v)
+
+then, as the ConG authors did, a repetition penalty on F, temperature, top-p, and a greedy or sampled choice.
+alpha = 1 is plain sampling from pi_r (with the head acting as a min-p filter); alpha = 0 samples by the token-level
+implicit reward inside the head. Plain sampling from one model (`sample`) runs through this same loop.
+
+Why a hand-written loop rather than `model.generate`: generate drives one model. CD needs two models stepping in
+lock-step on the same tokens, each with its own KV cache; transformers' logits processors see only one model's
+logits. Batching over prompts (left padding, position ids that skip padding) is what makes CD usable at scale; the
+authors' release decoded one prompt at a time. The temperature and top-p steps are transformers' own warpers.
+
+Randomness is per prompt: row i draws its uniforms from a generator seeded by (seed, index of the prompt), so a
+prompt's sample does not depend on the batch size, on its neighbours or on how prompts are sharded across processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TemperatureLogitsWarper, TopPLogitsWarper
+
+from .inputs import as_prompts, check_int, check_number, check_same_device, check_token_ids
+from .rewards import ImplicitReward, _device, check_same_vocab
+from .tokens import encode_prompt, pad, pad_token_id, positions
+
+
+@dataclass
+class DecodingConfig:
+    """Settings of one decoding run. Defaults are the ConG authors' (lambda 0.1, T 0.8, top-p 0.95, penalty 1.2).
+
+    Args:
+        alpha: CD weight in [0, 1]: F = log pi_r - (1 - alpha) log pi_ref; 1 = plain sampling from pi_r in the head.
+        lam: plausibility threshold lambda in (0, 1]: the head {v : pi_r(v) >= lam max pi_r}; None = no head (plain
+            sampling only). The same quantity as transformers' `min_p`, applied to pi_r before the contrast.
+        temperature: > 0; top_p: in (0, 1]; repetition_penalty: > 0 (1 = none), applied to the contrasted scores.
+        do_sample: sample (inverse CDF at per-prompt seeded uniforms) or take the argmax.
+        max_new_tokens: >= 1; seed: >= 0; batch_size: prompts per forward batch, >= 1.
+        ignore_eos: always generate max_new_tokens (benchmarks).
+        release_compatible: the authors' release renormalisation of the amateur (below).
+    """
+
+    alpha: float = 0.5
+    lam: float | None = 0.1  # plausibility head; None (plain sampling only) disables it
+    temperature: float = 0.8
+    top_p: float = 0.95
+    repetition_penalty: float = 1.2
+    do_sample: bool = True
+    max_new_tokens: int = 128
+    seed: int = 0
+    batch_size: int = 32
+    ignore_eos: bool = False  # always generate max_new_tokens (benchmarks)
+    # The authors' release renormalises the amateur a second time (off-head entries set to -1e-3, log_softmax again),
+    # which shifts every head score by (1 - alpha) log Z'. That changes nothing without a repetition penalty; with one,
+    # the penalty acts on the shifted scores. Off by default: the paper's formula is the definition, and the shift
+    # depends on the vocabulary size, not on the models. Turn it on to reproduce the release token for token.
+    release_compatible: bool = False
+
+    def validate(self, contrastive: bool) -> None:
+        """Raise a one-line error naming the first field out of its range or of the wrong type."""
+        check_number("alpha", self.alpha, 0.0, 1.0)
+        if contrastive and self.lam is None:
+            raise ValueError("contrastive decoding needs a plausibility head: lam must lie in (0, 1], got None")
+        if self.lam is not None:
+            check_number("lam (plausibility threshold lambda)", self.lam, 0.0, 1.0, low_open=True)
+        check_number("temperature", self.temperature, 0.0, low_open=True)
+        check_number("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        check_number("repetition_penalty", self.repetition_penalty, 0.0, low_open=True)
+        check_int("max_new_tokens", self.max_new_tokens, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("seed", self.seed, 0)
+        for name in ("do_sample", "ignore_eos", "release_compatible"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+
+@dataclass
+class Generation:
+    """Decoded responses, in prompt order. `log_ratios[i][t] = log pi_r(y_t) - log pi_ref(y_t)` of each generated
+    token, its EOS included when the response ended with one (CD only; unscaled)."""
+
+    prompts: list[str]
+    texts: list[str]
+    token_ids: list[list[int]]
+    log_ratios: list[list[float]] | None = None
+    config: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def implicit_reward(self, beta: float = 0.1) -> ImplicitReward:
+        """The implicit reward of each response, in `congkit.implicit_reward`'s convention: `per_token` =
+        beta * log_ratios, `total` = their sum (the sequence reward TRL's DPO logs), `mean` = total / tokens.
+
+        Args:
+            beta: the DPO temperature, > 0 (TRL's default 0.1).
+
+        A response that ended with EOS counts it, as TRL's DPOTrainer (which appends EOS to every completion) does,
+        so `implicit_reward(policy, reference, tokenizer, prompt, text)` gives the same number for it. A response cut
+        at `max_new_tokens` has no EOS here; scoring its text appends one.
+        """
+        if self.log_ratios is None:
+            raise ValueError("plain samples carry no implicit reward; score them with congkit.implicit_reward")
+        check_number("beta", beta, 0.0, low_open=True)
+        per_token = [[beta * x for x in row] for row in self.log_ratios]
+        total = [float(sum(row)) for row in per_token]
+        return ImplicitReward(per_token, total, [t / max(len(row), 1) for t, row in zip(total, per_token)])
+
+
+# --- the contrast and the choice of token: small pure functions -------------------------------------------------
+
+
+def plausibility_head(expert_logp: torch.Tensor, lam: float) -> torch.Tensor:
+    """Boolean mask of V_head = {v : pi_r(v) >= lam * max_w pi_r(w)}, computed from log-probabilities."""
+    return expert_logp >= expert_logp.max(dim=-1, keepdim=True).values + np.log(lam)
+
+
+def release_amateur_logp(amateur_logp: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """The authors' release step for the amateur: off-head entries set to -1e-3, then log_softmax a second time.
+
+    On the head this subtracts log Z', Z' = sum_head pi_ref + (|V| - |head|) e^-0.001, from every entry.
+    """
+    return torch.log_softmax(amateur_logp.masked_fill(~head, -1e-3), dim=-1)
+
+
+def contrastive_scores(
+    expert_logp: torch.Tensor,
+    amateur_logp: torch.Tensor | None,
+    alpha: float,
+    lam: float | None,
+    release_compatible: bool = False,
+) -> torch.Tensor:
+    """F = log pi_r - (1 - alpha) * log pi_ref on the head, -inf elsewhere. No amateur: F = log pi_r (plain).
+
+    `release_compatible`: use `release_amateur_logp` for log pi_ref (shifts F by (1 - alpha) log Z' on the head).
+    """
+    head = plausibility_head(expert_logp, lam) if lam is not None else None
+    if amateur_logp is None:
+        scores = expert_logp
+    else:
+        if release_compatible:
+            if head is None:
+                raise ValueError("release_compatible contrastive scores need a plausibility head (lam)")
+            amateur_logp = release_amateur_logp(amateur_logp, head)
+        scores = expert_logp - (1.0 - alpha) * amateur_logp
+    if head is not None:
+        scores = scores.masked_fill(~head, float("-inf"))
+    return scores
+
+
+def apply_repetition_penalty(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """transformers' RepetitionPenaltyLogitsProcessor on a (B, V) mask of seen tokens: s * p if s < 0 else s / p.
+
+    Kept as a mask (updated one token a step) instead of re-gathering the whole history every step, and so that left
+    padding never counts as a seen token.
+    """
+    if penalty == 1.0:
+        return scores
+    penalised = torch.where(scores < 0, scores * penalty, scores / penalty)
+    return torch.where(seen, penalised, scores)
+
+
+def choose_tokens(scores: torch.Tensor, config: DecodingConfig, uniforms: torch.Tensor | None) -> torch.Tensor:
+    """Next token per row from final scores: argmax, or inverse-CDF sampling with the given per-row uniforms."""
+    if not config.do_sample:
+        return scores.argmax(dim=-1)
+    scores = TemperatureLogitsWarper(config.temperature)(None, scores)
+    if config.top_p < 1.0:
+        scores = TopPLogitsWarper(config.top_p)(None, scores)
+    return sample_from_scores(scores, uniforms)
+
+
+def sample_from_scores(scores: torch.Tensor, uniforms: torch.Tensor | None) -> torch.Tensor:
+    """One token per row from softmax(scores): inverse CDF at the given per-row uniforms, or torch's global RNG
+    (`torch.multinomial`, as `generate`) when `uniforms` is None."""
+    if uniforms is None:
+        return torch.multinomial(torch.softmax(scores.float(), dim=-1), num_samples=1).squeeze(-1)
+    cdf = torch.softmax(scores.double(), dim=-1).cumsum(dim=-1)
+    targets = (uniforms.double() * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, targets, right=True).squeeze(-1).clamp(max=scores.shape[-1] - 1)
+
+
+def row_uniforms(seed: int, indices: Sequence[int], steps: int) -> torch.Tensor:
+    """(len(indices), steps) uniforms; row i comes from a generator seeded by (seed, indices[i]) alone."""
+    rows = []
+    for index in indices:
+        state = int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+        rows.append(torch.rand(steps, generator=torch.Generator().manual_seed(state), dtype=torch.float64))
+    return torch.stack(rows)
+
+
+# --- the loop -------------------------------------------------------------------------------------------------------
+
+
+def _eos_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> set[int]:
+    ids = set()
+    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value is not None:
+            ids.update(value)
+    return ids
+
+
+class _Stepper:
+    """One model's forward passes with its own KV cache (a new one, or `cache`, e.g. the one `generate` prepared):
+    the prompt once, then only the newest token. Returns next-token log-probabilities (and the raw logits with
+    `keep_logits`)."""
+
+    def __init__(self, model: PreTrainedModel, cache=None):
+        self.model, self.past = model, cache
+
+    def first(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, keep_logits: bool = False):
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=self.past, use_cache=True,
+                         logits_to_keep=1)  # fmt: skip
+        return self._read(out, keep_logits)
+
+    def next(self, tok: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, keep_logits: bool = False):
+        out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos, cache=self.past, use_cache=True)
+        return self._read(out, keep_logits)
+
+    def _read(self, out, keep_logits: bool):
+        self.past = out.cache
+        logits = out.logits[:, -1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        return (logp, logits) if keep_logits else logp
+
+
+@torch.inference_mode()
+def _decode_batch(
+    expert: PreTrainedModel,
+    amateur: PreTrainedModel | None,
+    prompt_ids: list[list[int]],
+    indices: list[int],
+    config: DecodingConfig,
+    pad_id: int,
+    eos: set[int],
+) -> tuple[list[list[int]], list[list[float]] | None]:
+    device = _device(expert)
+    ids, mask = pad(prompt_ids, pad_id, side="left")
+    ids, mask = ids.to(device), mask.to(device)
+    pos = positions(mask)
+    steppers = [_Stepper(expert)] + ([_Stepper(amateur)] if amateur is not None else [])
+    logps = [s.first(ids, mask, pos) for s in steppers]
+
+    batch, vocab = ids.shape[0], logps[0].shape[-1]
+    # prompt tokens count as seen (as in transformers), padding does not
+    seen = torch.zeros((batch, vocab), dtype=torch.long, device=device).scatter_add_(1, ids, mask) > 0
+    uniforms = row_uniforms(config.seed, indices, config.max_new_tokens).to(device) if config.do_sample else None
+    eos_tensor = torch.tensor(sorted(eos) or [-1], device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    tokens, rewards = [], []
+    pos = pos[:, -1:]
+    for t in range(config.max_new_tokens):
+        expert_logp, amateur_logp = logps[0], (logps[1] if amateur is not None else None)
+        scores = contrastive_scores(expert_logp, amateur_logp, config.alpha, config.lam, config.release_compatible)
+        scores = apply_repetition_penalty(scores, seen, config.repetition_penalty)
+        tok = choose_tokens(scores, config, uniforms[:, t] if uniforms is not None else None)
+        tok = tok.masked_fill(done, pad_id)
+        tokens.append(tok)
+        if amateur_logp is not None:
+            picked = (expert_logp - amateur_logp).gather(-1, tok[:, None]).squeeze(-1)
+            rewards.append(picked.masked_fill(done, 0.0))
+        seen.scatter_(1, tok[:, None], True)
+        done = done | torch.isin(tok, eos_tensor)
+        if bool(done.all()) or t == config.max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=1)
+        pos = pos + 1
+        logps = [s.next(tok, mask, pos) for s in steppers]
+
+    token_matrix = torch.stack(tokens, dim=1).cpu()
+    reward_matrix = torch.stack(rewards, dim=1).cpu() if rewards else None
+    out_ids, out_rewards = [], []
+    for row in range(batch):
+        row_ids = token_matrix[row].tolist()
+        length = next((i + 1 for i, x in enumerate(row_ids) if x in eos), len(row_ids))
+        out_ids.append(row_ids[:length])
+        if reward_matrix is not None:
+            out_rewards.append(reward_matrix[row, :length].tolist())
+    return out_ids, (out_rewards if reward_matrix is not None else None)
+
+
+def _generate(
+    expert: PreTrainedModel,
+    amateur: PreTrainedModel | None,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts,
+    config: DecodingConfig,
+    index_offset: int,
+    progress: bool,
+    templated: bool | None,
+) -> Generation:
+    config.validate(contrastive=amateur is not None)
+    check_int("index_offset", index_offset, 0)
+    names = ("expert (post-alignment)", "amateur (pre-alignment)")
+    if amateur is not None:
+        check_same_vocab(expert, amateur, names=names)
+        check_same_device(expert, amateur, names)
+    pad_id = pad_token_id(tokenizer)
+    prompts, encoded = prompt_ids(tokenizer, prompts, templated, pad_id)
+    if not prompts:
+        return Generation([], [], [], [] if amateur is not None else None, config=vars(config).copy())
+    eos = set() if config.ignore_eos else _eos_ids(tokenizer, expert)
+    check_token_ids(expert, encoded + [[pad_id]], what="the tokenizer (prompts and pad token)")
+    all_ids, all_rewards = [], []
+    starts = range(0, len(prompts), config.batch_size)
+    label = "contrastive decoding" if amateur is not None else "sampling"
+    for start in tqdm(starts, desc=label, disable=not progress or len(starts) == 1):
+        chunk = encoded[start : start + config.batch_size]
+        indices = [index_offset + start + i for i in range(len(chunk))]
+        ids, rewards = _decode_batch(expert, amateur, chunk, indices, config, pad_id, eos)
+        all_ids.extend(ids)
+        if rewards is not None:
+            all_rewards.extend(rewards)
+    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in all_ids]
+    return Generation(prompts, texts, all_ids, all_rewards if amateur is not None else None, vars(config).copy())
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts, templated: bool | None = None,
+               pad_id: int | None = None) -> tuple[list, list[list[int]]]:  # fmt: skip
+    """(prompts as given or decoded, token ids per prompt) for what users hold: a string or a conversation (one
+    prompt), a list of them, a `BatchEncoding` / dict with `input_ids` (and `attention_mask`), or a token tensor (1-D:
+    one prompt; 2-D: one per row, padding = `pad_id` tokens outside an attention mask)."""
+    if isinstance(prompts, Mapping) and "input_ids" in prompts:
+        ids = torch.as_tensor(prompts["input_ids"])
+        mask = prompts.get("attention_mask")
+        mask = torch.as_tensor(mask).bool() if mask is not None else None
+    elif isinstance(prompts, torch.Tensor):
+        ids, mask = prompts, None
+    else:
+        texts = as_prompts(prompts)
+        return texts, [encode_prompt(tokenizer, p, templated) for p in texts]
+    if ids.dtype not in (torch.int64, torch.int32) or ids.dim() not in (1, 2):
+        raise TypeError(f"token prompts must be a 1-D or 2-D integer tensor, got {ids.dtype} of shape {tuple(ids.shape)}")
+    ids = ids[None] if ids.dim() == 1 else ids
+    if mask is None:
+        mask = ids != pad_id if pad_id is not None else torch.ones_like(ids, dtype=torch.bool)
+    rows = [row[m].tolist() for row, m in zip(ids.cpu(), mask.cpu())]
+    for i, row in enumerate(rows):
+        if not row:
+            raise ValueError(f"prompt row {i} has no tokens outside the padding / attention mask")
+    return [tokenizer.decode(r) for r in rows], rows
+
+
+def _with_overrides(config: DecodingConfig, overrides: dict) -> DecodingConfig:
+    unknown = sorted(set(overrides) - set(vars(config)))
+    if unknown:
+        raise TypeError(f"unknown decoding option(s) {unknown}; DecodingConfig fields: {sorted(vars(config))}")
+    return DecodingConfig(**{**vars(config), **overrides})
+
+
+def contrastive_generate(
+    expert: PreTrainedModel,
+    amateur: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts,
+    config: DecodingConfig | None = None,
+    index_offset: int = 0,
+    progress: bool = True,
+    templated: bool | None = None,
+    **overrides,
+) -> Generation:
+    """Contrastive decoding from `expert` (pi_r) against `amateur` (pi_ref) for each prompt, batched.
+
+    Args:
+        expert: pi_r, the post-alignment model; amateur: pi_ref, the pre-alignment model (same vocabulary, device).
+        tokenizer: their tokenizer (chat template applied to string and conversation prompts when it has one).
+        prompts: what to continue. A string or a conversation (list of {"role", "content"} messages, system
+            prompt and earlier turns included) is one prompt; a list of them is many; a `BatchEncoding` (or dict
+            with `input_ids`, `attention_mask`) or a token tensor is used as tokenised (1-D: one prompt).
+        templated: whether string prompts already carry the chat template (None: detect by its opening token).
+        config: a `DecodingConfig`; `overrides` set its fields by name (an unknown name is an error):
+            alpha in [0, 1] (1 = plain sampling inside the head), lam in (0, 1] (plausibility head, the paper's 0.1),
+            temperature > 0, top_p in (0, 1], repetition_penalty > 0, do_sample, max_new_tokens >= 1, seed >= 0,
+            batch_size >= 1, ignore_eos, release_compatible.
+        index_offset: the index of `prompts[0]` in the full prompt set: it seeds each prompt's randomness, so
+            shards decoded apart merge into the output of one run.
+        progress: a progress bar over batches.
+
+    Returns a `Generation` (texts, token ids, per-token log-ratios; `.implicit_reward(beta)`). The same decoding is
+    available inside `model.generate` as `congkit.contrastive_decoding`.
+    """
+    config = _with_overrides(config or DecodingConfig(), overrides)
+    return _generate(expert, amateur, tokenizer, prompts, config, index_offset, progress, templated)
+
+
+def sample(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts,
+    config: DecodingConfig | None = None,
+    index_offset: int = 0,
+    progress: bool = True,
+    templated: bool | None = None,
+    **overrides,
+) -> Generation:
+    """Ordinary sampling (or greedy decoding) from one model, through the same loop as `contrastive_generate`.
+
+    Args: as `contrastive_generate`, without the amateur. No head by default (`lam=None`); with `lam` set the head
+    acts as a min-p filter, so `sample(lam=l)` equals `contrastive_generate(alpha=1, lam=l)` token for token.
+    """
+    config = _with_overrides(config or DecodingConfig(lam=None), overrides)
+    return _generate(model, None, tokenizer, prompts, config, index_offset, progress, templated)

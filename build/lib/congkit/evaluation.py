@@ -1,0 +1,481 @@
+"""From stage outputs to the tidy results table, the preconditions, and the pre-registered verdicts.
+
+The results table is tidy with typed columns: `method, seed, eps, alpha, metric, value` (eps: the label-noise rate of
+the weak preference data; alpha: the CD weight, NaN where it does not apply). Metrics per model and seed (eval
+prompts, `eval_samples` samples each):
+- r_pref, r_cap, reward: mean preference reward, correct rate and r* (the world's channels; with a reward model as
+  judge r_pref = reward and capability comes from the held-out sets);
+- win_rate: P(r_pref(model sample) > r_pref(strong base sample)) + 0.5 P(tie), sample k against sample k of the same
+  prompt (the stand-in for AlpacaEval / Arena-Hard win rates against a fixed reference);
+- length: mean response length in characters;
+- heldout_accuracy / heldout_answer_logprob / mc_accuracy: capability on held-out sets; retention = method / strong base;
+- pgr = (m - weak aligned) / (gold - weak aligned) on r_pref (Burns et al., 2023), and pgr_strong =
+  (m - strong base) / (gold - strong base), the gain over the untrained strong model.
+
+Every decision rule is fixed here, in code, before any run (`CONDITIONS`, `CLAIMS`); the book prints them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from datasets import Dataset
+from scipy import stats
+
+from .methods import BASELINES, METHOD_LABELS, METHOD_ORDER, OURS
+
+CONFIDENCE = 0.95
+NON_INFERIORITY_MARGIN = 0.02  # claims 3 and 4: R_cap (and held-out accuracy) may not fall by more than this
+
+
+def win_rate(scores: list[list[float]], reference: list[list[float]]) -> float:
+    """Paired win rate, ties count half."""
+    a, b = np.asarray(scores, dtype=float), np.asarray(reference, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"win rate needs paired samples: {a.shape} vs reference {b.shape}")
+    return float(((a > b) + 0.5 * (a == b)).mean())
+
+
+def _row(method: str, seed: int, metric: str, value: float, eps: float = math.nan, alpha: float = math.nan) -> dict:
+    return dict(method=method, seed=seed, eps=float(eps), alpha=float(alpha), metric=metric, value=float(value))
+
+
+def evaluation_rows(method: str, seed: int, eps: float, result: dict, reference: dict) -> list[dict]:
+    """One model's evaluation (`Pipeline.evaluate`) as tidy rows; `reference` is the strong base's, for win rates."""
+    metrics = {"reward": float(np.mean(result["scores"])), "length": float(np.mean(result["lengths"]))}
+    for channel in ("r_pref", "r_cap"):
+        if channel in result:
+            metrics[channel] = float(np.mean(result[channel]))
+    key = "r_pref" if "r_pref" in result and "r_pref" in reference else "scores"
+    metrics["win_rate"] = win_rate(result[key], reference[key])
+    for name in ("heldout_accuracy", "heldout_answer_logprob", "mc_accuracy"):
+        if name in result:
+            metrics[name] = result[name]
+    if "heldout_accuracy" in result and reference.get("heldout_accuracy"):
+        metrics["retention"] = result["heldout_accuracy"] / reference["heldout_accuracy"]
+    elif "mc_accuracy" in result and reference.get("mc_accuracy"):
+        metrics["retention"] = result["mc_accuracy"] / reference["mc_accuracy"]
+    return [_row(method, seed, k, v, eps=eps) for k, v in metrics.items()]
+
+
+def _models(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table.alpha.isna() & table.eps.notna()]
+
+
+def pgr_rows(table: pd.DataFrame, metric: str = "r_pref") -> list[dict]:
+    """PGR of each trained method per seed and noise level, from the weak aligned model (Burns et al.) and from the
+    strong base; the gold ceiling is the same seed's (trained on clean supervision only)."""
+    part = _models(table)
+    part = part[part.metric == (metric if (part.metric == metric).any() else "reward")]
+    values = part.set_index(["method", "seed", "eps"]).value
+    rows = []
+    for (method, seed, eps), value in values.items():
+        if method in ("weak_base", "weak_aligned", "strong_base", "gold"):
+            continue
+        gold = part[(part.method == "gold") & (part.seed == seed)].value
+        if gold.empty:
+            continue
+        for name, start_method in (("pgr", "weak_aligned"), ("pgr_strong", "strong_base")):
+            start = values.get((start_method, seed, eps), values.get((start_method, seed, part.eps.min()), math.nan))
+            gap = float(gold.iloc[0]) - start
+            if np.isfinite(gap) and gap != 0:
+                rows.append(_row(method, seed, name, (value - start) / gap, eps=eps))
+    return rows
+
+
+def within_prompt_ranking(pool: pd.DataFrame, score: str, target: str, best_of: int) -> tuple[float, float]:
+    """(mean over prompts of Spearman(score, target) among one prompt's samples, best-of-k recovery).
+
+    Prompts whose samples tie on either column have no rank correlation and are skipped. Best-of-k: the samples of
+    each prompt, in draw order `k`, are cut into groups of k; recovery = E[target of the top-`score` sample - group
+    mean] / E[max target - group mean], the share of the oracle best-of-k gain that choosing by `score` achieves.
+    Vectorised over prompts (every prompt must have the same number of samples).
+    """
+    frame = pool.sort_values(["prompt", "k"], kind="stable")
+    n = frame.groupby("prompt", sort=False).size()
+    if n.nunique() != 1:
+        raise ValueError(f"every prompt needs the same number of samples, got {sorted(n.unique())}")
+    x = frame[score].to_numpy(dtype=float).reshape(len(n), -1)
+    y = frame[target].to_numpy(dtype=float).reshape(len(n), -1)
+    rx, ry = stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)
+    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+    denominator = np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
+    valid = denominator > 0
+    rho = float(((rx * ry).sum(1)[valid] / denominator[valid]).mean()) if valid.any() else math.nan
+    groups = x.shape[1] // best_of
+    if groups == 0:
+        return rho, math.nan
+    gx = x[:, : groups * best_of].reshape(-1, best_of)
+    gy = y[:, : groups * best_of].reshape(-1, best_of)
+    picked = gy[np.arange(len(gy)), gx.argmax(1)]
+    gain, oracle = (picked - gy.mean(1)).sum(), (gy.max(1) - gy.mean(1)).sum()
+    return rho, float(gain / oracle) if oracle > 0 else math.nan
+
+
+def claim_rows(seed: int, pool: Dataset, sweep: Dataset, probes: Dataset | None = None, best_of: int = 4,
+               eps: float = 0.0) -> list[dict]:  # fmt: skip
+    """Claim 1 and the ranking preconditions (pi_r's own-sample pool), the attribute probes, claim 2 (the sweep);
+    `eps`: the label-noise rate pi_r was aligned with (the sweep's rows carry it)."""
+    df = pool.to_pandas()
+    target = "r_pref" if "r_pref" in df else "scores"
+    rho, recovery = within_prompt_ranking(df, "implicit", target, best_of)
+    rows = [_row("weak_pair", seed, "spearman_within_pi_r", rho), _row("weak_pair", seed, "best_of_k_recovery", recovery)]
+    if probes is not None:
+        p = probes.to_pandas()
+        for attribute, part in p.groupby("attribute", sort=False):
+            share = float((part.implicit_better > part.implicit_worse).mean())
+            rows.append(_row("weak_pair", seed, f"probe:{attribute}", share))
+    sw = sweep.to_pandas()
+    for alpha, part in sw.groupby(sw.alpha.fillna(-1.0)):
+        method, alpha = ("naive", math.nan) if alpha < 0 else ("cd", alpha)
+        metrics = {"implicit": part.implicit.mean(), "reward": part.scores.mean(), "length": part.length.mean(),
+                   "distinct": part.response.nunique() / len(part)}  # fmt: skip
+        for channel in ("r_pref", "r_cap"):
+            if channel in part:
+                metrics[channel] = part[channel].mean()
+        rows += [_row(method, seed, m, v, eps=eps, alpha=alpha) for m, v in metrics.items()]
+    return rows
+
+
+def mean_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Mean and a t confidence interval over seeds (NaN bounds with one seed)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return mean, mean - half, mean + half
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% interval over seeds for every (method, eps, alpha, metric)."""
+    rows = []
+    keys = ["method", "eps", "alpha", "metric"]
+    for key, part in table.groupby(keys, dropna=False):
+        mean, lo, hi = mean_ci(part.value)
+        rows.append({**dict(zip(keys, key)), "mean": mean, "ci_low": lo, "ci_high": hi, "n_seeds": part.seed.nunique()})
+    return pd.DataFrame(rows)
+
+
+MAIN_METRICS = ["r_pref", "win_rate", "r_cap", "pgr", "pgr_strong", "heldout_accuracy", "length"]
+
+
+def main_table(table: pd.DataFrame, eps: float = 0.0, metrics: list[str] = MAIN_METRICS) -> pd.DataFrame:
+    """Methods x metrics at one noise level: mean and 95% half-width over seeds as two numeric columns per metric."""
+    models = _models(table)
+    summary = summarise(models[np.isclose(models.eps, eps)])
+    summary = summary[summary.metric.isin(metrics)]
+    out = {}
+    for method in [m for m in METHOD_ORDER if m in set(summary.method)]:
+        row = {}
+        for metric in metrics:
+            hit = summary[(summary.method == method) & (summary.metric == metric)]
+            if len(hit):
+                m, lo, hi = hit.iloc[0][["mean", "ci_low", "ci_high"]]
+                row[(metric, "mean")] = m
+                row[(metric, "±95%")] = (hi - lo) / 2 if np.isfinite(lo) else math.nan
+        out[METHOD_LABELS.get(method, method)] = row
+    frame = pd.DataFrame(out).T
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    return frame[[c for c in frame.columns if c[0] in metrics]].reindex(columns=sorted(
+        frame.columns, key=lambda c: (metrics.index(c[0]), c[1] != "mean")))  # fmt: skip
+
+
+def metric_mean(table: pd.DataFrame, method: str, metric: str, eps: float | None = None) -> float:
+    part = table[(table.method == method) & (table.metric == metric)]
+    if eps is not None:
+        part = part[np.isclose(part.eps, eps)]
+    return float(part.value.mean()) if len(part) else math.nan
+
+
+def per_seed(table: pd.DataFrame, method: str, metric: str, eps: float | None = None, alpha: float | None = None):
+    """Series seed -> value of one (method, metric, eps, alpha) (NaN eps / alpha match NaN)."""
+    part = table[(table.method == method) & (table.metric == metric)]
+    for column, value in (("eps", eps), ("alpha", alpha)):
+        part = part[part[column].isna()] if value is None else part[np.isclose(part[column], value)]
+    return part.groupby("seed").value.mean()
+
+
+def paired_differences(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """a - b over the seeds present in both (paired replicates)."""
+    common = a.index.intersection(b.index)
+    return (a[common] - b[common]).to_numpy(dtype=float)
+
+
+def _t_pvalue(diffs: np.ndarray) -> float:
+    if len(diffs) < 2 or np.std(diffs, ddof=1) == 0:
+        return math.nan if len(diffs) < 2 else (0.0 if np.mean(diffs) != 0 else 1.0)
+    return float(stats.ttest_1samp(diffs, 0.0).pvalue)
+
+
+# --- preconditions ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A precondition of a fair test: per-seed values from the results table, the range they must lie in."""
+
+    name: str
+    required: str
+    low: float
+    high: float
+    per_seed: Callable[[pd.DataFrame], pd.Series | np.ndarray | float]
+
+
+def _clean(table: pd.DataFrame) -> float:
+    models = _models(table)
+    return float(models.eps.min()) if len(models) else 0.0
+
+
+def _r(table, method, metric="r_pref"):
+    return per_seed(table, method, metric, eps=_clean(table))
+
+
+def _headroom(table):
+    base, aligned = _r(table, "weak_base"), _r(table, "weak_aligned")
+    common = base.index.intersection(aligned.index)
+    return (aligned[common] - base[common]) / (1.0 - base[common])
+
+
+def smallest_detectable_effect(table: pd.DataFrame, metric: str = "r_pref") -> float:
+    """The median, over claim 3's comparisons (ConG-S, ConG vs each baseline), of the 95% CI half-width of the
+    per-seed paired difference in `metric` at the clean setting: the smallest effect these seeds resolve."""
+    widths = []
+    for ours in OURS:
+        for base in BASELINES:
+            d = paired_differences(_r(table, ours, metric), _r(table, base, metric))
+            mean, lo, hi = mean_ci(d)
+            widths.append((hi - lo) / 2)
+    return float(np.median(widths)) if widths and np.isfinite(widths).all() else math.nan
+
+
+def _probe(attribute: str) -> Condition:
+    return Condition(f"attribute probe: {attribute}", ">= 0.9", 0.9, math.inf,
+                     lambda t: per_seed(t, "weak_pair", f"probe:{attribute}"))  # fmt: skip
+
+
+def conditions_for(table: pd.DataFrame) -> list[Condition]:
+    probes = sorted({m.split(":", 1)[1] for m in table.metric.unique() if m.startswith("probe:")})
+    return [_probe(a) for a in probes] + [
+        Condition("Spearman(implicit reward, R_pref) within pi_r's samples, per prompt", ">= 0.5", 0.5, math.inf,
+                  lambda t: per_seed(t, "weak_pair", "spearman_within_pi_r")),
+        Condition("best-of-k by implicit reward: share of the oracle best-of-k R_pref gain", ">= 0.5", 0.5, math.inf,
+                  lambda t: per_seed(t, "weak_pair", "best_of_k_recovery")),
+        Condition("share of the R_pref headroom (weak base -> 1) that pi_r captures", "0.3 - 0.7", 0.3, 0.7, _headroom),
+        Condition("strong base correct rate (R_cap)", ">= 0.8", 0.8, math.inf, lambda t: _r(t, "strong_base", "r_cap")),
+        Condition("strong base minus weak base correct rate", ">= 0.3", 0.3, math.inf,
+                  lambda t: pd.Series(paired_differences(_r(t, "strong_base", "r_cap"), _r(t, "weak_base", "r_cap")))),
+        Condition("gold ceiling minus weak aligned (R_pref)", ">= 0.15", 0.15, math.inf,
+                  lambda t: pd.Series(paired_differences(_r(t, "gold"), _r(t, "weak_aligned")))),
+        Condition("gold ceiling minus strong base (R_pref)", ">= 0.10", 0.10, math.inf,
+                  lambda t: pd.Series(paired_differences(_r(t, "gold"), _r(t, "strong_base")))),
+        Condition("smallest detectable paired effect on R_pref (95% CI half-width)", "<= 0.01", -math.inf, 0.01,
+                  smallest_detectable_effect),
+    ]  # fmt: skip
+
+
+def preconditions(table: pd.DataFrame, config=None) -> pd.DataFrame:
+    """The preconditions table: condition, required, measured (mean over seeds), ci_low, ci_high, met.
+
+    `met` judges the mean over seeds against the requirement; a condition that cannot be measured is not met."""
+    rows = []
+    for c in conditions_for(table):
+        values = c.per_seed(table)
+        if np.isscalar(values):
+            mean, lo, hi = float(values), math.nan, math.nan
+        else:
+            mean, lo, hi = mean_ci(np.asarray(values, dtype=float))
+        met = bool(np.isfinite(mean) and c.low <= mean <= c.high)
+        rows.append(dict(condition=c.name, required=c.required, measured=mean, ci_low=lo, ci_high=hi, met=met))
+    return pd.DataFrame(rows, columns=["condition", "required", "measured", "ci_low", "ci_high", "met"])
+
+
+# --- the pre-registered verdicts ----------------------------------------------------------------------------------
+
+HOLDS, DOES_NOT_HOLD, INCONCLUSIVE, UNTESTABLE = "holds", "does not hold", "inconclusive", "untestable here"
+
+
+def three_way(lo: float, hi: float, threshold: float = 0.0) -> str:
+    """holds if the whole interval lies above `threshold`, does not hold if it lies below, else inconclusive."""
+    if np.isfinite(lo) and lo > threshold:
+        return HOLDS
+    if np.isfinite(hi) and hi < threshold:
+        return DOES_NOT_HOLD
+    return INCONCLUSIVE
+
+
+def holm_intervals(diffs: dict[str, np.ndarray], confidence: float = CONFIDENCE) -> dict[str, tuple]:
+    """Holm-corrected intervals for several paired comparisons: the comparison with the i-th smallest p-value
+    (i = 0..m-1) gets the interval at level 1 - (1 - confidence) / (m - i). {name: (mean, lo, hi)}."""
+    m = len(diffs)
+    order = sorted(diffs, key=lambda k: (np.nan_to_num(_t_pvalue(diffs[k]), nan=1.0), k))
+    return {name: mean_ci(diffs[name], 1 - (1 - confidence) / (m - i)) for i, name in enumerate(order)}
+
+
+@dataclass(frozen=True)
+class Claim:
+    claim: str
+    rule: str
+    conditions: tuple[str, ...]  # condition names (prefixes) that must be met for a fair test
+    decide: Callable  # (table, config) -> (verdict, estimate, ci_low, ci_high)
+
+
+def _claim1(table, config):
+    mean, lo, hi = mean_ci(per_seed(table, "weak_pair", "spearman_within_pi_r"))
+    return three_way(lo, hi), mean, lo, hi
+
+
+def _claim2(table, config):
+    alpha = config.cd_alpha if config is not None else 0.5
+    out = {}
+    for metric in ("implicit", "r_pref"):
+        d = paired_differences(per_seed(table, "cd", metric, eps=0.0, alpha=alpha),
+                               per_seed(table, "naive", metric, eps=0.0))  # fmt: skip
+        out[metric] = mean_ci(d)
+    verdicts_ = {three_way(s[1], s[2]) for s in out.values()}
+    verdict = HOLDS if verdicts_ == {HOLDS} else DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts_ else INCONCLUSIVE
+    return (verdict, *out["r_pref"])
+
+
+def _claim3(ours):
+    def decide(table, config):
+        eps = _clean(table)
+        diffs = {b: paired_differences(per_seed(table, ours, "r_pref", eps), per_seed(table, b, "r_pref", eps))
+                 for b in BASELINES}  # fmt: skip
+        holm = holm_intervals(diffs)
+        best = max(BASELINES, key=lambda b: metric_mean(table, b, "r_pref", eps))
+        cap = mean_ci(paired_differences(per_seed(table, ours, "r_cap", eps), per_seed(table, best, "r_cap", eps)))
+        pref = [three_way(lo, hi) for _, lo, hi in holm.values()]
+        cap_verdict = three_way(cap[1], cap[2], -NON_INFERIORITY_MARGIN)
+        if all(v == HOLDS for v in pref) and cap_verdict == HOLDS:
+            verdict = HOLDS
+        elif DOES_NOT_HOLD in pref or cap_verdict == DOES_NOT_HOLD:
+            verdict = DOES_NOT_HOLD
+        else:
+            verdict = INCONCLUSIVE
+        return (verdict, *holm[best])
+
+    return decide
+
+
+def _claim4(table, config):
+    eps = _clean(table)
+    results = [mean_ci(paired_differences(per_seed(table, "cong", m, eps), per_seed(table, "weaksft", m, eps)))
+               for m in ("r_cap", "heldout_accuracy") if (table.metric == m).any()]  # fmt: skip
+    if not results:
+        return INCONCLUSIVE, math.nan, math.nan, math.nan
+    verdicts_ = [three_way(lo, hi, -NON_INFERIORITY_MARGIN) for _, lo, hi in results]
+    verdict = HOLDS if all(v == HOLDS for v in verdicts_) else DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts_ else INCONCLUSIVE
+    worst = min(results, key=lambda r: r[1] if np.isfinite(r[1]) else r[0])
+    return (verdict, *worst)
+
+
+def _claim5(table, config):
+    levels = sorted(_models(table).eps.dropna().unique())
+    if len(levels) < 2:
+        return INCONCLUSIVE, math.nan, math.nan, math.nan
+    lo_eps, hi_eps = levels[0], levels[-1]
+
+    def drop(method):
+        return per_seed(table, method, "r_pref", lo_eps) - per_seed(table, method, "r_pref", hi_eps)
+
+    mean, lo, hi = mean_ci(paired_differences(drop("cong"), drop("weaksft")))
+    verdict = {HOLDS: DOES_NOT_HOLD, DOES_NOT_HOLD: HOLDS}.get(three_way(lo, hi), INCONCLUSIVE)  # below 0 = robust
+    return verdict, mean, lo, hi
+
+
+RANKING = ("attribute probe", "Spearman", "best-of-k", "share of the R_pref headroom")
+CEILING = ("gold ceiling minus weak aligned", "gold ceiling minus strong base", "smallest detectable")
+CAPABILITY = ("strong base correct rate", "strong base minus weak base")
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("1. the weak pair's implicit reward correlates with the preference reward",
+          "per prompt, Spearman(implicit reward, R_pref) among pi_r's own samples; mean over prompts per seed; holds if "
+          "the 95% t-interval over seeds lies above 0, does not hold if below, else inconclusive",
+          ("share of the R_pref headroom",), _claim1),
+    Claim("2. CD samples beat naive pi_r samples on implicit reward and R_pref",
+          "at the alpha fixed in the config (0.5): paired 95% intervals over seeds of CD minus naive, on the implicit "
+          "reward and on R_pref; holds if both lie above 0, does not hold if either lies below 0, else inconclusive "
+          "(estimate shown: R_pref)",
+          ("attribute probe", "share of the R_pref headroom"), _claim2),
+    Claim("3a. ConG beats the best baseline (WeakSFT, AuxConf, WSPO)",
+          "ConG minus each baseline on R_pref, paired over seeds, Holm-corrected intervals over the 3 baselines; holds "
+          "if all lie above 0 and ConG's R_cap minus the best baseline's has its 95% interval above -0.02; does not "
+          "hold if any R_pref interval lies below 0 or the R_cap interval below -0.02; else inconclusive (estimate: vs "
+          "the best baseline)",
+          RANKING + CEILING, _claim3("cong")),
+    Claim("3b. ConG-S beats the best baseline (WeakSFT, AuxConf, WSPO)", "as 3a, for ConG-S",
+          RANKING + CEILING, _claim3("cong_s")),
+    Claim("4. capabilities are preserved (ConG vs WeakSFT)",
+          "ConG minus WeakSFT on R_cap (eval prompts) and on held-out-family accuracy, paired 95% intervals; holds if "
+          "both lie above -0.02 (non-inferior), does not hold if either lies below -0.02, else inconclusive (estimate: "
+          "the less favourable of the two)",
+          CAPABILITY + ("smallest detectable",), _claim4),
+    Claim("5. ConG is more robust to label noise than WeakSFT",
+          "drop in R_pref from the cleanest to the noisiest weak labels (eps 0 -> 0.4), per seed; ConG's drop minus "
+          "WeakSFT's, paired 95% interval; holds if it lies below 0, does not hold if above 0, else inconclusive",
+          RANKING + CEILING, _claim5),
+)  # fmt: skip
+
+
+def verdicts(table: pd.DataFrame, conditions: pd.DataFrame | None = None, config=None) -> pd.DataFrame:
+    """One three-way verdict per claim (holds / does not hold / inconclusive), or "untestable here" when one of the
+    claim's preconditions is not met. Columns: claim, verdict, estimate, ci_low, ci_high, rule, unmet."""
+    conditions = preconditions(table, config) if conditions is None else conditions
+    rows = []
+    for c in CLAIMS:
+        verdict, estimate, lo, hi = c.decide(table, config)
+        needed = conditions[conditions.condition.str.startswith(c.conditions)]
+        unmet = list(needed.condition[~needed.met])
+        if unmet:
+            verdict = UNTESTABLE
+        rows.append(dict(claim=c.claim, verdict=verdict, estimate=estimate, ci_low=lo, ci_high=hi, rule=c.rule,
+                         unmet="; ".join(unmet)))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def side_by_side(sweep: Dataset, alphas=(0.0, 0.5, 1.0), n: int = 6) -> pd.DataFrame:
+    """A few eval prompts with the naive pi_r sample and CD samples at some alphas, R_pref in brackets."""
+    df = sweep.to_pandas()
+    prompts = list(dict.fromkeys(df.prompt))[:n]
+    out = []
+    for prompt in prompts:
+        part = df[df.prompt == prompt]
+        row = {"prompt": prompt}
+        naive = part[part.alpha.isna()].iloc[0]
+        row["naive pi_r"] = f"{naive.response!r} [{naive.r_pref:.2f}]"
+        for a in alphas:
+            hit = part[np.isclose(part.alpha, a)]
+            if len(hit):
+                row[f"CD alpha={a}"] = f"{hit.iloc[0].response!r} [{hit.iloc[0].r_pref:.2f}]"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def multiple_choice_accuracy(model, tokenizer, questions: Dataset, batch_size: int = 16) -> float:
+    """Accuracy on a multiple-choice set (columns question, choices: list[str], answer: index of the right choice).
+
+    Each choice is scored by its mean per-token log-probability as the response to the question (length-normalised,
+    as lm-eval-harness's acc_norm does per character); the highest-scoring choice is the model's answer.
+    """
+    from .rewards import mean_response_logprobs
+
+    missing = [c for c in ("question", "choices", "answer") if c not in questions.column_names]
+    if missing:
+        raise ValueError(f"multiple-choice set lacks column(s) {missing}; it has {questions.column_names}")
+    if len(questions) == 0:
+        raise ValueError("multiple-choice set is empty")
+    flat = [(i, q, c) for i, (q, cs) in enumerate(zip(questions["question"], questions["choices"])) for c in cs]
+    means = mean_response_logprobs(model, tokenizer, [q for _, q, _ in flat], [c for _, _, c in flat], batch_size)
+    scores: dict[int, list[float]] = {}
+    for (i, _, _), mean in zip(flat, means):
+        scores.setdefault(i, []).append(mean)
+    right = sum(int(np.argmax(scores[i])) == int(a) for i, a in enumerate(questions["answer"]))
+    return right / len(questions)

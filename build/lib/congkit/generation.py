@@ -1,0 +1,189 @@
+"""Contrastive decoding as a stock `generate` strategy: `model.generate(..., custom_generate=contrastive_decoding)`.
+
+    out = pi_r.generate(**tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left"),
+                        custom_generate=congkit.contrastive_decoding, amateur_model=pi_ref, alpha=0.5, min_p=0.1,
+                        do_sample=True, temperature=0.8, top_p=0.95, repetition_penalty=1.2, max_new_tokens=64,
+                        return_dict_in_generate=True, output_scores=True)
+    out.sequences, out.scores, out.implicit_rewards      # per-token log pi_r - log pi_ref of each chosen token
+
+transformers prepares everything as for its own sampling (GenerationConfig and its validation, left-padded batches,
+`num_return_sequences`, the expert's cache, logits processors and stopping criteria); this loop then steps the amateur
+in lock-step with its own cache and, at each step,
+
+    head   = {v : pi_r(v) >= min_p * max_w pi_r(w)}                 on pi_r's own distribution, before the contrast
+    F(v)   = log pi_r(v) - (1 - alpha) log pi_ref(v)   (v in head),  -inf elsewhere          (`contrastive_scores`)
+    scores = logits_processor(input_ids, F)            transformers' repetition penalty, temperature, top-k, top-p, ...
+
+then picks argmax(scores) or samples softmax(scores). So `min_p` here *names the head*: it is taken out of
+transformers' hands (its MinP warper would act on contrasted scores), whether given as a keyword or in the
+GenerationConfig.
+
+Randomness: with `seed=None` sampling uses torch's global RNG, as `generate` does. With `seed=s`, row i of the
+(expanded) batch draws its uniforms from a generator seeded by (s, i) alone, as `contrastive_generate` does, so a
+row's sample does not depend on the other rows.
+
+Differences from `contrastive_generate` (the batched engine congkit's pipeline uses): transformers' repetition
+penalty also penalises left-padding tokens that sit in `input_ids` (congkit's counts real tokens only), so the two
+agree token for token when the penalty is 1, when no row is padded, or when the pad token never competes.
+
+With a *callable* `custom_generate`, transformers (5.24) forwards neither `streamer` nor `tokenizer` to it: pass the
+streamer as `cd_streamer=`, and stop strings as `stopping_criteria=[StopStringCriteria(tokenizer, [...])]`. The
+folder form, `generate(custom_generate=congkit.CUSTOM_GENERATE_DIR, trust_remote_code=True, ...)`, takes `streamer`,
+`tokenizer` and `stop_strings` as `generate` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import GenerationConfig, LogitsProcessorList, MinPLogitsWarper, StoppingCriteriaList
+from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+from .decoding import _Stepper, contrastive_scores, row_uniforms, sample_from_scores
+from .inputs import check_int, check_number, check_same_device
+from .rewards import check_same_vocab
+from .tokens import positions
+
+CUSTOM_GENERATE_DIR = str(Path(__file__).with_name("hub"))  # holds custom_generate/generate.py
+
+
+@dataclass
+class ContrastiveDecoderOnlyOutput(GenerateDecoderOnlyOutput):
+    """`generate`'s output plus `implicit_rewards`: (batch, new tokens) beta * (log pi_r(y_t) - log pi_ref(y_t)) of each
+    chosen token, 0 after a row finished (its EOS token included, as TRL counts it). Sum over a row = the sequence
+    implicit reward that `congkit.implicit_reward` gives the same response."""
+
+    implicit_rewards: torch.FloatTensor | None = None
+
+
+@torch.no_grad()
+def contrastive_decoding(
+    model,
+    input_ids: torch.LongTensor,
+    logits_processor: LogitsProcessorList,
+    stopping_criteria: StoppingCriteriaList,
+    generation_config: GenerationConfig,
+    synced_gpus: bool = False,
+    streamer=None,
+    amateur_model=None,
+    alpha: float = 0.5,
+    min_p: float | None = None,
+    seed: int | None = None,
+    beta: float = 0.1,
+    cd_streamer=None,
+    release_compatible: bool = False,
+    **model_kwargs,
+):
+    """Contrastive decoding between `model` (pi_r, the expert) and `amateur_model` (pi_ref), called by `generate`.
+
+    Args:
+        amateur_model: the pre-alignment model pi_ref; same vocabulary and device as `model`. Required.
+        alpha: CD weight in [0, 1]: F = log pi_r - (1 - alpha) log pi_ref; 1 = plain sampling from pi_r inside the
+            head, 0 = the token-level implicit reward alone.
+        min_p: plausibility threshold lambda in (0, 1] of the head {v : pi_r(v) >= min_p max pi_r}; default 0.1 (the
+            paper's), or the GenerationConfig's `min_p` if it sets one.
+        seed: None = torch's global RNG (as `generate`); an int = per-row generators seeded by (seed, row).
+        beta: the scale of `implicit_rewards` (TRL's DPO beta, default 0.1); decoding does not depend on it.
+        cd_streamer: a streamer (`put`/`end`) when `generate` does not forward `streamer` to a callable.
+        release_compatible: the authors' release renormalisation of the amateur (see `DecodingConfig`).
+
+    Everything else comes from `generate` (GenerationConfig fields: do_sample, temperature, top_k, top_p,
+    repetition_penalty, max_new_tokens / max_length, eos_token_id, num_return_sequences, return_dict_in_generate,
+    output_scores, output_logits). Returns what `generate` returns: the sequences (prompt + new tokens), or with
+    `return_dict_in_generate` a `ContrastiveDecoderOnlyOutput` with `scores` (processed contrasted scores per
+    step), `logits` (pi_r's raw logits per step), the expert's `cache` and `implicit_rewards`.
+    """
+    if amateur_model is None:
+        raise ValueError("contrastive_decoding needs amateur_model=<the pre-alignment model pi_ref>")
+    if synced_gpus:
+        raise NotImplementedError("contrastive_decoding does not support synced_gpus (DeepSpeed ZeRO-3 / FSDP)")
+    check_same_vocab(model, amateur_model, ("model (post-alignment)", "amateur_model (pre-alignment)"))
+    check_same_device(model, amateur_model, ("model (post-alignment)", "amateur_model (pre-alignment)"))
+    check_number("alpha", alpha, 0.0, 1.0)
+    check_number("beta", beta, 0.0, low_open=True)
+    if min_p is None:  # the head's threshold: the GenerationConfig's min_p, taken away from its MinP warper
+        min_p = generation_config.min_p if generation_config.min_p is not None else 0.1
+    check_number("min_p (plausibility threshold lambda)", min_p, 0.0, 1.0, low_open=True)
+    logits_processor = LogitsProcessorList(p for p in logits_processor if not isinstance(p, MinPLogitsWarper))
+    if seed is not None:
+        check_int("seed", seed, 0)
+    streamer = streamer or cd_streamer
+
+    batch, prompt_length = input_ids.shape
+    device = input_ids.device
+    mask = model_kwargs.get("attention_mask")
+    mask = torch.ones_like(input_ids) if mask is None else mask
+    pos = positions(mask)
+    expert, amateur = _Stepper(model, model_kwargs.get("cache")), _Stepper(amateur_model)
+    expert_logp, expert_logits = expert.first(input_ids, mask, pos, keep_logits=True)
+    amateur_logp = amateur.first(input_ids, mask, pos)
+
+    pad = generation_config._pad_token_tensor
+    has_eos = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
+    max_new = generation_config.max_length - prompt_length
+    uniforms = (row_uniforms(seed, range(batch), max_new).to(device)
+                if generation_config.do_sample and seed is not None else None)  # fmt: skip
+    unfinished = torch.ones(batch, dtype=torch.long, device=device)
+    scores, raw_logits, rewards = [], [], []
+    pos = pos[:, -1:]
+    for t in range(max_new):
+        contrast = contrastive_scores(expert_logp, amateur_logp, alpha, min_p, release_compatible)
+        processed = logits_processor(input_ids, contrast)
+        if generation_config.do_sample:
+            tok = sample_from_scores(processed, uniforms[:, t] if uniforms is not None else None)
+        else:
+            tok = processed.argmax(dim=-1)
+        reward = (expert_logp - amateur_logp).gather(-1, tok[:, None]).squeeze(-1)
+        if has_eos:
+            tok = tok * unfinished + pad * (1 - unfinished)
+        rewards.append(beta * reward * unfinished)
+        scores.append(processed)
+        raw_logits.append(expert_logits)
+        input_ids = torch.cat([input_ids, tok[:, None]], dim=-1)
+        if streamer is not None:
+            streamer.put(tok.cpu())
+        unfinished = unfinished & ~stopping_criteria(input_ids, tuple(scores))
+        if unfinished.max() == 0:
+            break
+        mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=1)
+        pos = pos + 1
+        expert_logp, expert_logits = expert.next(tok, mask, pos, keep_logits=True)
+        amateur_logp = amateur.next(tok, mask, pos)
+    if streamer is not None:
+        streamer.end()
+    if not generation_config.return_dict_in_generate:
+        return input_ids
+    return ContrastiveDecoderOnlyOutput(
+        sequences=input_ids,
+        scores=tuple(scores) if generation_config.output_scores else None,
+        logits=tuple(raw_logits) if generation_config.output_logits else None,
+        cache=expert.past if generation_config.use_cache else None,
+        implicit_rewards=torch.stack(rewards, dim=1),
+    )
+
+
+def generate(model, inputs=None, generation_config=None, logits_processor=None, stopping_criteria=None, streamer=None,
+             **kwargs):  # fmt: skip
+    """The folder form's entry point (`custom_generate/generate.py` re-exports it): `generate`'s own arguments, as
+    transformers passes them to a folder's function, with `tokenizer` / `stop_strings` turned into a stopping
+    criterion and `streamer` forwarded, then `model.generate(custom_generate=contrastive_decoding, ...)`."""
+    from transformers import GenerationMixin, StopStringCriteria
+
+    tokenizer = kwargs.pop("tokenizer", None)
+    stop_strings = kwargs.pop("stop_strings", None) or getattr(generation_config, "stop_strings", None)
+    if stop_strings:
+        if tokenizer is None:
+            raise ValueError("stop_strings need the model's tokenizer: pass tokenizer=... to generate")
+        if generation_config is not None:
+            generation_config = generation_config.__class__(**{**generation_config.to_dict(), "stop_strings": None})
+        stopping_criteria = StoppingCriteriaList([*(stopping_criteria or []), StopStringCriteria(tokenizer, stop_strings)])
+    for unused in ("assistant_model", "negative_prompt_ids", "negative_prompt_attention_mask", "prefix_allowed_tokens_fn",
+                   "synced_gpus"):  # fmt: skip
+        if kwargs.get(unused) is not None:
+            raise ValueError(f"contrastive_decoding does not support {unused}")
+        kwargs.pop(unused, None)
+    return GenerationMixin.generate(model, inputs, generation_config, logits_processor, stopping_criteria,
+                                    streamer=streamer, custom_generate=contrastive_decoding, cd_streamer=streamer,
+                                    **kwargs)  # fmt: skip

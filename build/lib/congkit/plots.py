@@ -1,0 +1,273 @@
+"""Figures for the book. Each function takes tidy data and returns a matplotlib Figure with title, labels, units.
+
+One style for every figure (`book.mplstyle`, applied by `use_book_style`): drawn at the book's text width with 10 pt
+text, legends outside the data, 95% intervals over seeds wherever a curve has seeds, shown as SVG in the notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from .evaluation import mean_ci
+from .methods import BY_NAME, METHOD_LABELS, METHOD_ORDER
+
+STYLE = Path(__file__).with_name("book.mplstyle")
+ROLE_COLORS = {"reference": "#9e9e9e", "ceiling": "#616161", "baseline": "#1f77b4", "ours": "#2ca02c"}
+
+
+def use_book_style(svg: bool = True) -> None:
+    """Apply the book's matplotlib style; in a notebook, show figures as SVG."""
+    plt.style.use(str(STYLE))
+    if svg:
+        try:
+            from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+            set_matplotlib_formats("svg")
+        except ImportError:  # not in a notebook kernel
+            pass
+
+
+def _legend_outside(ax, **kwargs) -> None:
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
+
+
+def head_size_vs_lambda(expert_logp: torch.Tensor, lambdas=None) -> plt.Figure:
+    """Mean size of the plausibility head {v : pi_r(v) >= lambda max pi_r} over a batch of next-token distributions."""
+    lambdas = np.asarray(lambdas if lambdas is not None else np.geomspace(1e-4, 1.0, 40))
+    max_logp = expert_logp.max(-1, keepdim=True).values
+    sizes = [float((expert_logp >= max_logp + np.log(lam)).sum(-1).float().mean()) for lam in lambdas]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(lambdas, sizes, marker=".")
+    ax.set_xscale("log")
+    ax.axvline(0.1, color="grey", ls="--", lw=1, label="λ = 0.1 (paper)")
+    ax.set(title="Plausibility head size vs λ", xlabel="λ (log scale)", ylabel="tokens in the head (mean)")
+    _legend_outside(ax)
+    return fig
+
+
+def training_curves(histories: dict[str, list[dict]], metric: str = "loss", title: str | None = None) -> plt.Figure:
+    """One line per run of `metric` against optimiser step (histories from `train_history.json`)."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for label_, rows in histories.items():
+        pts = [(r["step"], r[metric]) for r in rows if metric in r]
+        if pts:
+            ax.plot(*zip(*pts), marker=".", label=label_)
+    ax.set(title=title or f"Training {metric}", xlabel="optimiser step", ylabel=metric)
+    _legend_outside(ax)
+    return fig
+
+
+def load_history(model_dir: str | Path) -> list[dict]:
+    path = Path(model_dir) / "train_history.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def implicit_vs_r_pref(pool: pd.DataFrame) -> plt.Figure:
+    """Claim 1: pi_r's own samples, the weak pair's implicit reward by R_pref level (the ranking CD relies on)."""
+    target = "r_pref" if "r_pref" in pool else "scores"
+    levels = sorted(pool[target].unique())
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.boxplot([pool.implicit[pool[target] == v] for v in levels], positions=range(len(levels)), widths=0.5,
+               showfliers=False)  # fmt: skip
+    ax.set_xticks(range(len(levels)), [f"{v:g}\n(n={int((pool[target] == v).sum())})" for v in levels])
+    ax.set(title="π_r's own samples: implicit reward by R_pref (claim 1)", xlabel="R_pref of the sample",
+           ylabel="implicit reward Σ log π_r/π_ref (nats)")  # fmt: skip
+    return fig
+
+
+def alpha_sweep(table: pd.DataFrame) -> plt.Figure:
+    """Claim 2: implicit reward, R_pref, R_cap and length of CD samples against alpha (mean and 95% CI over seeds);
+    naive sampling from pi_r as a dashed line."""
+    cd, naive = table[table.method == "cd"], table[table.method == "naive"]
+    panels = [("implicit", "implicit reward (nats)"), ("r_pref", "R_pref"), ("r_cap", "R_cap (correct rate)"),
+              ("length", "length (characters)")]  # fmt: skip
+    panels = [p for p in panels if (cd.metric == p[0]).any()]
+    rows = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(7, 2.8 * rows), squeeze=False)
+    for ax, (metric, title) in zip(axes.flat, panels):
+        stats = [(a, *mean_ci(v)) for a, v in cd[cd.metric == metric].groupby("alpha").value]
+        alphas, mean, lo, hi = (np.array(c) for c in zip(*stats))
+        ax.plot(alphas, mean, marker="o", label="CD")
+        if np.isfinite(lo).all():
+            ax.fill_between(alphas, lo, hi, alpha=0.2, label="CD 95% CI")
+        nv = naive[naive.metric == metric].value
+        if len(nv):
+            ax.axhline(nv.mean(), color="C3", ls="--", label="naive π_r")
+        ax.set(title=title, xlabel="α")
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3)
+    fig.suptitle("Contrastive decoding across α (claim 2)")
+    return fig
+
+
+def method_bars(table: pd.DataFrame, metric: str = "r_pref", eps: float = 0.0, ylabel: str | None = None):
+    """Mean over seeds with 95% interval, one bar per method, coloured by role."""
+    part = table[(table.metric == metric) & np.isclose(table.eps, eps) & table.alpha.isna()]
+    methods = [m for m in METHOD_ORDER if m in set(part.method)]
+    stats = [mean_ci(part[part.method == m].value) for m in methods]
+    means = [s[0] for s in stats]
+    err = [[s[0] - s[1] if np.isfinite(s[1]) else 0 for s in stats],
+           [s[2] - s[0] if np.isfinite(s[2]) else 0 for s in stats]]  # fmt: skip
+    n_seeds = part.seed.nunique()
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.bar([METHOD_LABELS[m] for m in methods], means, yerr=err, capsize=3,
+           color=[ROLE_COLORS[BY_NAME[m].role] for m in methods])  # fmt: skip
+    ax.set(title=f"{ylabel or metric} (ε = {eps:g}; mean, 95% CI over {n_seeds} seeds)", ylabel=ylabel or metric)
+    ax.tick_params(axis="x", rotation=30)
+    return fig
+
+
+def noise_curves(table: pd.DataFrame, metric: str = "r_pref") -> plt.Figure:
+    """Claim 5: each method's `metric` as the weak preference label-noise rate epsilon grows (95% CI over seeds)."""
+    part = table[(table.metric == metric) & table.eps.notna() & table.alpha.isna()]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for i, method in enumerate(m for m in METHOD_ORDER if BY_NAME[m].noise and m in set(part.method)):
+        stats = [(e, *mean_ci(v)) for e, v in part[part.method == method].groupby("eps").value]
+        eps, mean, lo, hi = (np.array(c) for c in zip(*stats))
+        style = "-" if BY_NAME[method].role == "ours" else "--"
+        ax.errorbar(eps + 0.004 * (i - 1.5), mean, yerr=[mean - lo, hi - mean] if np.isfinite(lo).all() else None,
+                    fmt=style, marker="o", capsize=3, label=METHOD_LABELS[method])  # fmt: skip
+    sb = part[part.method == "strong_base"].value.mean()
+    ax.axhline(sb, color="grey", lw=1, ls=":", label="strong base")
+    ax.set(title=f"Robustness to label noise (claim 5): {metric}",
+           xlabel="fraction of weak preference pairs flipped (ε)", ylabel=metric)  # fmt: skip
+    _legend_outside(ax)
+    return fig
+
+
+def pipeline_diagram() -> plt.Figure:
+    """The ConG pipeline as boxes and arrows (the book's introduction figure)."""
+    from matplotlib.patches import FancyBboxPatch
+
+    boxes = {
+        "weak": (0.02, 0.62, "weak base\n$\\pi_{ref}$"),
+        "prefs": (0.22, 0.62, "weak preference data\n(samples ranked by r*)"),
+        "dpo": (0.45, 0.62, "DPO\n$\\pi_{ref} \\to \\pi_r$"),
+        "cd": (0.66, 0.62, "contrastive decoding\n$\\log\\pi_r - (1-\\alpha)\\log\\pi_{ref}$"),
+        "strong": (0.02, 0.12, "strong base"),
+        "congs": (0.30, 0.12, "ConG-S\nSFT on CD samples"),
+        "cong": (0.58, 0.12, "ConG\nDPO: CD sample > own sample"),
+    }
+    fig, ax = plt.subplots(figsize=(11, 3.6))
+    ax.set_axis_off()
+    centers = {}
+    for key, (x, y, text) in boxes.items():
+        w, h = {"cd": 0.3, "cong": 0.24}.get(key, 0.18), 0.26
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.01", fc="#e8f0fe" if y > 0.5 else "#e6f4ea",
+                                    ec="#444"))  # fmt: skip
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=9)
+        centers[key] = (x, y, w, h)
+
+    def arrow(a, b, label=""):
+        xa, ya, wa, ha = centers[a]
+        xb, yb, wb, hb = centers[b]
+        start = (xa + wa, ya + ha / 2) if abs(ya - yb) < 0.1 else (xa + wa / 2, ya)
+        end = (xb, yb + hb / 2) if abs(ya - yb) < 0.1 else (xb + wb / 2, yb + hb)
+        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", lw=1.2))
+        if label:
+            ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.03, label, fontsize=8, ha="center")
+
+    arrow("weak", "prefs")
+    arrow("prefs", "dpo")
+    arrow("dpo", "cd")
+    arrow("strong", "congs")
+    arrow("congs", "cong")
+    arrow("cd", "congs", "CD samples")
+    ax.set_title(
+        "ConG: extract the alignment direction of a weak pair by contrastive decoding, train the strong model on it"
+    )
+    return fig
+
+
+# --- the regime map (congkit.regime) -------------------------------------------------------------------------------
+
+
+def regime_heatmaps(summary: pd.DataFrame, quantities: list[str], labels: dict[str, str]) -> plt.Figure:
+    """One heatmap per quantity over the grid (weak width x label noise eps): colour = mean over seeds, each cell
+    annotated with the mean and its 95% interval; differences (names with `_vs_` or `gain`) on a diverging scale
+    centred at 0, with a bold border where the interval excludes 0."""
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.patches import Rectangle
+
+    sizes, noise = sorted(summary.weak_size.unique()), sorted(summary.eps.unique())
+    cols = 2
+    rows = (len(quantities) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(7, 2.9 * rows), squeeze=False)
+    for ax, quantity in zip(axes.flat, quantities):
+        part = summary[summary.quantity == quantity].set_index(["weak_size", "eps"])
+        grid = np.array([[part["mean"].get((h, e), np.nan) for e in noise] for h in sizes])
+        diverging = "_vs_" in quantity or "gain" in quantity
+        if diverging:
+            bound = float(np.nanmax(np.abs(grid))) or 1.0
+            image = ax.imshow(grid, cmap="RdBu", norm=TwoSlopeNorm(0.0, -bound, bound), aspect="auto")
+        else:
+            image = ax.imshow(grid, cmap="viridis", aspect="auto")
+        for i, h in enumerate(sizes):
+            for j, e in enumerate(noise):
+                if (h, e) not in part.index:
+                    continue
+                row = part.loc[(h, e)]
+                text = f"{row['mean']:+.3f}\n[{row.ci_low:+.3f},\n{row.ci_high:+.3f}]" if diverging else \
+                    f"{row['mean']:.3f}\n±{(row.ci_high - row.ci_low) / 2:.3f}"  # fmt: skip
+                shade = image.norm(row["mean"])
+                dark = (abs(shade - 0.5) > 0.3) if diverging else shade < 0.45
+                ax.text(j, i, text, ha="center", va="center", fontsize=7.5, color="white" if dark else "black")
+                if diverging and row.vs_zero != "includes 0":
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black"))
+        ax.set_xticks(range(len(noise)), [f"{e:g}" for e in noise])
+        ax.set_yticks(range(len(sizes)), [str(h) for h in sizes])
+        ax.set(xlabel="label noise ε (implicit-reward quality ↓)", ylabel="weak width (gap ↓)")
+        ax.set_title(labels.get(quantity, quantity), fontsize=9.5)
+        ax.grid(False)
+        fig.colorbar(image, ax=ax, shrink=0.85)
+    for ax in axes.flat[len(quantities) :]:
+        ax.set_visible(False)
+    return fig
+
+
+def regime_predictor(summary: pd.DataFrame, predictor: str, target: str, labels: dict[str, str]) -> plt.Figure:
+    """Each cell's target against a predictor (means with 95% intervals over seeds), marked by weak width, coloured
+    by eps."""
+    p = summary[summary.quantity == predictor].set_index(["weak_size", "eps"])
+    t = summary[summary.quantity == target].set_index(["weak_size", "eps"])
+    cells = p.index.intersection(t.index)
+    markers = dict(zip(sorted({h for h, _ in cells}), "os^Dv"))
+    colours = dict(zip(sorted({e for _, e in cells}), ("C0", "C1", "C3", "C4", "C5")))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for h, e in cells:
+        x, y = p.loc[(h, e)], t.loc[(h, e)]
+        ax.errorbar(x["mean"], y["mean"], xerr=[[x["mean"] - x.ci_low], [x.ci_high - x["mean"]]],
+                    yerr=[[y["mean"] - y.ci_low], [y.ci_high - y["mean"]]], fmt=markers[h], color=colours[e],
+                    capsize=2, label=f"width {h}, ε = {e:g}")  # fmt: skip
+    ax.axhline(0, color="grey", lw=1, ls=":")
+    ax.set(xlabel=labels.get(predictor, predictor), ylabel=labels.get(target, target),
+           title="Per cell: the gain against its candidate predictor (95% CIs)")  # fmt: skip
+    _legend_outside(ax, fontsize=8)
+    return fig
+
+
+def regime_alpha_sweep(sweep: pd.DataFrame, metric: str = "r_pref", ylabel: str = "CD − naive, R_pref") -> plt.Figure:
+    """CD gain over naive pi_r sampling against alpha, one panel per weak width, one line per eps (95% bands)."""
+    part = sweep[sweep.metric == metric]
+    sizes = sorted(part.weak_size.unique())
+    fig, axes = plt.subplots(1, len(sizes), figsize=(7, 2.9), sharey=True, squeeze=False)
+    for ax, h in zip(axes[0], sizes):
+        for i, (e, line) in enumerate(part[part.weak_size == h].groupby("eps")):
+            line = line.sort_values("alpha")
+            ax.plot(line.alpha, line["mean"], marker=".", color=f"C{i}", label=f"ε = {e:g}")
+            if np.isfinite(line.ci_low).all():
+                ax.fill_between(line.alpha, line.ci_low, line.ci_high, color=f"C{i}", alpha=0.15)
+        ax.axhline(0, color="grey", lw=1, ls=":")
+        ax.set(title=f"weak width {h}", xlabel="α")
+    axes[0, 0].set_ylabel(ylabel)
+    handles, labels_ = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels_, loc="outside lower center", ncols=len(handles))
+    return fig

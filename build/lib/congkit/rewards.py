@@ -1,0 +1,153 @@
+"""Implicit reward of a (policy, reference) pair of causal LMs.
+
+    r_hat(x, y) = beta * sum_t [ log pi_r(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t) ]
+
+One convention everywhere in congkit: beta defaults to TRL's 0.1; `per_token` is beta times the token's log-ratio,
+`total` their sum (the sequence reward), `mean` the sum divided by the number of response tokens (the
+length-normalised score the ConG authors rank samples with). Tokens are split into prompt and completion as TRL's
+`DPOTrainer` splits them, the EOS token appended and counted (see `congkit.tokens`), so `total` equals the
+`rewards/chosen` TRL logs. `Generation.implicit_reward(beta)` gives the same numbers for decoded responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .inputs import as_prompts, as_responses, check_int, check_number, check_same_device, check_token_ids
+from .tokens import encode_pair, pad, positions
+
+
+@dataclass
+class ImplicitReward:
+    """Per-response implicit rewards: `per_token[i]` (beta-scaled), `total[i]` = sum, `mean[i]` = sum / length."""
+
+    per_token: list[list[float]]
+    total: list[float]
+    mean: list[float]
+
+
+def check_same_vocab(a: PreTrainedModel, b: PreTrainedModel, names: tuple[str, str] = ("policy", "reference")) -> None:
+    va, vb = a.get_output_embeddings().weight.shape[0], b.get_output_embeddings().weight.shape[0]
+    if va != vb:
+        raise ValueError(
+            f"vocabulary mismatch: {names[0]} has {va} output tokens, {names[1]} has {vb}; "
+            "contrastive scores need two models that share one tokenizer"
+        )
+
+
+def _device(model: PreTrainedModel) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def completion_logprobs(
+    model: PreTrainedModel,
+    prompt_ids: Sequence[Sequence[int]],
+    completion_ids: Sequence[Sequence[int]],
+    batch_size: int = 16,
+    padding_side: str = "right",
+    progress: bool = False,
+) -> list[torch.Tensor]:
+    """log pi(y_t | x, y_<t) for every completion token, one float tensor per example.
+
+    Prompt tokens are masked out; padding (either side) is neutralised by the attention mask and by position ids that
+    count real tokens only, so the result does not depend on the batch it was computed in.
+    """
+    if len(prompt_ids) != len(completion_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
+    check_int("batch_size", batch_size, 1)
+    check_token_ids(model, [*prompt_ids, *completion_ids], "the token ids to score")
+    device, out = _device(model), []
+    for start in tqdm(range(0, len(prompt_ids), batch_size), desc="log-probs", disable=not progress):
+        p_batch = prompt_ids[start : start + batch_size]
+        c_batch = completion_ids[start : start + batch_size]
+        if any(len(c) == 0 for c in c_batch):
+            raise ValueError("a completion has no tokens; nothing to score")
+        seqs = [list(p) + list(c) for p, c in zip(p_batch, c_batch)]
+        ids, mask = pad(seqs, pad_id=0, side=padding_side)
+        ids, mask = ids.to(device), mask.to(device)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+        width = ids.shape[1]
+        for row, (c, s) in enumerate(zip(c_batch, seqs)):
+            end = width if padding_side == "left" else len(s)  # index one past the row's last real token
+            # logp[:, j] scores token j + 1, so the completion's tokens sit at [end - 1 - len(c), end - 1).
+            out.append(logp[row, end - 1 - len(c) : end - 1].cpu())
+    return out
+
+
+def mean_response_logprobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    batch_size: int = 16,
+) -> list[float]:
+    """Mean per-token log pi(y | x) of each text response, tokenised as TRL tokenises it (length-normalised
+    likelihood: capability probes and multiple-choice scoring)."""
+    prompts = as_prompts(prompts)
+    responses = as_responses(responses, len(prompts))
+    pairs = [encode_pair(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    logps = completion_logprobs(model, [p for p, _ in pairs], [c for _, c in pairs], batch_size)
+    return [float(lp.mean()) for lp in logps]
+
+
+def implicit_reward_from_ids(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    prompt_ids: Sequence[Sequence[int]],
+    completion_ids: Sequence[Sequence[int]],
+    beta: float = 0.1,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> ImplicitReward:
+    """Implicit reward of already-tokenised completions (e.g. the token ids that decoding returned), scored as given
+    (no EOS appended).
+
+    Args:
+        policy, reference: pi_r and pi_ref, one vocabulary, one device.
+        prompt_ids, completion_ids: token ids, paired one to one; every completion non-empty.
+        beta: the DPO temperature, > 0 (TRL's default 0.1).
+        batch_size: sequences per forward pass, >= 1.
+    """
+    check_same_vocab(policy, reference)
+    check_same_device(policy, reference, ("policy", "reference"))
+    check_number("beta", beta, 0.0, low_open=True)
+    lp = completion_logprobs(policy, prompt_ids, completion_ids, batch_size, progress=progress)
+    lr = completion_logprobs(reference, prompt_ids, completion_ids, batch_size, progress=progress)
+    per_token = [(beta * (a - b)).tolist() for a, b in zip(lp, lr)]
+    total = [float(sum(t)) for t in per_token]
+    mean = [tot / len(t) for tot, t in zip(total, per_token)]
+    return ImplicitReward(per_token, total, mean)
+
+
+def implicit_reward(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: str | Sequence[str],
+    responses: str | Sequence[str],
+    beta: float = 0.1,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> ImplicitReward:
+    """Implicit reward `beta * log(pi_r(y|x) / pi_ref(y|x))` of text responses, tokenised as TRL tokenises them.
+
+    Args:
+        policy, reference: pi_r (post-alignment) and pi_ref (pre-alignment), one vocabulary, one device.
+        tokenizer: their tokenizer; with a chat template the prompt is templated as one user turn.
+        prompts, responses: paired one to one; a plain string is one prompt (one response).
+        beta: the DPO temperature, > 0 (TRL's default 0.1).
+        batch_size: sequences per forward pass, >= 1.
+    """
+    prompts = as_prompts(prompts)
+    responses = as_responses(responses, len(prompts))
+    pairs = [encode_pair(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    return implicit_reward_from_ids(
+        policy, reference, [p for p, _ in pairs], [c for _, c in pairs], beta, batch_size, progress
+    )

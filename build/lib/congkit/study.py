@@ -1,0 +1,496 @@
+"""The study: named parameter profiles, the notebooks run by papermill, and the offline Jupyter Book build.
+
+    python -m congkit.study --profile smoke|default|real [--runs runs] [--no-book]
+
+The chapters are MyST Markdown notebooks (`notebooks/*.md`, paired by jupytext), listed once, in the book's
+`_toc.yml`. Each is read by jupytext, executed by papermill with its parameters (`profile`, `runs_dir`, and its own)
+and written to `book/notebooks/`; the book is then built from them with execution off, into `book/_build/html`.
+Every notebook starts with `notebook_setup(...)`, which checks the parameters, silences progress bars and warnings
+(the published pages show none) and returns the world, setting and pipeline. Stage progress goes to stderr, which
+the terminal running `make study` shows and the book drops. Stages are cached under `runs_dir`, so rerunning one
+notebook recomputes nothing that is already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import swap_in
+from .regime import RegimeConfig, smoke_regime_config
+from .stages import Pipeline, PipelineConfig, Setting, smoke_pipeline_config
+from .world_build import WorldConfig, build_world, smoke_world_config
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_RUNS = REPO / "runs"
+
+
+def chapters(toc: Path = REPO / "book" / "_toc.yml") -> list[str]:
+    """The notebook chapters in book order (`notebooks/<name>` entries of the book's table of contents)."""
+    import yaml
+
+    data = yaml.safe_load(toc.read_text())
+    files = [data["root"]] + [c["file"] for c in data.get("chapters", [])]
+    return [f"{Path(f).name}.md" for f in files if f.startswith("notebooks/")]
+
+
+NOTEBOOKS = chapters()
+
+
+@dataclass
+class RealCheckpoints:
+    """The real-model profile: modelled on the paper's smallest setting. Any folder works in place of a hub id."""
+
+    weak_model: str = "Qwen/Qwen2.5-0.5B-Instruct"
+    strong_model: str = "Qwen/Qwen2.5-1.5B-Instruct"
+    reward_model: str = "Skywork/Skywork-Reward-V2-Qwen3-0.6B"
+    prompts: str = "HuggingFaceH4/ultrafeedback_binarized"
+    train_split: str = "train_prefs"
+    eval_split: str = "test_prefs"
+    prompt_column: str = "prompt"
+    n_train_prompts: int = 2000
+    n_eval_prompts: int = 200
+    multiple_choice: str | None = None  # optional: a save_to_disk folder (question, choices, answer) for retention
+    max_new_tokens: int = 512
+    device: str | None = None  # auto: cuda if present
+
+
+PROFILES = ("smoke", "default", "regime", "real")
+# The regime map (notebooks/06_regime.md) is its own profile: it runs the whole pipeline in 9 cells (~30 min), too long
+# for `make study`. `smoke` runs every chapter (the regime map on a smoke grid); `default` and `real` every chapter
+# but the regime map; `regime` only the regime map, on the default world (whose stages it shares with `default`).
+REGIME_CHAPTERS = ("06_regime.md",)
+
+
+@dataclass
+class Profile:
+    name: str
+    world: WorldConfig | None = None
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    real: RealCheckpoints | None = None
+    regime: RegimeConfig | None = None  # the regime map's grid (synthetic world only)
+    cache: str = ""  # the pipeline's folder under the runs folder: pipeline-<cache or name>
+
+    def chapters(self) -> list[str]:
+        """The chapters this profile executes."""
+        if self.name == "smoke":
+            return list(NOTEBOOKS)
+        if self.name == "regime":
+            return [n for n in NOTEBOOKS if n in REGIME_CHAPTERS]
+        return [n for n in NOTEBOOKS if n not in REGIME_CHAPTERS]
+
+
+def get_profile(name: str, real_overrides: dict | None = None) -> Profile:
+    """A named profile; `real_overrides` set fields of `RealCheckpoints` (model ids or folders, dataset, sizes)."""
+    if name == "smoke":
+        return Profile("smoke", world=smoke_world_config(), pipeline=smoke_pipeline_config(),
+                       regime=smoke_regime_config())  # fmt: skip
+    if name in ("default", "regime"):
+        return Profile(name, world=WorldConfig(), pipeline=PipelineConfig(), regime=RegimeConfig(), cache="default")
+    if name == "real":
+        real = RealCheckpoints(**check_real(real_overrides or {}))
+        pipeline = real_pipeline_config()
+        pipeline.sampling.max_new_tokens = real.max_new_tokens
+        return Profile("real", pipeline=pipeline, real=real)
+    raise ValueError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
+
+
+def real_pipeline_config() -> PipelineConfig:
+    """The paper's optimiser settings (PAPER.md) for 0.5-8B models; one seed, two noise levels by default."""
+    from .decoding import DecodingConfig
+    from .training import TrainConfig
+
+    return PipelineConfig(
+        seeds=[0],
+        noise_levels=[0.0, 0.2],
+        n_preference_samples=5,
+        sampling=DecodingConfig(
+            lam=None, temperature=0.8, top_p=0.95, repetition_penalty=1.2, max_new_tokens=512, batch_size=16
+        ),  # fmt: skip
+        alpha_sweep=[0.0, 0.25, 0.5, 0.75, 1.0],
+        weak_dpo=TrainConfig(
+            learning_rate=8e-7, beta=0.1, per_device_train_batch_size=4, gradient_accumulation_steps=8
+        ),
+        strong_sft=TrainConfig(
+            learning_rate=1e-5, num_train_epochs=2, per_device_train_batch_size=4, gradient_accumulation_steps=8
+        ),  # fmt: skip
+        wspo=TrainConfig(learning_rate=1e-6, beta=0.1, per_device_train_batch_size=4, gradient_accumulation_steps=8),
+        cong_dpo=TrainConfig(
+            learning_rate=6e-7, beta=0.5, per_device_train_batch_size=4, gradient_accumulation_steps=8
+        ),
+        gold_dpo=TrainConfig(
+            learning_rate=8e-7, beta=0.1, per_device_train_batch_size=4, gradient_accumulation_steps=8
+        ),
+        eval_samples=1,
+    )
+
+
+def real_setting(real: RealCheckpoints) -> Setting:
+    """A `Setting` on real checkpoints: prompts from a dataset (hub id or local folder), a reward model as judge."""
+    from datasets import load_from_disk
+
+    from .data import load_prompts
+    from .scorers import RewardModelScorer
+
+    train = load_prompts(real.prompts, real.train_split, real.prompt_column, real.n_train_prompts)
+    evaluation = load_prompts(real.prompts, real.eval_split, real.prompt_column, real.n_eval_prompts)
+    return Setting(
+        name="real",
+        weak_base=real.weak_model,
+        strong_base=real.strong_model,
+        train_prompts=train,
+        eval_prompts=evaluation,
+        scorer=RewardModelScorer(real.reward_model, device=real.device),
+        multiple_choice=load_from_disk(real.multiple_choice) if real.multiple_choice else None,
+        device=real.device,
+    )
+
+
+def study_objects(profile: str = "default", runs_dir: str | Path = "runs", progress: bool = True,
+                  real: dict | None = None):  # fmt: skip
+    """(world or None, setting, pipeline) for a profile; building the world on first use. `real`: overrides of
+    `RealCheckpoints` for the real profile (e.g. {"weak_model": "/models/qwen-0.5b"})."""
+    prof = get_profile(profile, real)
+    runs_dir = Path(runs_dir)
+    if prof.real is not None:
+        return None, *_pipeline(real_setting(prof.real), prof.pipeline, runs_dir / "real", progress)
+    world = build_world(prof.world, root=runs_dir, progress=progress)
+    return world, *_pipeline(Setting.from_world(world), prof.pipeline, pipeline_root(prof, runs_dir), progress)
+
+
+def pipeline_root(prof: Profile, runs_dir: str | Path) -> Path:
+    return Path(runs_dir) / f"pipeline-{prof.cache or prof.name}"
+
+
+def regime_objects(profile: str = "regime", runs_dir: str | Path = "runs", progress: bool = True):
+    """(world, grid, {weak width: pipeline}) of the regime map; building the world and the weak bases on first use."""
+    from .regime import regime_pipeline
+
+    prof = get_profile(profile)
+    if prof.regime is None:
+        raise ValueError(f"profile {profile!r} has no regime map: it needs the synthetic world (smoke or regime)")
+    prof.regime.validate()
+    world = build_world(prof.world, root=runs_dir, progress=progress)
+    root = pipeline_root(prof, runs_dir)
+    pipes = {h: regime_pipeline(world, prof.pipeline, prof.regime, h, root, progress) for h in prof.regime.weak_sizes}
+    return world, prof.regime, pipes
+
+
+def _pipeline(setting: Setting, config: PipelineConfig, root: Path, progress: bool):
+    return setting, Pipeline(setting, config, root=root, progress=progress)
+
+
+
+QUIET_ENV = {"CONGKIT_QUIET": "1", "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+             "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def notebook_parameters(nb) -> set[str]:
+    """Names a notebook declares in its `parameters` cell."""
+    import re
+
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    return {m.group(1) for c in cells for m in re.finditer(r"^(\w+)\s*[:=]", c.source, re.M)}
+
+
+def clean_executed(nb) -> None:
+    """What the published page must not show: stderr (progress, warnings, stage lines) and the injected-parameters
+    cell (it holds machine paths; each chapter shows its parameters once, as a table)."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.get("name") == "stderr")]
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+
+
+def _build_replicate(job: tuple) -> tuple[int, float]:
+    """One seed's stages, in a worker process with one torch thread (tiny models: two one-thread processes do about
+    twice the work of one two-thread process on 2 cores)."""
+    import torch
+
+    profile, runs_dir, real, seed = job
+    torch.set_num_threads(1)
+    os.environ.update(QUIET_ENV)
+    start = time.perf_counter()
+    _, _, pipe = study_objects(profile, runs_dir, progress=False, real=real)
+    pipe.replicate(seed)
+    return seed, time.perf_counter() - start
+
+
+def prebuild(profile: str, runs_dir: str | Path, real: dict | None = None, workers: int = 2) -> None:
+    """Build every seed's stages in `workers` processes before the notebooks run (they then find them cached).
+    Safe because the cache locks each artifact; the world is built first, once."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    _, _, pipe = study_objects(profile, runs_dir, progress=True, real=real)
+    seeds = pipe.config.seeds
+    print(f"[study] building {len(seeds)} seeds in {workers} processes", file=sys.stderr, flush=True)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        jobs = [(profile, str(runs_dir), real, seed) for seed in seeds]
+        for done, (seed, seconds) in enumerate(pool.map(_build_replicate, jobs), 1):
+            print(f"[study]   seed {seed} ready ({done}/{len(seeds)}, {seconds:.0f} s)", file=sys.stderr, flush=True)
+
+
+def run_notebooks(
+    profile: str, runs_dir: Path, out_dir: Path, only: list[str] | None = None, real: dict | None = None
+) -> dict[str, float]:
+    """Execute the chapters (all, or those whose names start with one of `only`) into `out_dir` as .ipynb; the
+    seconds each took."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = select_notebooks(only, profile)
+    with quiet_environment():  # the kernels inherit it
+        return {name: _run_chapter(name, names, profile, runs_dir, out_dir, real) for name in names}
+
+
+@contextlib.contextmanager
+def quiet_environment():
+    """`QUIET_ENV` set for what starts inside the block (kernels), the caller's environment restored after it."""
+    saved = {k: os.environ.get(k) for k in QUIET_ENV}
+    os.environ.update(QUIET_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run_chapter(name: str, names: list[str], profile: str, runs_dir: Path, out_dir: Path, real: dict | None) -> float:
+    """Execute one chapter with papermill, strip what the page must not show, write it as .ipynb; its seconds."""
+    import jupytext
+    import nbformat
+    import papermill
+
+    print(f"[study] notebook {names.index(name) + 1}/{len(names)}: {name} (profile={profile})", file=sys.stderr,
+          flush=True)  # fmt: skip
+    start = time.perf_counter()
+    nb = jupytext.read(REPO / "notebooks" / name)
+    given = {"profile": profile, "runs_dir": str(Path(runs_dir).resolve()), "real": real or {}}
+    declared = notebook_parameters(nb)
+    executed = papermill.execute_notebook(
+        nb,
+        None,
+        parameters={k: v for k, v in given.items() if k in declared},
+        kernel_name="python3",
+        progress_bar=False,
+        stderr_file=sys.stderr,  # stage progress lines reach the terminal, not the page
+        cwd=str(REPO / "notebooks"),
+    )
+    clean_executed(executed)
+    nbformat.write(executed, out_dir / Path(name).with_suffix(".ipynb").name)
+    seconds = time.perf_counter() - start
+    print(f"[study]   done in {seconds:.0f} s", file=sys.stderr, flush=True)
+    return seconds
+
+
+def notebook_setup(profile: str, runs_dir: str = "", seed: int | None = None, real: dict | None = None, **chapter):
+    """A chapter's first (hidden) cell: check its parameters, make the page quiet, apply the book's figure style,
+    and return (world or None, setting, pipeline). `runs_dir` "" means the project's `runs/` folder, wherever the
+    notebook is run from."""
+    runs_dir = runs_dir or str(DEFAULT_RUNS)
+    check_notebook_parameters(profile, runs_dir, seed, real, **chapter)
+    _quiet_page()
+    return study_objects(profile, runs_dir, progress=True, real=real)
+
+
+def regime_setup(profile: str, runs_dir: str = ""):
+    """The regime chapter's first cell: as `notebook_setup`, returning `regime_objects` (world, grid, pipelines)."""
+    runs_dir = runs_dir or str(DEFAULT_RUNS)
+    check_notebook_parameters(profile, runs_dir)
+    _quiet_page()
+    return regime_objects(profile, runs_dir, progress=True)
+
+
+def _quiet_page() -> None:
+    """No progress bars, warnings or log lines on the page; the book's figure style."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    from .plots import use_book_style
+
+    os.environ.update(QUIET_ENV)
+    warnings.filterwarnings("ignore")
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    use_book_style()
+
+
+def findings(pipe) -> dict[str, str]:
+    """The introduction's key findings as text, computed from the pipeline's results (cached after the first run):
+    n_seeds, verdict_<claim> and estimate_<claim> for claims 1, 2, 3a, 3b, 4, 5, preconditions_met, unmet_note."""
+    from .evaluation import preconditions, verdicts
+
+    table = pipe.run()
+    conditions = preconditions(table, pipe.config)
+    out = {"n_seeds": str(table.seed.nunique())}
+    for row in verdicts(table, conditions, pipe.config).itertuples():
+        key = row.claim.split(".")[0]
+        out[f"verdict_{key}"] = row.verdict
+        interval = f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if math.isfinite(row.ci_low) else " (no interval)"
+        out[f"estimate_{key}"] = f"{row.estimate:+.3f}{interval}"
+    out["preconditions_met"] = f"{int(conditions.met.sum())} of {len(conditions)}"
+    unmet = conditions[~conditions.met]
+    out["unmet_note"] = ("Not met: " + "; ".join(f"{r.condition} (measured {r.measured:.3f}, required {r.required})"
+                                                 for r in unmet.itertuples()) + "." if len(unmet) else "")  # fmt: skip
+    return out
+
+
+def parameter_table(**params):
+    """The chapter's parameters as a small table for the page (folders shown relative to the project)."""
+    import pandas as pd
+
+    def show(value):
+        if isinstance(value, str) and value.startswith("/"):
+            path = Path(value)
+            return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
+        return value if value not in ("", None, {}) else "(default)"
+
+    table = pd.DataFrame({"value": [str(show(v)) for v in params.values()]}, index=list(params))
+    return table.rename_axis("parameter").style.set_caption("This page's parameters")
+
+
+def build_book(book_dir: Path = REPO / "book") -> Path:
+    """Jupyter Book 1.x (Sphinx) build of the already executed notebooks: works offline (2.x fetches its theme).
+
+    Built into a temporary folder and swapped in only on success: a failed build leaves the previous HTML intact.
+    """
+    exe = Path(sys.executable).with_name("jupyter-book")
+    tmp = book_dir / f".build-tmp-{uuid.uuid4().hex[:8]}"
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book_dir), "--path-output", str(tmp), "--quiet"]
+    print("[study] building the book", flush=True)
+    try:
+        subprocess.run(cmd, check=True)
+        html = book_dir / "_build" / "html"
+        swap_in(tmp / "_build" / "html", html)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return html
+
+
+REAL_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(RealCheckpoints)}
+
+
+def parse_real(text: str) -> dict:
+    """The --real JSON: an object whose keys are `RealCheckpoints` fields, with values of the field's type."""
+    try:
+        real = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"--real is not valid JSON ({error}): {text!r}") from error
+    return check_real(real)
+
+
+def check_real(real: dict) -> dict:
+    """Overrides of `RealCheckpoints`: known fields only, each of the field's type."""
+    if not isinstance(real, dict):
+        raise ValueError(f"--real must be a JSON object of RealCheckpoints fields, got {type(real).__name__}")
+    unknown = sorted(set(real) - set(REAL_FIELD_TYPES))
+    if unknown:
+        raise ValueError(f"--real: unknown field(s) {unknown}; RealCheckpoints fields: {sorted(REAL_FIELD_TYPES)}")
+    for name, value in real.items():
+        kind = REAL_FIELD_TYPES[name]
+        if "int" in kind and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"--real: {name} must be a positive integer, got {value!r}")
+        if "str" in kind and not (isinstance(value, str) or (value is None and "None" in kind)):
+            raise ValueError(f"--real: {name} must be a string, got {value!r}")
+    return real
+
+
+def check_notebook_parameters(profile: str, runs_dir: str, seed: int | None = None, real: dict | None = None,
+                              **chapter) -> Profile:  # fmt: skip
+    """A notebook's first cell: stop at once, with a message naming the parameter, on a value the study cannot use
+    (unknown profile, a seed the profile does not run, alpha or lam outside their range, a malformed `real`)."""
+    from .inputs import check_int, check_number
+
+    if profile not in PROFILES:
+        raise ValueError(f"parameter profile={profile!r}: unknown profile; choose one of {PROFILES}")
+    if not isinstance(runs_dir, (str, os.PathLike)):
+        raise TypeError(f"parameter runs_dir must be a folder path, got {runs_dir!r}")
+    prof = get_profile(profile, real or {})
+    if seed is not None:
+        check_int("parameter seed", seed, 0)
+        if seed not in prof.pipeline.seeds:
+            raise ValueError(f"parameter seed={seed}: profile {profile!r} runs seeds {prof.pipeline.seeds} only")
+    for name in ("alpha", "lam"):
+        if name in chapter:
+            check_number(f"parameter {name}", chapter[name], 0.0, 1.0, low_open=name == "lam")
+    for name, value in chapter.items():
+        if name.startswith("n_"):
+            check_int(f"parameter {name}", value, 1)
+    return prof
+
+
+def select_notebooks(only: list[str] | None, profile: str | None = None) -> list[str]:
+    """The chapters to execute: those of `profile` (all if None), narrowed to names starting with one of `only`."""
+    pool = get_profile(profile).chapters() if profile else list(NOTEBOOKS)
+    if not only:
+        return pool
+    unmatched = [o for o in only if not any(n.startswith(o) for n in pool)]
+    if unmatched:
+        raise ValueError(f"--only {unmatched} matches no notebook of profile {profile!r}; its notebooks: {pool}")
+    return [n for n in pool if any(n.startswith(o) for o in only)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the ConG study notebooks and build the book.")
+    parser.add_argument("--profile", default="default", choices=PROFILES)
+    parser.add_argument("--runs", default=str(REPO / "runs"), help="cache folder for every stage")
+    parser.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 05")
+    parser.add_argument("--no-book", action="store_true", help="execute the notebooks, skip the book build")
+    parser.add_argument("--workers", type=int, default=2, help="processes that build the seeds before the notebooks")
+    parser.add_argument("--real", default="{}", help='profile real: JSON of RealCheckpoints fields, e.g. '
+                        '\'{"weak_model": "/models/Qwen2.5-0.5B-Instruct"}\'')  # fmt: skip
+    args = parser.parse_args(argv)
+    # every argument is checked before any file is touched
+    try:
+        real, names = parse_real(args.real), select_notebooks(args.only, args.profile)
+    except ValueError as error:
+        parser.error(str(error))
+    start = time.perf_counter()
+    out_dir = REPO / "book" / "notebooks"
+    # executed into a temporary folder; the published notebooks are replaced only when every notebook succeeded
+    tmp = REPO / "book" / f".notebooks-tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        if args.workers > 1 and args.profile != "real":
+            if any(n not in REGIME_CHAPTERS for n in names):
+                prebuild(args.profile, Path(args.runs).resolve(), real, args.workers)
+            if any(n in REGIME_CHAPTERS for n in names):
+                from .regime import prebuild_regime
+
+                prebuild_regime(args.profile, Path(args.runs).resolve(), args.workers)
+        run_notebooks(args.profile, Path(args.runs), tmp, names, real=real)
+        if names != NOTEBOOKS:  # a part of the book: the other executed chapters stay as they are
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                executed = Path(name).with_suffix(".ipynb").name
+                os.replace(tmp / executed, out_dir / executed)
+        else:
+            swap_in(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not args.no_book:
+        html = build_book()
+        print(f"[study] book: {html / 'index.html'}")
+    print(f"[study] total {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The two baselines whose losses differ from SFT and DPO, as small subclasses of TRL's SFTTrainer.
+
+Both reuse SFTTrainer's data handling (conversational prompt/completion, completion mask -> labels = -100 on prompt
+and padding); only `compute_loss` changes, through a pure per-token loss function.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+from trl import SFTTrainer
+
+
+def auxconf_loss(logits: torch.Tensor, labels: torch.Tensor, weight: float) -> torch.Tensor:
+    """Burns et al.'s auxiliary-confidence loss, adapted to generation, per completion token:
+
+        L = (1 - w) * CE(p_strong, y_weak) + w * CE(p_strong, argmax p_strong)
+
+    `logits` (B, T, V) predict `labels` (B, T) (already shifted); label -100 is ignored. The hardened prediction is
+    the strong model's own argmax at the same position (detached) - the generation analogue of Burns et al.'s
+    thresholded binary prediction. `w` is warmed up by the trainer.
+    """
+    mask = labels != -100
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    ce_weak = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    hardened = logp.detach().argmax(dim=-1, keepdim=True)
+    ce_self = -logp.gather(-1, hardened).squeeze(-1)
+    per_token = (1.0 - weight) * ce_weak + weight * ce_self
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+def wspo_loss(
+    strong_logp: torch.Tensor,
+    strong_ref_logp: torch.Tensor,
+    weak_logp: torch.Tensor,
+    weak_ref_logp: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """WSPO (Zhu et al., 2024), per response token, averaged over tokens:
+
+        L = mean_t ( beta * (log pi_s(y_t) - log pi_s_ref(y_t)) - (log pi_w(y_t) - log pi_w_ref(y_t)) )^2
+
+    i.e. the strong model's scaled log-ratio is regressed onto the weak pair's log-ratio on the same response.
+    """
+    diff = beta * (strong_logp - strong_ref_logp) - (weak_logp - weak_ref_logp)
+    return (diff.pow(2) * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _token_logp(model: PreTrainedModel, inputs: dict, labels: torch.Tensor) -> torch.Tensor:
+    """log p(label_t) under `model` for shifted labels (B, T-1); ignored positions get 0."""
+    kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+    logits = model(**kwargs, use_cache=False).logits[:, :-1].float()
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return logp * (labels != -100)
+
+
+class AuxConfTrainer(SFTTrainer):
+    """SFT on weak samples with the auxiliary-confidence loss; w rises linearly from 0 to `aux_weight` over the
+    first `warmup_fraction` of the steps (Burns et al. warm it up over the first 20%)."""
+
+    def __init__(self, *args, aux_weight: float = 0.5, warmup_fraction: float = 0.2, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.aux_weight, self.warmup_fraction = aux_weight, warmup_fraction
+
+    def current_weight(self) -> float:
+        total = max(self.state.max_steps, 1)
+        return self.aux_weight * min(1.0, self.state.global_step / max(self.warmup_fraction * total, 1e-9))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"][:, 1:]
+        kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+        outputs = model(**kwargs, use_cache=False)
+        loss = auxconf_loss(outputs.logits[:, :-1], labels, self.current_weight())
+        return (loss, outputs) if return_outputs else loss
+
+
+class WSPOTrainer(SFTTrainer):
+    """Weak-to-strong preference optimisation: SFTTrainer data, `wspo_loss` objective.
+
+    `ref_model` is the frozen strong base; `weak_model` / `weak_ref_model` are the aligned and base weak models.
+    All three must share the strong model's tokenizer (the WSPO setting: within a model family).
+    """
+
+    def __init__(self, *args, ref_model, weak_model, weak_ref_model, beta: float = 0.1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.beta = beta
+        self.frozen = [m.to(self.accelerator.device).eval() for m in (ref_model, weak_model, weak_ref_model)]
+        for m in self.frozen:
+            m.requires_grad_(False)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"][:, 1:]
+        strong = _token_logp(model, inputs, labels)
+        with torch.no_grad():
+            strong_ref, weak, weak_ref = (_token_logp(m, inputs, labels) for m in self.frozen)
+        loss = wspo_loss(strong, strong_ref, weak, weak_ref, (labels != -100).float(), self.beta)
+        return (loss, None) if return_outputs else loss

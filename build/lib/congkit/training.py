@@ -1,0 +1,172 @@
+"""Thin, shared wrappers around TRL's trainers: one place that maps a `TrainConfig` to TRL's configs.
+
+Data is always a `datasets.Dataset`. With a chat template it is passed in TRL's conversational format
+(`prompt` = [user message], `completion` / `chosen` / `rejected` = [assistant message]); without one, as plain text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, TrainerCallback
+from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+from .tokens import as_conversation, has_chat_template
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every stage (TRL/transformers names)."""
+
+    learning_rate: float = 1e-3
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = 0.1  # a float in [0, 1) is a fraction of the steps
+    weight_decay: float = 0.0
+    seed: int = 0
+    # enough logged points for a training curve (runs here are tens of steps); not part of any cache key
+    logging_steps: int = field(default=2, metadata={"cache": False})
+    beta: float = 0.1  # DPO / WSPO only
+    dpo_loss: list[str] = field(default_factory=lambda: ["sigmoid"])  # TRL loss_type; ["sigmoid", "sft"] = RPO
+    dpo_loss_weights: list[float] | None = None
+
+
+class LossHistory(TrainerCallback):
+    """Keeps every logged training metric (for the book's training curves)."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            self.rows.append({"step": state.global_step, **{k: float(v) for k, v in logs.items() if _number(v)}})
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _common_args(cfg: TrainConfig, output_dir: str) -> dict:
+    use_gpu = torch.cuda.is_available()
+    return dict(
+        output_dir=output_dir,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to=[],
+        bf16=bool(use_gpu and torch.cuda.is_bf16_supported()),
+        use_cpu=not use_gpu,
+        dataloader_num_workers=0,
+        disable_tqdm=quiet(),
+    )
+
+
+def to_trl_format(tokenizer: PreTrainedTokenizerBase, ds: Dataset, columns: tuple[str, ...]) -> Dataset:
+    """(prompt, <columns>) text columns -> TRL's conversational format when the tokenizer has a chat template."""
+    missing = [c for c in ("prompt",) + columns if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"dataset lacks column(s) {missing}; it has {ds.column_names}")
+    ds = ds.select_columns(["prompt", *columns])
+    if not has_chat_template(tokenizer):
+        return ds
+
+    def convert(row):
+        out = {"prompt": as_conversation(row["prompt"])}
+        for c in columns:
+            out[c] = [{"role": "assistant", "content": row[c]}]
+        return out
+
+    return ds.map(convert)
+
+
+def _quiet_transformers():
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def quiet() -> bool:
+    """CONGKIT_QUIET=1 (notebook runs, CI): no progress bars and no printed training logs; LossHistory still records."""
+    return os.environ.get("CONGKIT_QUIET") == "1"
+
+
+def _fit(trainer, history: LossHistory, save_to: str | None) -> tuple[PreTrainedModel, list[dict]]:
+    if quiet():  # with tqdm disabled, Trainer prints every log dict instead: drop that printer too
+        trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    if save_to is not None:
+        trainer.save_model(save_to)
+    return trainer.model.eval(), history.rows
+
+
+def train_sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: Dataset,
+    cfg: TrainConfig,
+    output_dir: str,
+    trainer_cls: type[SFTTrainer] = SFTTrainer,
+    save_to: str | None = None,
+    **trainer_kwargs,
+) -> tuple[PreTrainedModel, list[dict]]:
+    """Supervised fine-tuning on (prompt, completion) with TRL's SFTTrainer; loss on completion tokens only.
+
+    `save_to`: write the trained model and tokenizer there with `trainer.save_model` (main process only, ZeRO-3
+    weights gathered), so the same call works under `accelerate launch`.
+    """
+    _quiet_transformers()
+    args = SFTConfig(**_common_args(cfg, output_dir), completion_only_loss=True, max_length=None)
+    history = LossHistory()
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=to_trl_format(tokenizer, data, ("completion",)),
+        processing_class=tokenizer,
+        callbacks=[history],
+        **trainer_kwargs,
+    )
+    return _fit(trainer, history, save_to)
+
+
+def train_dpo(
+    model: PreTrainedModel,
+    ref_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: Dataset,
+    cfg: TrainConfig,
+    output_dir: str,
+    save_to: str | None = None,
+) -> tuple[PreTrainedModel, list[dict]]:
+    """DPO with TRL's DPOTrainer on (prompt, chosen, rejected), `ref_model` frozen; `save_to` as in `train_sft`."""
+    _quiet_transformers()
+    args = DPOConfig(
+        **_common_args(cfg, output_dir),
+        beta=cfg.beta,
+        max_length=None,
+        loss_type=list(cfg.dpo_loss),
+        loss_weights=cfg.dpo_loss_weights,
+    )
+    history = LossHistory()
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=to_trl_format(tokenizer, data, ("chosen", "rejected")),
+        processing_class=tokenizer,
+        callbacks=[history],
+    )
+    return _fit(trainer, history, save_to)
