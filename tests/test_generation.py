@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from transformers import GenerationConfig, StopStringCriteria, StoppingCriteriaList
+from transformers import GenerationConfig, StoppingCriteriaList, StopStringCriteria
 from transformers.generation.streamers import BaseStreamer
 
 from congkit import CUSTOM_GENERATE_DIR, contrastive_decoding, contrastive_generate, implicit_reward_from_ids

@@ -3,6 +3,7 @@ imports nothing heavy at all, and the core dependencies say so."""
 
 import subprocess
 import sys
+
 import tomllib
 
 from congkit.study import REPO

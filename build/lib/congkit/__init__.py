@@ -42,8 +42,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
-    from .decoding import (DecodingConfig, Generation, apply_repetition_penalty, choose_tokens,  # noqa: F401
-                           contrastive_generate, contrastive_scores, plausibility_head, prompt_ids, sample)
+    from .decoding import (  # noqa: F401
+        DecodingConfig,
+        Generation,
+        apply_repetition_penalty,
+        choose_tokens,
+        contrastive_generate,
+        contrastive_scores,
+        plausibility_head,
+        prompt_ids,
+        sample,
+    )
     from .evaluation import main_table, preconditions, summarise, verdicts  # noqa: F401
     from .generation import CUSTOM_GENERATE_DIR, ContrastiveDecoderOnlyOutput, contrastive_decoding  # noqa: F401
     from .methods import METHODS, Method  # noqa: F401
