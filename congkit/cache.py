@@ -53,6 +53,12 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot fingerprint a {type(obj).__name__}: {obj!r}")
 
 
+def cache_view(obj: Any) -> Any:
+    """`obj` as the JSON-able value a cache key holds (dataclass fields marked `metadata={"cache": False}`, which do
+    not change an artifact, left out)."""
+    return _jsonable(obj)
+
+
 def fingerprint(*parts: Any, length: int = 12) -> str:
     """Stable hex digest of JSON-able parts (dataclasses, dicts, lists, paths, scalars)."""
     blob = json.dumps([_jsonable(p) for p in parts], sort_keys=True, separators=(",", ":"))

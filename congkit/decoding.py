@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StaticCache,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from .inputs import as_prompts, check_int, check_number, check_same_device, check_token_ids
 from .rewards import ImplicitReward, _device, check_same_vocab
@@ -45,6 +51,8 @@ class DecodingConfig:
         do_sample: sample (inverse CDF at per-prompt seeded uniforms) or take the argmax.
         max_new_tokens: >= 1; seed: >= 0; batch_size: prompts per forward batch, >= 1.
         ignore_eos: always generate max_new_tokens (benchmarks).
+        cache: "static" (transformers' StaticCache, allocated once per batch; default) or "dynamic" (grown by
+            concatenation). Decoded tokens are the same.
         release_compatible: the authors' release renormalisation of the amateur (below).
     """
 
@@ -58,6 +66,8 @@ class DecodingConfig:
     seed: int = 0
     batch_size: int = 32
     ignore_eos: bool = False  # always generate max_new_tokens (benchmarks)
+    # KV cache per batch: "static" (allocated once) or "dynamic" (grown per step); the same tokens, so not in cache keys
+    cache: str = field(default="static", metadata={"cache": False})
     # The authors' release renormalises the amateur a second time (off-head entries set to -1e-3, log_softmax again),
     # which shifts every head score by (1 - alpha) log Z'. That changes nothing without a repetition penalty; with one,
     # the penalty acts on the shifted scores. Off by default: the paper's formula is the definition, and the shift
@@ -77,6 +87,8 @@ class DecodingConfig:
         check_int("max_new_tokens", self.max_new_tokens, 1)
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
+        if self.cache not in ("static", "dynamic"):
+            raise ValueError(f"cache must be 'static' or 'dynamic', got {self.cache!r}")
         for name in ("do_sample", "ignore_eos", "release_compatible"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -188,6 +200,41 @@ def sample_from_scores(scores: torch.Tensor, uniforms: torch.Tensor | None) -> t
     return torch.searchsorted(cdf, targets, right=True).squeeze(-1).clamp(max=scores.shape[-1] - 1)
 
 
+def head_tokens(expert_logp: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, in_head): per row, the token ids of the widest row's plausibility head in ascending id order, and which
+    of them lie in that row's own head. (B, k) each, k = the largest head size in the batch."""
+    head = plausibility_head(expert_logp, lam)
+    k = int(head.sum(dim=-1).max())
+    ids = torch.topk(expert_logp, k, dim=-1).indices.sort(dim=-1).values  # a row's head is its top tokens
+    return ids, head.gather(-1, ids)
+
+
+def next_tokens(expert_logp: torch.Tensor, amateur_logp: torch.Tensor | None, seen: torch.Tensor,
+                config: DecodingConfig, uniforms: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """One decoding step's token choice: contrastive scores, repetition penalty, temperature, top-p, argmax or
+    inverse-CDF sampling.
+
+    With a plausibility head, only the head can be chosen, so everything after the head runs on its tokens gathered
+    (in token-id order, so ties and the CDF's order are those of the full vocabulary): the same tokens as
+    `choose_tokens(apply_repetition_penalty(contrastive_scores(...)))` on the whole vocabulary (tested), without
+    sorting a 150k-entry vocabulary for top-p at every step.
+    """
+    if config.lam is None:
+        scores = contrastive_scores(expert_logp, amateur_logp, config.alpha, None, config.release_compatible)
+        return choose_tokens(apply_repetition_penalty(scores, seen, config.repetition_penalty), config, uniforms)
+    ids, in_head = head_tokens(expert_logp, config.lam)
+    expert_head = expert_logp.gather(-1, ids)
+    if amateur_logp is None:
+        scores = expert_head
+    else:
+        if config.release_compatible:
+            amateur_logp = release_amateur_logp(amateur_logp, plausibility_head(expert_logp, config.lam))
+        scores = expert_head - (1.0 - config.alpha) * amateur_logp.gather(-1, ids)
+    scores = scores.masked_fill(~in_head, float("-inf"))
+    scores = apply_repetition_penalty(scores, seen.gather(-1, ids), config.repetition_penalty)
+    return ids.gather(-1, choose_tokens(scores, config, uniforms)[:, None]).squeeze(-1)
+
+
 def row_uniforms(seed: int, indices: Sequence[int], steps: int) -> torch.Tensor:
     """(len(indices), steps) uniforms; row i comes from a generator seeded by (seed, indices[i]) alone."""
     rows = []
@@ -208,6 +255,15 @@ def _eos_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> set[
         elif value is not None:
             ids.update(value)
     return ids
+
+
+def new_cache(model: PreTrainedModel, kind: str, max_length: int):
+    """A KV cache for one decoding batch: "static" = transformers' `StaticCache`, allocated once at `max_length`
+    (no concatenation per step), for the models whose generate supports it; "dynamic" (or another model) = the
+    model's default (a `DynamicCache`, grown by concatenation)."""
+    if kind == "static" and type(model)._supports_default_dynamic_cache() and not model.config.is_encoder_decoder:
+        return StaticCache(config=model.config, max_cache_len=max_length)
+    return None
 
 
 class _Stepper:
@@ -248,7 +304,8 @@ def _decode_batch(
     ids, mask = pad(prompt_ids, pad_id, side="left")
     ids, mask = ids.to(device), mask.to(device)
     pos = positions(mask)
-    steppers = [_Stepper(expert)] + ([_Stepper(amateur)] if amateur is not None else [])
+    length = ids.shape[1] + config.max_new_tokens
+    steppers = [_Stepper(m, new_cache(m, config.cache, length)) for m in (expert, amateur) if m is not None]
     logps = [s.first(ids, mask, pos) for s in steppers]
 
     batch, vocab = ids.shape[0], logps[0].shape[-1]
@@ -261,9 +318,7 @@ def _decode_batch(
     pos = pos[:, -1:]
     for t in range(config.max_new_tokens):
         expert_logp, amateur_logp = logps[0], (logps[1] if amateur is not None else None)
-        scores = contrastive_scores(expert_logp, amateur_logp, config.alpha, config.lam, config.release_compatible)
-        scores = apply_repetition_penalty(scores, seen, config.repetition_penalty)
-        tok = choose_tokens(scores, config, uniforms[:, t] if uniforms is not None else None)
+        tok = next_tokens(expert_logp, amateur_logp, seen, config, uniforms[:, t] if uniforms is not None else None)
         tok = tok.masked_fill(done, pad_id)
         tokens.append(tok)
         if amateur_logp is not None:

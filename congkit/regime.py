@@ -314,9 +314,14 @@ def regime_findings(summary: pd.DataFrame, correlations: pd.DataFrame) -> dict[s
     n_cells = summary[summary.quantity == TARGET].shape[0]
     out = {"n_cells": str(n_cells)}
     for metric in ("r_pref", "r_cap"):
+        part = summary[summary.quantity == f"cong_vs_best_{metric}"]
         for side, word in (("above 0", "wins"), ("below 0", "losses")):
             hits = cells(f"cong_vs_best_{metric}", side)
-            out[f"{word}_{metric}"] = "; ".join(hits) if hits else "none"
+            if hits and len(hits) == n_cells:  # every cell: the range says more than nine entries
+                means = part["mean"]
+                out[f"{word}_{metric}"] = f"every cell, by {means.abs().min():.3f} to {means.abs().max():.3f}"
+            else:
+                out[f"{word}_{metric}"] = "; ".join(hits) if hits else "none"
             out[f"n_{word}_{metric}"] = str(len(hits))
     ranked = correlations.dropna(subset=["spearman"])
     if ranked.empty:

@@ -35,7 +35,7 @@ import torch
 from datasets import Dataset
 from transformers import set_seed
 
-from .cache import build_once, fingerprint, read_json, write_csv_atomic, write_json_atomic
+from .cache import build_once, cache_view, fingerprint, read_json, write_csv_atomic, write_json_atomic
 from .data import load_saved_dataset
 from .decoding import DecodingConfig, contrastive_generate, sample
 from .methods import BY_NAME, STRONG_METHODS
@@ -295,7 +295,7 @@ class Pipeline:
         """N samples per training prompt from `model_path` with their explicit rewards (columns samples, scores)."""
         cfg = self.config
         key = {"model": self._ref(model_path), "seed": seed, "n": cfg.n_preference_samples,
-               "sampling": asdict(cfg.sampling)}  # fmt: skip
+               "sampling": cache_view(cfg.sampling)}  # fmt: skip
 
         def make() -> Dataset:
             model, prompts, n = self.load(model_path), self._prompts("train"), cfg.n_preference_samples
@@ -340,7 +340,7 @@ class Pipeline:
         """Stage 3: per training prompt, a CD sample (`cd`, with `cd_implicit`) and a plain sample of pi_r (`plain`)."""
         pi_r_path = self.weak_aligned(seed, eps)
         cfg = self.config
-        key = {"pi_r": self._ref(pi_r_path), "alpha": cfg.cd_alpha, "lam": cfg.cd_lam, "sampling": asdict(cfg.sampling),
+        key = {"pi_r": self._ref(pi_r_path), "alpha": cfg.cd_alpha, "lam": cfg.cd_lam, "sampling": cache_view(cfg.sampling),
                "seed": seed, "eps": eps}  # fmt: skip
 
         def make() -> Dataset:
@@ -416,7 +416,7 @@ class Pipeline:
     def cong_pairs(self, seed: int, eps: float = 0.0) -> Dataset:
         """ConG's preference data: chosen = CD sample, rejected = ConG-S's own sample (identical pairs dropped)."""
         samples, cong_s = self.weak_samples(seed, eps), self.strong("cong_s", seed, eps)
-        key = {"model": self._ref(cong_s), "sampling": asdict(self.config.sampling), "seed": seed}
+        key = {"model": self._ref(cong_s), "sampling": cache_view(self.config.sampling), "seed": seed}
 
         def make() -> Dataset:
             gen = sample(self.load(cong_s), self.tokenizer, list(samples["prompt"]),
@@ -444,7 +444,7 @@ class Pipeline:
         cfg = self.config
         if model_path in (self.setting.weak_base, self.setting.strong_base):
             seed = cfg.seeds[0]
-        key = {"model": self._ref(model_path), "seed": seed, "k": cfg.eval_samples, "sampling": asdict(cfg.sampling)}
+        key = {"model": self._ref(model_path), "seed": seed, "k": cfg.eval_samples, "sampling": cache_view(cfg.sampling)}
 
         def build(tmp: Path) -> None:
             model, prompts, k = self.load(model_path), self._prompts("eval"), cfg.eval_samples
@@ -501,7 +501,7 @@ class Pipeline:
         preconditions are measured within this pool (pi_r aligned on labels with noise rate `eps`)."""
         pi_r_path = self.weak_aligned(seed, eps)
         cfg = self.config
-        key = {"pi_r": self._ref(pi_r_path), "sampling": asdict(cfg.sampling), "k": cfg.eval_samples, "seed": seed}
+        key = {"pi_r": self._ref(pi_r_path), "sampling": cache_view(cfg.sampling), "k": cfg.eval_samples, "seed": seed}
 
         def make() -> Dataset:
             (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("eval")
@@ -539,7 +539,7 @@ class Pipeline:
         pi_r_path = self.weak_aligned(seed, eps)
         cfg = self.config
         key = {"pi_r": self._ref(pi_r_path), "alphas": cfg.alpha_sweep, "lam": cfg.cd_lam,
-               "sampling": asdict(cfg.sampling), "seed": seed, "eps": eps}  # fmt: skip
+               "sampling": cache_view(cfg.sampling), "seed": seed, "eps": eps}  # fmt: skip
 
         def make() -> Dataset:
             (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("eval")

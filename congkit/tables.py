@@ -73,7 +73,8 @@ def style_regime_cells(summary: pd.DataFrame, quantities: list[str], labels: dic
             f"{row.mean:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]")  # fmt: skip
         if ("_vs_" in row.quantity or "gain" in row.quantity) and row.vs_zero != "includes 0":
             bold.append(((row.weak_size, row.eps), labels[row.quantity]))
-    frame.index = frame.index.set_names(["weak width", "ε"])
+    frame.index = pd.MultiIndex.from_tuples([(int(h), f"{e:g}") for h, e in frame.index], names=["weak width", "ε"])
+    bold = [((int(h), f"{e:g}"), column) for (h, e), column in bold]
     styler = frame.style.set_properties(**{"font-size": "0.85em"})
     for index, column in bold:
         styler = styler.set_properties(subset=pd.IndexSlice[[index], [column]], **{"font-weight": "bold"})
@@ -91,3 +92,17 @@ def style_correlations(correlations: pd.DataFrame):
             .set_caption(f"Rank correlation across {n} cells; bootstrap {level:.0%} intervals (seeds resampled, "
                          f"paired across cells) and a permutation test across cells, each at {1 - level:.2g} "
                          "(family-wise 95% over the predictors)."))  # fmt: skip
+
+
+def style_cell_measures(measures: pd.DataFrame):
+    """Where each cell's models stand (`regime.cell_measures`), with readable headers and method labels."""
+    from .methods import label
+
+    columns = {"weak_base_r_cap": "weak base R_cap", "weak_aligned_r_pref": "π_r R_pref", "cong_r_pref": "ConG R_pref",
+               "cong_r_cap": "ConG R_cap", "gold_r_pref": "gold R_pref", "best_baseline_r_pref": "best baseline (R_pref)",
+               "best_baseline_r_cap": "best baseline (R_cap)"}  # fmt: skip
+    frame = measures.set_index(["weak_size", "eps"])[list(columns)].rename(columns=columns)
+    frame.index = pd.MultiIndex.from_tuples([(int(h), f"{e:g}") for h, e in frame.index], names=["weak width", "ε"])
+    for column in ("best baseline (R_pref)", "best baseline (R_cap)"):
+        frame[column] = frame[column].map(label)
+    return frame.style.format(precision=3).set_caption("Means over seeds.")

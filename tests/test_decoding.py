@@ -266,3 +266,26 @@ def test_release_compatible_greedy_cd_matches_a_port_of_the_release(expert, amat
             if want[-1] == tokenizer.eos_token_id:
                 break
         assert got == want
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+@pytest.mark.parametrize("release", [False, True])
+def test_token_choice_over_the_head_equals_the_whole_vocabulary(do_sample, release):
+    """The engine's step (`next_tokens`: penalty, temperature, top-p and CDF on the gathered head) picks the same
+    token as the same operations on the whole vocabulary, on random logits of a real vocabulary size."""
+    from congkit.decoding import next_tokens
+
+    gen = torch.Generator().manual_seed(0)
+    batch, vocab = 64, 32_000
+    for scale, lam, alpha, top_p, penalty in [(3.0, 0.1, 0.5, 0.95, 1.2), (8.0, 0.01, 0.0, 0.8, 1.0),
+                                              (1.0, 0.3, 1.0, 1.0, 1.5)]:  # fmt: skip
+        expert = torch.log_softmax(scale * torch.randn(batch, vocab, generator=gen), -1)
+        amateur = torch.log_softmax(scale * torch.randn(batch, vocab, generator=gen), -1)
+        seen = torch.rand(batch, vocab, generator=gen) < 0.001
+        uniforms = torch.rand(batch, generator=gen, dtype=torch.float64)
+        config = DecodingConfig(alpha=alpha, lam=lam, temperature=0.8, top_p=top_p, repetition_penalty=penalty,
+                                do_sample=do_sample, release_compatible=release)  # fmt: skip
+        full = contrastive_scores(expert, amateur, alpha, lam, release)
+        want = choose_tokens(apply_repetition_penalty(full, seen, penalty), config, uniforms)
+        got = next_tokens(expert, amateur, seen, config, uniforms)
+        assert torch.equal(got, want)

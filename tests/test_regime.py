@@ -136,3 +136,11 @@ def test_the_smoke_grid_is_complete(smoke_world):
     # the knob moves the weak pair: flipped labels lower pi_r's preference reward at every width
     pi_r = summary[summary.quantity == "pi_r_r_pref"].set_index(["weak_size", "eps"])["mean"]
     assert all(pi_r[(h, 0.0)] >= pi_r[(h, max(grid.noise_levels))] - 0.02 for h in grid.weak_sizes)
+
+
+def test_findings_summarise_a_grid_where_every_cell_loses():
+    cells = {(h, e): _cell([0.5, 0.51, 0.49], [0.7, 0.6, 0.5], [0.3, 0.4, 0.5]) for h in (16, 32) for e in (0.0, 0.4)}
+    cq = regime.cell_quantities(_table(cells))
+    found = regime.regime_findings(regime.cell_summary(cq), regime.predictor_correlations(cq, n_boot=100))
+    assert found["n_losses_r_pref"] == "4" and found["losses_r_pref"] == "every cell, by 0.200 to 0.200"
+    assert found["wins_r_pref"] == "none"

@@ -53,6 +53,9 @@ def test_pages_are_clean(built_book):
             assert not re.search(pattern, text), (name, pattern, re.search(f".{{60}}{pattern}.{{60}}", text))
     results = (html / "notebooks" / "05_results.html").read_text()
     assert "Preconditions" in results and "Verdicts" in results and "untestable here" in results
+    regime = re.sub(r"<[^>]+>", " ", (html / "notebooks" / "06_regime.html").read_text())
+    assert "What the grid shows" in regime and "rule of thumb" in regime and "Spearman" in regime
+    assert not re.search(r"\bnan\b", regime), "a regime table has an empty (NaN) entry"
     assert (html / "real_checkpoints.html").exists() and (html / "bibliography.html").exists()
     assert (html / "_static" / "mathjax" / "tex-mml-chtml.js").exists()  # formulas render offline
 
