@@ -1,105 +1,243 @@
-"""Throughput of congkit's batched contrastive decoding, as ratios against baselines measured in the same run.
+"""Throughput of congkit's contrastive decoding (CD), every figure a ratio against a baseline measured in the same run.
 
-    python benchmarks/decoding.py --json
+    python benchmarks/decoding.py --json [--runs 3] [--repeats 3]
 
-- cd_vs_hf_generate: CD tokens/s over the expert's own `model.generate` (sampling, same batch, same settings). CD runs
-  two models a step, so about 0.5 is the limit for equal-size models.
-- batched_vs_one_at_a_time: CD over a batch of prompts against the same prompts decoded one at a time, as the ConG
-  authors' release decodes.
-Every run generates exactly `--new-tokens` tokens per prompt (EOS ignored) so token counts are equal.
+Each case is timed `repeats` times, all cases interleaved round by round (a slow moment hits every case alike), and
+its best time kept; `--runs` repeats the whole measurement and reports each ratio's median and range. Every case
+generates exactly its number of tokens (EOS ignored). Ratios (> 1: the first is faster):
+
+- cd_vs_hf_generate: CD (two models a step) over the expert's own `model.generate` (one model; sampling, same
+  batch and settings), vocabulary 101, batch 32. About 0.5 is parity per forward.
+- plain_vs_hf_generate: congkit's plain sampler over `model.generate`.
+- batched_vs_one_at_a_time: CD on 32 prompts at once against the same prompts decoded one at a time.
+- two_forwards_vs_hf_generate: that bare loop over `model.generate`: what CD could reach at best.
+- cd_vs_two_forwards_v<V>: CD against a bare loop of the two models' forwards (same cache kind, greedy token from the
+  expert's logits, nothing else): the ceiling, at vocabulary 101, 32,000 and 151,936.
+- contended_vs_quiet_b1: batch-1 CD while one busy process (started and stopped by the benchmark) competes for the
+  cores, against the same without it.
+- static_vs_dynamic_cache_b32 / _b1: CD with transformers' StaticCache against DynamicCache (grown per step).
+- peers: congkit batch 1 against the authors' style (one prompt at a time, a sampling loop over two models with two
+  caches, full-vocabulary filtering: `authors_b1`) and the proxy-tuning style (the amateur inside a logits processor
+  of `model.generate`: `proxy_b1`); congkit batch 32 against the authors' batch-1 approach.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import subprocess
+import sys
 import time
 
 import torch
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
+import congkit  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
 from congkit import contrastive_generate, sample
+from congkit.decoding import new_cache
 from congkit.models import char_tokenizer, n_parameters, tiny_llama
-from congkit.tokens import encode_prompt, pad
+from congkit.tokens import encode_prompt, pad, positions
+
+WORDS = "sort these numbers then add the first two and report the count of letters in the word".split()
 
 
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def make_pair(vocab: int | None, hidden: int, layers: int):
+    tok = char_tokenizer(vocab_size=vocab)
+    models = [tiny_llama(len(tok), hidden_size=hidden, num_layers=layers, num_heads=4, seed=s, init_std=0.1).eval()
+              for s in (1, 2)]  # fmt: skip
+    return tok, *models
+
+
+def prompts_for(n: int) -> list[str]:
+    return [" ".join(WORDS[: 3 + (i * 7) % len(WORDS)]) + f" #{i}" for i in range(n)]
+
+
+# --- the baselines ------------------------------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def two_forwards(expert, amateur, ids, mask, new_tokens: int, cache: str) -> None:
+    """The ceiling: the two models' forwards and a greedy token from the expert, nothing else."""
+    caches = [new_cache(m, cache, ids.shape[1] + new_tokens) for m in (expert, amateur)]
+    pos = positions(mask)
+    outs = [m(input_ids=ids, attention_mask=mask, position_ids=pos, cache=c, use_cache=True, logits_to_keep=1)
+            for m, c in zip((expert, amateur), caches)]  # fmt: skip
+    pos = pos[:, -1:]
+    for _ in range(new_tokens - 1):
+        tok = outs[0].logits[:, -1].argmax(-1, keepdim=True)
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        pos = pos + 1
+        outs = [m(input_ids=tok, attention_mask=mask, position_ids=pos, cache=o.cache, use_cache=True)
+                for m, o in zip((expert, amateur), outs)]  # fmt: skip
+
+
+@torch.inference_mode()
+def authors_style(expert, amateur, prompt_ids: list[int], new_tokens: int, alpha=0.5, lam=0.1, temperature=0.8,
+                  top_p=0.95, penalty=1.2) -> list[int]:  # fmt: skip
+    """The ConG release's way, written out: one prompt, a sampling loop over two models with two DynamicCaches,
+    full-vocabulary plausibility filter and amateur renormalisation, then transformers' penalty, temperature and
+    top-p processors on the whole vocabulary, `torch.multinomial`."""
+    from transformers import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopPLogitsWarper
+
+    processors = [RepetitionPenaltyLogitsProcessor(penalty), TemperatureLogitsWarper(temperature),
+                  TopPLogitsWarper(top_p)]  # fmt: skip
+    ids = torch.tensor([prompt_ids])
+    caches = [DynamicCache(), DynamicCache()]
+    step = ids
+    for _ in range(new_tokens):
+        logp = [torch.log_softmax(m(input_ids=step, cache=c, use_cache=True).logits[:, -1].float(), -1)
+                for m, c in zip((expert, amateur), caches)]  # fmt: skip
+        head = logp[0] >= logp[0].max(-1, keepdim=True).values + torch.log(torch.tensor(lam))
+        amateur_logp = torch.log_softmax(logp[1].masked_fill(~head, -1e-3), -1)
+        scores = (logp[0] - (1 - alpha) * amateur_logp).masked_fill(~head, float("-inf"))
+        for processor in processors:
+            scores = processor(ids, scores)
+        step = torch.multinomial(torch.softmax(scores, -1), 1)
+        ids = torch.cat([ids, step], dim=1)
+    return ids[0, len(prompt_ids) :].tolist()
+
+
+class AmateurProcessor(LogitsProcessor):
+    """Proxy-tuning style: the amateur runs inside a logits processor of the expert's `generate`, with its own cache,
+    and the processor returns log pi_r - (1 - alpha) log pi_ref on the plausibility head."""
+
+    def __init__(self, amateur, alpha=0.5, lam=0.1):
+        self.amateur, self.alpha, self.lam, self.cache, self.seen = amateur, alpha, lam, DynamicCache(), 0
+
+    def __call__(self, input_ids, scores):
+        step = input_ids[:, self.seen :]
+        self.seen = input_ids.shape[1]
+        amateur_logp = torch.log_softmax(self.amateur(input_ids=step, cache=self.cache, use_cache=True).logits[:, -1], -1)
+        expert_logp = torch.log_softmax(scores, -1)
+        head = expert_logp >= expert_logp.max(-1, keepdim=True).values + torch.log(torch.tensor(self.lam))
+        return (expert_logp - (1 - self.alpha) * amateur_logp).masked_fill(~head, float("-inf"))
+
+
+# --- one measurement ----------------------------------------------------------------------------------------------
+
+
+def busy_process() -> subprocess.Popen:
+    """One competing process that keeps a core busy (pure Python, no threads)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def measure(args) -> dict:
+    torch.manual_seed(0)
+    tok, expert, amateur = make_pair(None, args.hidden, args.layers)
+    prompts = prompts_for(args.batch)
+    n = args.new_tokens
+    settings = dict(max_new_tokens=n, ignore_eos=True, progress=False)
+    ids, mask = pad([encode_prompt(tok, p) for p in prompts], tok.pad_token_id, side="left")
+
+    def cd(batch_prompts, cache="auto", model_pair=(expert, amateur), tokenizer=tok, tokens=n):
+        def run():
+            contrastive_generate(*model_pair, tokenizer, batch_prompts, alpha=0.5, batch_size=len(batch_prompts),
+                                 cache=cache, **{**settings, "max_new_tokens": tokens})  # fmt: skip
+        return run
+
+    def hf_generate():
+        with torch.inference_mode():
+            expert.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=0.8, top_p=0.95,
+                            repetition_penalty=1.2, max_new_tokens=n, min_new_tokens=n, pad_token_id=tok.pad_token_id)  # fmt: skip
+
+    def one_at_a_time():
+        for i, p in enumerate(prompts):
+            contrastive_generate(expert, amateur, tok, [p], alpha=0.5, index_offset=i, batch_size=1, **settings)
+
+    b1 = ids[:1, mask[0].bool()], mask[:1, mask[0].bool()]
+    prompt0 = encode_prompt(tok, prompts[0])
+    proxy = lambda: expert.generate(input_ids=b1[0], attention_mask=b1[1], do_sample=True, temperature=0.8,  # noqa: E731
+                                    top_p=0.95, repetition_penalty=1.2, max_new_tokens=n, min_new_tokens=n,
+                                    pad_token_id=tok.pad_token_id,
+                                    logits_processor=LogitsProcessorList([AmateurProcessor(amateur)]))  # fmt: skip
+
+    def contended():
+        """Batch-1 CD while a busy process competes; returns the decoding's own seconds (not the process start)."""
+        proc = busy_process()
+        try:
+            time.sleep(0.2)
+            start = time.perf_counter()
+            cd(prompts[:1])()
+            return time.perf_counter() - start
+        finally:
+            proc.kill()
+            proc.wait()
+
+    cases = {
+        "cd_b32": cd(prompts),
+        "cd_b32_dynamic": cd(prompts, cache="dynamic"),
+        "plain_b32": lambda: sample(expert, tok, prompts, batch_size=len(prompts), **settings),
+        "hf_generate_b32": hf_generate,
+        "two_forwards_b32": lambda: two_forwards(expert, amateur, ids, mask, n, "auto"),
+        "cd_one_at_a_time": one_at_a_time,
+        "cd_b1": cd(prompts[:1]),
+        "cd_b1_dynamic": cd(prompts[:1], cache="dynamic"),
+        "cd_b1_contended": contended,
+        "authors_b1": lambda: authors_style(expert, amateur, prompt0, n),
+        "proxy_b1": proxy,
+    }
+    big_tokens = args.big_vocab_tokens
+    for vocab, batch in ((32_000, args.batch), (151_936, 8)):
+        vtok, ve, va = make_pair(vocab, args.hidden, args.layers)
+        vp = prompts_for(batch)
+        vids, vmask = pad([encode_prompt(vtok, p) for p in vp], vtok.pad_token_id, side="left")
+        cases[f"cd_v{vocab}"] = cd(vp, model_pair=(ve, va), tokenizer=vtok, tokens=big_tokens)
+        cases[f"two_forwards_v{vocab}"] = (lambda e=ve, a=va, i=vids, m=vmask:
+                                           two_forwards(e, a, i, m, big_tokens, "auto"))  # fmt: skip
+    # every case once to warm up, then `repeats` interleaved rounds
+    best = {}
+    for round_ in range(args.repeats + 1):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            own = fn()  # a case may time itself (the contended one)
+            elapsed = own if isinstance(own, float) else time.perf_counter() - start
+            if round_ > 0:
+                best[name] = min(best.get(name, float("inf")), elapsed)
+    tokens = {name: (big_tokens * (args.batch if "32000" in name else 8) if "_v" in name else
+                     n * (args.batch if ("b32" in name or name == "cd_one_at_a_time") else 1))
+              for name in cases}  # fmt: skip
+    rate = {name: tokens[name] / best[name] for name in cases}
+    return {
+        "tokens_per_s": {k: round(v, 1) for k, v in rate.items()},
+        "cd_vs_hf_generate": rate["cd_b32"] / rate["hf_generate_b32"],
+        "plain_vs_hf_generate": rate["plain_b32"] / rate["hf_generate_b32"],
+        "batched_vs_one_at_a_time": rate["cd_b32"] / rate["cd_one_at_a_time"],
+        "cd_vs_two_forwards_v101": rate["cd_b32"] / rate["two_forwards_b32"],
+        "cd_vs_two_forwards_v32000": rate["cd_v32000"] / rate["two_forwards_v32000"],
+        "cd_vs_two_forwards_v151936": rate["cd_v151936"] / rate["two_forwards_v151936"],
+        "contended_vs_quiet_b1": rate["cd_b1_contended"] / rate["cd_b1"],
+        "two_forwards_vs_hf_generate": rate["two_forwards_b32"] / rate["hf_generate_b32"],
+        "static_vs_dynamic_cache_b32": rate["cd_b32"] / rate["cd_b32_dynamic"],
+        "static_vs_dynamic_cache_b1": rate["cd_b1"] / rate["cd_b1_dynamic"],
+        "cd_b1_vs_authors_b1": rate["cd_b1"] / rate["authors_b1"],
+        "cd_b1_vs_proxy_b1": rate["cd_b1"] / rate["proxy_b1"],
+        "cd_b32_vs_authors_b1": rate["cd_b32"] / rate["authors_b1"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--big-vocab-tokens", type=int, default=32, help="new tokens in the 32k / 152k cases")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per run; the best is kept")
+    parser.add_argument("--runs", type=int, default=1, help="whole measurements; ratios get median and range")
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
     args = parser.parse_args()
-
-    torch.manual_seed(0)
-    tok = char_tokenizer()
-    expert = tiny_llama(len(tok), hidden_size=args.hidden, num_layers=args.layers, num_heads=4, seed=1, init_std=0.1)
-    amateur = tiny_llama(len(tok), hidden_size=args.hidden, num_layers=args.layers, num_heads=4, seed=2, init_std=0.1)
-    words = "sort these numbers then add the first two and report the count of letters in the word".split()
-    prompts = [" ".join(words[: 3 + (i * 7) % len(words)]) + f" #{i}" for i in range(args.batch)]
-    settings = dict(max_new_tokens=args.new_tokens, ignore_eos=True, progress=False, batch_size=args.batch)
-    n_tokens = args.batch * args.new_tokens
-
-    def cd():
-        out = contrastive_generate(expert, amateur, tok, prompts, alpha=0.5, **settings)
-        assert sum(len(t) for t in out.token_ids) == n_tokens
-
-    def plain():
-        sample(expert, tok, prompts, **settings)
-
-    ids, mask = pad([encode_prompt(tok, p) for p in prompts], tok.pad_token_id, side="left")
-
-    def hf_generate():
-        with torch.inference_mode():
-            out = expert.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                do_sample=True,
-                temperature=0.8,
-                top_p=0.95,
-                repetition_penalty=1.2,
-                max_new_tokens=args.new_tokens,
-                min_new_tokens=args.new_tokens,
-                pad_token_id=tok.pad_token_id,
-            )
-        assert out.shape[1] - ids.shape[1] == args.new_tokens
-
-    def cd_one_at_a_time():
-        for i, p in enumerate(prompts):
-            contrastive_generate(expert, amateur, tok, [p], alpha=0.5, index_offset=i, **{**settings, "batch_size": 1})
-
-    for fn in (cd, plain, hf_generate):  # warm-up
-        fn()
-    t_cd, t_plain, t_hf = (best_time(fn, args.repeats) for fn in (cd, plain, hf_generate))
-    t_one = best_time(cd_one_at_a_time, 1)
-    result = {
-        "params_per_model": n_parameters(expert),
-        "batch": args.batch,
-        "new_tokens": args.new_tokens,
-        "threads": torch.get_num_threads(),
-        "cd_tokens_per_s": n_tokens / t_cd,
-        "plain_tokens_per_s": n_tokens / t_plain,
-        "hf_generate_tokens_per_s": n_tokens / t_hf,
-        "cd_one_at_a_time_tokens_per_s": n_tokens / t_one,
-        "cd_vs_hf_generate": t_hf / t_cd,
-        "plain_vs_hf_generate": t_hf / t_plain,
-        "batched_vs_one_at_a_time": t_one / t_cd,
-    }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:32s} {value:.3f}" if isinstance(value, float) else f"{key:32s} {value}")
+    runs = [measure(args) for _ in range(args.runs)]
+    result = {"threads": torch.get_num_threads(), "batch": args.batch, "new_tokens": args.new_tokens,
+              "params_per_model_v101": n_parameters(make_pair(None, args.hidden, args.layers)[1]), "runs": args.runs,
+              "repeats": args.repeats, "tokens_per_s": runs[-1]["tokens_per_s"]}  # fmt: skip
+    for key in runs[0]:
+        if key != "tokens_per_s":
+            values = [r[key] for r in runs]
+            result[key] = round(statistics.median(values), 3)
+            if len(values) > 1:
+                result[f"{key}_range"] = [round(min(values), 3), round(max(values), 3)]
+    print(json.dumps(result, indent=None if args.json else 2))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ prompt's sample does not depend on the batch size, on its neighbours or on how p
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -27,9 +29,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import (
+    Cache,
+    DynamicLayer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    StaticCache,
     TemperatureLogitsWarper,
     TopPLogitsWarper,
 )
@@ -51,8 +54,9 @@ class DecodingConfig:
         do_sample: sample (inverse CDF at per-prompt seeded uniforms) or take the argmax.
         max_new_tokens: >= 1; seed: >= 0; batch_size: prompts per forward batch, >= 1.
         ignore_eos: always generate max_new_tokens (benchmarks).
-        cache: "static" (transformers' StaticCache, allocated once per batch; default) or "dynamic" (grown by
-            concatenation). Decoded tokens are the same.
+        cache: "static" (`PreallocatedLayer`s, allocated once per batch), "dynamic" (transformers' DynamicCache,
+            grown by concatenation) or "auto" (default: static on a CPU, where it measured faster, dynamic on a GPU,
+            where it measured slower at batch 1). Decoded tokens are the same.
         release_compatible: the authors' release renormalisation of the amateur (below).
     """
 
@@ -66,8 +70,9 @@ class DecodingConfig:
     seed: int = 0
     batch_size: int = 32
     ignore_eos: bool = False  # always generate max_new_tokens (benchmarks)
-    # KV cache per batch: "static" (allocated once) or "dynamic" (grown per step); the same tokens, so not in cache keys
-    cache: str = field(default="static", metadata={"cache": False})
+    # KV cache per batch: "static" (allocated once), "dynamic" (grown per step) or "auto" (static on a CPU, dynamic on
+    # a GPU, where static measured slower at batch 1); the same tokens, so not in cache keys
+    cache: str = field(default="auto", metadata={"cache": False})
     # The authors' release renormalises the amateur a second time (off-head entries set to -1e-3, log_softmax again),
     # which shifts every head score by (1 - alpha) log Z'. That changes nothing without a repetition penalty; with one,
     # the penalty acts on the shifted scores. Off by default: the paper's formula is the definition, and the shift
@@ -87,8 +92,8 @@ class DecodingConfig:
         check_int("max_new_tokens", self.max_new_tokens, 1)
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
-        if self.cache not in ("static", "dynamic"):
-            raise ValueError(f"cache must be 'static' or 'dynamic', got {self.cache!r}")
+        if self.cache not in ("auto", "static", "dynamic"):
+            raise ValueError(f"cache must be 'auto', 'static' or 'dynamic', got {self.cache!r}")
         for name in ("do_sample", "ignore_eos", "release_compatible"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -214,12 +219,13 @@ def next_tokens(expert_logp: torch.Tensor, amateur_logp: torch.Tensor | None, se
     """One decoding step's token choice: contrastive scores, repetition penalty, temperature, top-p, argmax or
     inverse-CDF sampling.
 
-    With a plausibility head, only the head can be chosen, so everything after the head runs on its tokens gathered
-    (in token-id order, so ties and the CDF's order are those of the full vocabulary): the same tokens as
+    With a plausibility head on a CPU, only the head can be chosen, so everything after the head runs on its tokens
+    gathered (in token-id order, so ties and the CDF's order are those of the full vocabulary): the same tokens as
     `choose_tokens(apply_repetition_penalty(contrastive_scores(...)))` on the whole vocabulary (tested), without
-    sorting a 150k-entry vocabulary for top-p at every step.
+    sorting a 150k-entry vocabulary for top-p at every step. On a GPU the whole vocabulary is cheap and the head's
+    size (a Python int) would stall the launch queue every step, so the full-vocabulary path runs there.
     """
-    if config.lam is None:
+    if config.lam is None or expert_logp.device.type != "cpu":  # on a GPU the head's size would cost a sync a step
         scores = contrastive_scores(expert_logp, amateur_logp, config.alpha, None, config.release_compatible)
         return choose_tokens(apply_repetition_penalty(scores, seen, config.repetition_penalty), config, uniforms)
     ids, in_head = head_tokens(expert_logp, config.lam)
@@ -257,12 +263,78 @@ def _eos_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> set[
     return ids
 
 
+class PreallocatedLayer(DynamicLayer):
+    """A `DynamicLayer` whose keys and values live in buffers allocated once for `capacity` tokens: each step writes
+    the new entries in place and hands attention a view of the filled part.
+
+    Why not transformers' own caches: `DynamicLayer` concatenates (re-allocating and copying the whole cache every
+    step: 16% of a CD step here), and `StaticCache` attends over its full `max_cache_len` at every step. The model's
+    forward is untouched: this is only where the cache keeps its tensors. Past `capacity` it grows by doubling.
+    """
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        self._keys = key_states.new_empty((*key_states.shape[:-2], self.capacity, key_states.shape[-1]))
+        self._values = value_states.new_empty((*value_states.shape[:-2], self.capacity, value_states.shape[-1]))
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self._keys.shape[-2]:  # beyond the planned length: grow once, by doubling
+            grow = max(end, 2 * self._keys.shape[-2]) - self._keys.shape[-2]
+            self._keys = torch.cat([self._keys, self._keys.new_empty((*self._keys.shape[:-2], grow, self._keys.shape[-1]))], -2)
+            self._values = torch.cat([self._values, self._values.new_empty((*self._values.shape[:-2], grow,
+                                                                            self._values.shape[-1]))], -2)  # fmt: skip
+        self._keys[..., self.length : end, :] = key_states
+        self._values[..., self.length : end, :] = value_states
+        self.length = end
+        self.keys, self.values = self._keys[..., :end, :], self._values[..., :end, :]
+        return self.keys, self.values
+
+    def reset(self) -> None:
+        self.length = 0
+        super().reset()
+
+
+SMALL_STEP = 5e7  # parameters x rows of a decoding step below which one CPU thread beats several (measured)
+
+
+@contextlib.contextmanager
+def decode_threads(model: PreTrainedModel, rows: int):
+    """Torch's intra-op threads for one CPU decoding batch: one thread when a step is small (parameters x rows <
+    `SMALL_STEP`: a 4M-parameter pair at batch 1 decoded 123-129 tokens/s on one thread against 110 on two, and
+    kept that speed with a busy process beside it), torch's setting otherwise; restored afterwards. Together with
+    `OMP_WAIT_POLICY=PASSIVE` (set by `import congkit`), a competing process does not collapse decoding. Set
+    `CONGKIT_THREADS=keep` to leave torch's setting alone."""
+    small = _device(model).type == "cpu" and sum(p.numel() for p in model.parameters()) * rows < SMALL_STEP
+    if not small or os.environ.get("CONGKIT_THREADS") == "keep" or torch.get_num_threads() == 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def new_cache(model: PreTrainedModel, kind: str, max_length: int):
-    """A KV cache for one decoding batch: "static" = transformers' `StaticCache`, allocated once at `max_length`
-    (no concatenation per step), for the models whose generate supports it; "dynamic" (or another model) = the
-    model's default (a `DynamicCache`, grown by concatenation)."""
-    if kind == "static" and type(model)._supports_default_dynamic_cache() and not model.config.is_encoder_decoder:
-        return StaticCache(config=model.config, max_cache_len=max_length)
+    """A KV cache for one decoding batch. "static": `PreallocatedLayer`s sized once for `max_length` tokens, for
+    models whose layers all use full attention (a model with sliding-window or other layer types, or one that
+    `generate` gives no standard cache, gets its default); "dynamic": the model's default (a `DynamicCache`)."""
+    if kind == "auto":
+        kind = "static" if _device(model).type == "cpu" else "dynamic"
+    config = model.config.get_text_config(decoder=True)
+    layer_types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    if (kind == "static" and type(model)._supports_default_dynamic_cache() and not model.config.is_encoder_decoder
+            and set(layer_types) == {"full_attention"}):  # fmt: skip
+        return Cache(layers=[PreallocatedLayer(max_length) for _ in layer_types])
     return None
 
 
@@ -306,7 +378,9 @@ def _decode_batch(
     pos = positions(mask)
     length = ids.shape[1] + config.max_new_tokens
     steppers = [_Stepper(m, new_cache(m, config.cache, length)) for m in (expert, amateur) if m is not None]
-    logps = [s.first(ids, mask, pos) for s in steppers]
+    # no row padded (e.g. batch 1): no mask or positions, so the model takes its plain causal path
+    padded = not bool(mask.all())
+    logps = [s.first(ids, mask if padded else None, pos if padded else None) for s in steppers]
 
     batch, vocab = ids.shape[0], logps[0].shape[-1]
     # prompt tokens count as seen (as in transformers), padding does not
@@ -328,9 +402,10 @@ def _decode_batch(
         done = done | torch.isin(tok, eos_tensor)
         if bool(done.all()) or t == config.max_new_tokens - 1:
             break
-        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=1)
-        pos = pos + 1
-        logps = [s.next(tok, mask, pos) for s in steppers]
+        if padded:
+            mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=1)
+            pos = pos + 1
+        logps = [s.next(tok, mask if padded else None, pos if padded else None) for s in steppers]
 
     token_matrix = torch.stack(tokens, dim=1).cpu()
     reward_matrix = torch.stack(rewards, dim=1).cpu() if rewards else None
@@ -372,7 +447,8 @@ def _generate(
     for start in tqdm(starts, desc=label, disable=not progress or len(starts) == 1):
         chunk = encoded[start : start + config.batch_size]
         indices = [index_offset + start + i for i in range(len(chunk))]
-        ids, rewards = _decode_batch(expert, amateur, chunk, indices, config, pad_id, eos)
+        with decode_threads(expert, len(chunk)):
+            ids, rewards = _decode_batch(expert, amateur, chunk, indices, config, pad_id, eos)
         all_ids.extend(ids)
         if rewards is not None:
             all_rewards.extend(rewards)
