@@ -136,7 +136,9 @@ class Generation:
 
 
 def plausibility_head(expert_logp: torch.Tensor, lam: float) -> torch.Tensor:
-    """Boolean mask of V_head = {v : pi_r(v) >= lam * max_w pi_r(w)}, computed from log-probabilities."""
+    """Boolean mask of V_head = {v : pi_r(v) >= lam * max_w pi_r(w)}, computed from log-probabilities: the tokens
+    transformers' `MinPLogitsWarper(min_p=lam)` keeps (tested), as a mask, because the engine gathers the head and
+    the contrast needs it before any processor runs."""
     return expert_logp >= expert_logp.max(dim=-1, keepdim=True).values + np.log(lam)
 
 

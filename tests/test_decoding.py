@@ -289,3 +289,15 @@ def test_token_choice_over_the_head_equals_the_whole_vocabulary(do_sample, relea
         want = choose_tokens(apply_repetition_penalty(full, seen, penalty), config, uniforms)
         got = next_tokens(expert, amateur, seen, config, uniforms)
         assert torch.equal(got, want)
+
+
+def test_plausibility_head_is_what_transformers_min_p_keeps():
+    from transformers import MinPLogitsWarper
+
+    from congkit import plausibility_head
+
+    gen = torch.Generator().manual_seed(1)
+    for lam in (0.01, 0.1, 0.5):
+        logp = torch.log_softmax(4 * torch.randn(16, 500, generator=gen), -1)
+        kept = torch.isfinite(MinPLogitsWarper(min_p=lam)(None, logp.clone()))
+        assert torch.equal(plausibility_head(logp, lam), kept)
