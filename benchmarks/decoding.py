@@ -35,7 +35,7 @@ from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 import congkit  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
 from congkit import contrastive_generate, sample
-from congkit.decoding import new_cache
+from congkit.decoding import _Stepper, new_cache, step_models
 from congkit.models import char_tokenizer, n_parameters, tiny_llama
 from congkit.tokens import encode_prompt, pad, positions
 
@@ -58,18 +58,17 @@ def prompts_for(n: int) -> list[str]:
 
 @torch.inference_mode()
 def two_forwards(expert, amateur, ids, mask, new_tokens: int, cache: str) -> None:
-    """The ceiling: the two models' forwards and a greedy token from the expert, nothing else."""
-    caches = [new_cache(m, cache, ids.shape[1] + new_tokens) for m in (expert, amateur)]
+    """The ceiling: the two models' forwards, stepped as congkit steps them (same cache, `step_models`), and a greedy
+    token from the expert's log-probabilities, nothing else."""
+    steppers = [_Stepper(m, new_cache(m, cache, ids.shape[1] + new_tokens)) for m in (expert, amateur)]
     pos = positions(mask)
-    outs = [m(input_ids=ids, attention_mask=mask, position_ids=pos, cache=c, use_cache=True, logits_to_keep=1)
-            for m, c in zip((expert, amateur), caches)]  # fmt: skip
+    logps = step_models(steppers, "first", ids, mask, pos)
     pos = pos[:, -1:]
     for _ in range(new_tokens - 1):
-        tok = outs[0].logits[:, -1].argmax(-1, keepdim=True)
+        tok = logps[0].argmax(-1)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         pos = pos + 1
-        outs = [m(input_ids=tok, attention_mask=mask, position_ids=pos, cache=o.cache, use_cache=True)
-                for m, o in zip((expert, amateur), outs)]  # fmt: skip
+        logps = step_models(steppers, "next", tok, mask, pos)
 
 
 @torch.inference_mode()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -364,6 +365,31 @@ class _Stepper:
         return (logp, logits) if keep_logits else logp
 
 
+_WORKER: ThreadPoolExecutor | None = None
+
+
+def step_models(steppers: list[_Stepper], method: str, *args, **kwargs) -> list:
+    """`method` ("first" or "next") of every model's stepper, in order. On a CPU the amateur's forward runs in a
+    worker thread while the expert's runs in this one: torch releases the GIL inside its kernels, so one model's
+    Python overhead overlaps the other's compute (the pair's forwards measured 1.35-1.4x faster at batch 32 here).
+    Both forwards are the same computations as one after the other; set CONGKIT_THREADS=keep to run them in turn."""
+    on_cpu = _device(steppers[0].model).type == "cpu"
+    if len(steppers) == 1 or not on_cpu or os.environ.get("CONGKIT_THREADS") == "keep":
+        return [getattr(s, method)(*args, **kwargs) for s in steppers]
+    global _WORKER
+    if _WORKER is None:
+        _WORKER = ThreadPoolExecutor(1, thread_name_prefix="congkit-amateur")
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+    def in_worker():  # autograd modes are per thread: the caller's, in the worker
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return getattr(steppers[1], method)(*args, **kwargs)
+
+    pending = _WORKER.submit(in_worker)
+    first = getattr(steppers[0], method)(*args, **kwargs)
+    return [first, pending.result()]
+
+
 @torch.inference_mode()
 def _decode_batch(
     expert: PreTrainedModel,
@@ -382,7 +408,7 @@ def _decode_batch(
     steppers = [_Stepper(m, new_cache(m, config.cache, length)) for m in (expert, amateur) if m is not None]
     # no row padded (e.g. batch 1): no mask or positions, so the model takes its plain causal path
     padded = not bool(mask.all())
-    logps = [s.first(ids, mask if padded else None, pos if padded else None) for s in steppers]
+    logps = step_models(steppers, "first", ids, mask if padded else None, pos if padded else None)
 
     batch, vocab = ids.shape[0], logps[0].shape[-1]
     # prompt tokens count as seen (as in transformers), padding does not
@@ -398,7 +424,7 @@ def _decode_batch(
         tok = tok.masked_fill(done, pad_id)
         tokens.append(tok)
         if amateur_logp is not None:
-            picked = (expert_logp - amateur_logp).gather(-1, tok[:, None]).squeeze(-1)
+            picked = (expert_logp.gather(-1, tok[:, None]) - amateur_logp.gather(-1, tok[:, None])).squeeze(-1)
             rewards.append(picked.masked_fill(done, 0.0))
         seen.scatter_(1, tok[:, None], True)
         done = done | torch.isin(tok, eos_tensor)
@@ -407,7 +433,7 @@ def _decode_batch(
         if padded:
             mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=device)], dim=1)
             pos = pos + 1
-        logps = [s.next(tok, mask if padded else None, pos if padded else None) for s in steppers]
+        logps = step_models(steppers, "next", tok, mask if padded else None, pos if padded else None)
 
     token_matrix = torch.stack(tokens, dim=1).cpu()
     reward_matrix = torch.stack(rewards, dim=1).cpu() if rewards else None

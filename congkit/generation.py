@@ -41,7 +41,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList, MinPLogitsWarper, StoppingCriteriaList
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .decoding import _Stepper, contrastive_scores, row_uniforms, sample_from_scores
+from .decoding import _Stepper, contrastive_scores, row_uniforms, sample_from_scores, step_models
 from .inputs import check_int, check_number, check_same_device
 from .rewards import check_same_vocab
 from .tokens import positions
@@ -117,8 +117,8 @@ def contrastive_decoding(
     mask = torch.ones_like(input_ids) if mask is None else mask
     pos = positions(mask)
     expert, amateur = _Stepper(model, model_kwargs.get("cache")), _Stepper(amateur_model)
-    expert_logp, expert_logits = expert.first(input_ids, mask, pos, keep_logits=True)
-    amateur_logp = amateur.first(input_ids, mask, pos)
+    (expert_logp, expert_logits), (amateur_logp, _) = step_models([expert, amateur], "first", input_ids, mask, pos,
+                                                             keep_logits=True)  # fmt: skip
 
     pad = generation_config._pad_token_tensor
     has_eos = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
@@ -149,8 +149,8 @@ def contrastive_decoding(
             break
         mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=1)
         pos = pos + 1
-        expert_logp, expert_logits = expert.next(tok, mask, pos, keep_logits=True)
-        amateur_logp = amateur.next(tok, mask, pos)
+        (expert_logp, expert_logits), (amateur_logp, _) = step_models([expert, amateur], "next", tok, mask, pos,
+                                                                 keep_logits=True)  # fmt: skip
     if streamer is not None:
         streamer.end()
     if not generation_config.return_dict_in_generate:
