@@ -365,7 +365,7 @@ class _Stepper:
         return (logp, logits) if keep_logits else logp
 
 
-_WORKER: ThreadPoolExecutor | None = None
+_WORKER: tuple[int, ThreadPoolExecutor] | None = None  # (pid, the amateur's thread)
 
 
 def step_models(steppers: list[_Stepper], method: str, *args, **kwargs) -> list:
@@ -377,15 +377,15 @@ def step_models(steppers: list[_Stepper], method: str, *args, **kwargs) -> list:
     if len(steppers) == 1 or not on_cpu or os.environ.get("CONGKIT_THREADS") == "keep":
         return [getattr(s, method)(*args, **kwargs) for s in steppers]
     global _WORKER
-    if _WORKER is None:
-        _WORKER = ThreadPoolExecutor(1, thread_name_prefix="congkit-amateur")
+    if _WORKER is None or _WORKER[0] != os.getpid():  # a forked child has no copy of the parent's thread
+        _WORKER = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="congkit-amateur"))
     inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
 
     def in_worker():  # autograd modes are per thread: the caller's, in the worker
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             return getattr(steppers[1], method)(*args, **kwargs)
 
-    pending = _WORKER.submit(in_worker)
+    pending = _WORKER[1].submit(in_worker)
     first = getattr(steppers[0], method)(*args, **kwargs)
     return [first, pending.result()]
 

@@ -301,3 +301,14 @@ def test_plausibility_head_is_what_transformers_min_p_keeps():
         logp = torch.log_softmax(4 * torch.randn(16, 500, generator=gen), -1)
         kept = torch.isfinite(MinPLogitsWarper(min_p=lam)(None, logp.clone()))
         assert torch.equal(plausibility_head(logp, lam), kept)
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_models_stepped_in_two_threads_decode_what_one_thread_decodes(expert, amateur, tokenizer, monkeypatch,
+                                                                       do_sample):  # fmt: skip
+    kw = dict(alpha=0.5, do_sample=do_sample, max_new_tokens=12, seed=4, batch_size=4, progress=False)
+    threaded = contrastive_generate(expert, amateur, tokenizer, PROMPTS, **kw)
+    monkeypatch.setenv("CONGKIT_THREADS", "keep")
+    serial = contrastive_generate(expert, amateur, tokenizer, PROMPTS, **kw)
+    assert threaded.token_ids == serial.token_ids
+    np.testing.assert_allclose(np.concatenate(threaded.log_ratios), np.concatenate(serial.log_ratios), atol=1e-5)
