@@ -362,6 +362,7 @@ def _column_job(job: tuple) -> tuple[int, int, float]:
     profile, runs_dir, hidden_size, seed = job
     torch.set_num_threads(1)
     os.environ.update(QUIET_ENV)
+    os.environ["CONGKIT_THREADS"] = "keep"  # one core per worker: the two models step in turn, not in two threads
     start = time.perf_counter()
     world, grid, pipes = regime_objects(profile, runs_dir, progress=False)
     column_rows(pipes[hidden_size], grid, hidden_size, seed)

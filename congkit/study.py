@@ -224,6 +224,7 @@ def _build_replicate(job: tuple) -> tuple[int, float]:
     profile, runs_dir, real, seed = job
     torch.set_num_threads(1)
     os.environ.update(QUIET_ENV)
+    os.environ["CONGKIT_THREADS"] = "keep"  # one core per worker: the two models step in turn, not in two threads
     start = time.perf_counter()
     _, _, pipe = study_objects(profile, runs_dir, progress=False, real=real)
     pipe.replicate(seed)
