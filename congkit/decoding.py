@@ -39,6 +39,7 @@ from transformers import (
 )
 
 from .inputs import as_prompts, check_int, check_number, check_same_device, check_token_ids
+from .models import n_parameters
 from .rewards import ImplicitReward, _device, check_same_vocab
 from .tokens import encode_prompt, pad, pad_token_id, positions
 
@@ -290,10 +291,8 @@ class PreallocatedLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         end = self.length + key_states.shape[-2]
         if end > self._keys.shape[-2]:  # beyond the planned length: grow once, by doubling
-            grow = max(end, 2 * self._keys.shape[-2]) - self._keys.shape[-2]
-            self._keys = torch.cat([self._keys, self._keys.new_empty((*self._keys.shape[:-2], grow, self._keys.shape[-1]))], -2)
-            self._values = torch.cat([self._values, self._values.new_empty((*self._values.shape[:-2], grow,
-                                                                            self._values.shape[-1]))], -2)  # fmt: skip
+            size = max(end, 2 * self._keys.shape[-2])
+            self._keys, self._values = (_grown(buffer, size) for buffer in (self._keys, self._values))
         self._keys[..., self.length : end, :] = key_states
         self._values[..., self.length : end, :] = value_states
         self.length = end
@@ -303,6 +302,13 @@ class PreallocatedLayer(DynamicLayer):
     def reset(self) -> None:
         self.length = 0
         super().reset()
+
+
+def _grown(buffer: torch.Tensor, size: int) -> torch.Tensor:
+    """`buffer` (..., length, dim) with room for `size` positions, its contents kept."""
+    out = buffer.new_empty((*buffer.shape[:-2], size, buffer.shape[-1]))
+    out[..., : buffer.shape[-2], :] = buffer
+    return out
 
 
 SMALL_STEP = 5e7  # parameters x rows of a decoding step below which one CPU thread beats several (measured)
@@ -315,7 +321,7 @@ def decode_threads(model: PreTrainedModel, rows: int):
     kept that speed with a busy process beside it), torch's setting otherwise; restored afterwards. Together with
     `OMP_WAIT_POLICY=PASSIVE` (set by `import congkit`), a competing process does not collapse decoding. Set
     `CONGKIT_THREADS=keep` to leave torch's setting alone."""
-    small = _device(model).type == "cpu" and sum(p.numel() for p in model.parameters()) * rows < SMALL_STEP
+    small = _device(model).type == "cpu" and n_parameters(model) * rows < SMALL_STEP
     if not small or os.environ.get("CONGKIT_THREADS") == "keep" or torch.get_num_threads() == 1:
         yield
         return

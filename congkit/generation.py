@@ -135,7 +135,7 @@ def contrastive_decoding(
             tok = sample_from_scores(processed, uniforms[:, t] if uniforms is not None else None)
         else:
             tok = processed.argmax(dim=-1)
-        reward = (expert_logp - amateur_logp).gather(-1, tok[:, None]).squeeze(-1)
+        reward = (expert_logp.gather(-1, tok[:, None]) - amateur_logp.gather(-1, tok[:, None])).squeeze(-1)
         if has_eos:
             tok = tok * unfinished + pad * (1 - unfinished)
         rewards.append(beta * reward * unfinished)

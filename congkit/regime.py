@@ -39,7 +39,7 @@ import pandas as pd
 from scipy import stats
 
 from .cache import build_once, fingerprint, write_csv_atomic
-from .evaluation import claim_rows, evaluation_rows, mean_ci, pgr_rows
+from .evaluation import claim_rows, evaluation_rows, mean_ci, per_seed, pgr_rows
 from .methods import BASELINES
 from .stages import RESULT_COLUMNS, Pipeline, PipelineConfig, Setting
 from .world_build import ModelSize, World, _pretrain
@@ -159,9 +159,8 @@ TARGET = "cong_vs_best_r_pref"
 
 
 def _values(cell: pd.DataFrame, method: str, metric: str, alpha: float | None = None) -> pd.Series:
-    part = cell[(cell.method == method) & (cell.metric == metric)]
-    part = part[part.alpha.isna()] if alpha is None else part[np.isclose(part.alpha, alpha)]
-    return part.groupby("seed").value.mean()
+    """seed -> value of one (method, metric[, alpha]) within one cell (all its rows carry the cell's eps)."""
+    return per_seed(cell, method, metric, eps=float(cell.eps.iloc[0]), alpha=alpha)
 
 
 def best_baselines(table: pd.DataFrame) -> pd.DataFrame:
@@ -181,7 +180,7 @@ def cell_quantities(table: pd.DataFrame, cd_alpha: float = 0.5) -> pd.DataFrame:
     out = []
     for (size, eps), cell in table.groupby(CELL):
         cong = {m: _values(cell, "cong", m) for m in ("r_pref", "r_cap")}
-        per_seed = {
+        by_seed = {
             "spearman": _values(cell, "weak_pair", "spearman_within_pi_r"),
             "cd_gain_implicit": _values(cell, "cd", "implicit", cd_alpha) - _values(cell, "naive", "implicit"),
             "cd_gain_r_pref": _values(cell, "cd", "r_pref", cd_alpha) - _values(cell, "naive", "r_pref"),
@@ -190,9 +189,9 @@ def cell_quantities(table: pd.DataFrame, cd_alpha: float = 0.5) -> pd.DataFrame:
             "capability_gap": _values(cell, "strong_base", "r_cap") - _values(cell, "weak_base", "r_cap"),
         }
         for metric in ("r_pref", "r_cap"):
-            per_seed[f"cong_vs_weaksft_{metric}"] = cong[metric] - _values(cell, "weaksft", metric)
-            per_seed[f"cong_vs_best_{metric}"] = cong[metric] - _values(cell, best[(size, eps, metric)], metric)
-        for quantity, series in per_seed.items():
+            by_seed[f"cong_vs_weaksft_{metric}"] = cong[metric] - _values(cell, "weaksft", metric)
+            by_seed[f"cong_vs_best_{metric}"] = cong[metric] - _values(cell, best[(size, eps, metric)], metric)
+        for quantity, series in by_seed.items():
             out += [{"weak_size": size, "eps": eps, "seed": s, "quantity": quantity, "value": float(v)}
                     for s, v in series.dropna().items()]  # fmt: skip
     return pd.DataFrame(out, columns=["weak_size", "eps", "seed", "quantity", "value"])

@@ -312,3 +312,17 @@ def test_models_stepped_in_two_threads_decode_what_one_thread_decodes(expert, am
     serial = contrastive_generate(expert, amateur, tokenizer, PROMPTS, **kw)
     assert threaded.token_ids == serial.token_ids
     np.testing.assert_allclose(np.concatenate(threaded.log_ratios), np.concatenate(serial.log_ratios), atol=1e-5)
+
+
+def test_preallocated_cache_layer_holds_what_concatenation_holds_and_grows_past_its_capacity():
+    from transformers import DynamicLayer
+
+    from congkit.decoding import PreallocatedLayer
+
+    gen = torch.Generator().manual_seed(0)
+    grown, concatenated = PreallocatedLayer(capacity=2), DynamicLayer()
+    for length in (3, 1, 1):  # the prompt overflows the capacity, then one token at a time
+        k, v = (torch.randn(2, 4, length, 8, generator=gen) for _ in range(2))
+        got, want = grown.update(k, v), concatenated.update(k, v)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert grown.get_seq_length() == 5
