@@ -35,7 +35,7 @@ from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 import congkit  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
 from congkit import contrastive_generate, sample
-from congkit.decoding import _Stepper, new_cache, step_models
+from congkit.decoding import ThreadPlan, _Stepper, new_cache, step_models
 from congkit.models import char_tokenizer, n_parameters, tiny_llama
 from congkit.tokens import encode_prompt, pad, positions
 
@@ -64,11 +64,12 @@ def two_forwards(expert, amateur, ids, mask, new_tokens: int, cache: str) -> Non
     pos = positions(mask)
     logps = step_models(steppers, "first", ids, mask, pos)
     pos = pos[:, -1:]
+    plan = ThreadPlan()
     for _ in range(new_tokens - 1):
         tok = logps[0].argmax(-1)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         pos = pos + 1
-        logps = step_models(steppers, "next", tok, mask, pos)
+        logps = step_models(steppers, "next", tok, mask, pos, plan=plan)
 
 
 @torch.inference_mode()
@@ -181,42 +182,42 @@ def measure(args) -> dict:
             proc.kill()
             proc.wait()
 
-    cases = {
-        "cd_b32": cd(prompts),
-        "cd_b32_dynamic": cd(prompts, cache="dynamic"),
-        "plain_b32": lambda: sample(expert, tok, prompts, batch_size=len(prompts), **settings),
-        "hf_generate_b32": hf_generate,
-        "two_forwards_b32": lambda: two_forwards(expert, amateur, ids, mask, n, "auto"),
-        "cd_one_at_a_time": one_at_a_time,
-        "cd_b1": cd(prompts[:1]),
-        "cd_b1_dynamic": cd(prompts[:1], cache="dynamic"),
-        "cd_b1_contended": contended,
-        "authors_b1": lambda: authors_style(expert, amateur, prompt0, n),
-        "proxy_b1": proxy,
+    b32, b1 = n * len(prompts), n
+    cases = {  # name -> (run it, tokens it generates)
+        "cd_b32": (cd(prompts), b32),
+        "cd_b32_dynamic": (cd(prompts, cache="dynamic"), b32),
+        "plain_b32": (lambda: sample(expert, tok, prompts, batch_size=len(prompts), **settings), b32),
+        "hf_generate_b32": (hf_generate, b32),
+        "two_forwards_b32": (lambda: two_forwards(expert, amateur, ids, mask, n, "auto"), b32),
+        "cd_one_at_a_time": (one_at_a_time, b32),
+        "cd_b1": (cd(prompts[:1]), b1),
+        "cd_b1_dynamic": (cd(prompts[:1], cache="dynamic"), b1),
+        "cd_b1_contended": (contended, b1),
+        "authors_b1": (lambda: authors_style(expert, amateur, prompt0, n), b1),
+        "proxy_b1": (proxy, b1),
     }
     big_tokens = args.big_vocab_tokens
     for vocab, batch in ((32_000, args.batch), (151_936, 8)):
         vtok, ve, va = make_pair(vocab, args.hidden, args.layers)
         vp = prompts_for(batch)
         vids, vmask = pad([encode_prompt(vtok, p) for p in vp], vtok.pad_token_id, side="left")
-        cases[f"cd_v{vocab}"] = cd(vp, model_pair=(ve, va), tokenizer=vtok, tokens=big_tokens)
-        cases[f"two_forwards_v{vocab}"] = (lambda e=ve, a=va, i=vids, m=vmask:
-                                           two_forwards(e, a, i, m, big_tokens, "auto"))  # fmt: skip
+        cases[f"cd_v{vocab}"] = (cd(vp, model_pair=(ve, va), tokenizer=vtok, tokens=big_tokens), big_tokens * batch)
+        cases[f"two_forwards_v{vocab}"] = ((lambda e=ve, a=va, i=vids, m=vmask:
+                                            two_forwards(e, a, i, m, big_tokens, "auto")), big_tokens * batch)  # fmt: skip
+    ratios = {name: RATIOS[name] for name in (args.ratios or RATIOS)}
+    cases = {name: cases[name] for name in dict.fromkeys(c for pair in ratios.values() for c in pair)}
     # every case once to warm up, then `repeats` interleaved rounds
     best = {}
     for round_ in range(args.repeats + 1):
-        for name, fn in cases.items():
+        for name, (fn, _) in cases.items():
             start = time.perf_counter()
             own = fn()  # a case may time itself (the contended one)
             elapsed = own if isinstance(own, float) else time.perf_counter() - start
             if round_ > 0:
                 best[name] = min(best.get(name, float("inf")), elapsed)
-    tokens = {name: (big_tokens * (args.batch if "32000" in name else 8) if "_v" in name else
-                     n * (args.batch if ("b32" in name or name == "cd_one_at_a_time") else 1))
-              for name in cases}  # fmt: skip
-    rate = {name: tokens[name] / best[name] for name in cases}
+    rate = {name: tokens / best[name] for name, (_, tokens) in cases.items()}
     return {"tokens_per_s": {k: round(v, 1) for k, v in rate.items()},
-            **{name: rate[faster] / rate[baseline] for name, (faster, baseline) in RATIOS.items()}}
+            **{name: rate[faster] / rate[baseline] for name, (faster, baseline) in ratios.items()}}
 
 
 def main() -> None:
@@ -229,6 +230,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per run; the best is kept")
     parser.add_argument("--runs", type=int, default=1, help="whole measurements; ratios get median and range")
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    parser.add_argument("--ratios", nargs="+", choices=sorted(RATIOS), help="measure only these ratios (default: all)")
     args = parser.parse_args()
     runs = [measure(args) for _ in range(args.runs)]
     result = {"threads": torch.get_num_threads(), "batch": args.batch, "new_tokens": args.new_tokens,

@@ -41,7 +41,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList, MinPLogitsWarper, StoppingCriteriaList
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .decoding import _Stepper, contrastive_scores, row_uniforms, sample_from_scores, step_models
+from .decoding import ThreadPlan, _Stepper, contrastive_scores, row_uniforms, sample_from_scores, step_models
 from .inputs import check_int, check_number, check_same_device
 from .rewards import check_same_vocab
 from .tokens import positions
@@ -128,6 +128,7 @@ def contrastive_decoding(
     unfinished = torch.ones(batch, dtype=torch.long, device=device)
     scores, raw_logits, rewards = [], [], []
     pos = pos[:, -1:]
+    plan = ThreadPlan()
     for t in range(max_new):
         contrast = contrastive_scores(expert_logp, amateur_logp, alpha, min_p, release_compatible)
         processed = logits_processor(input_ids, contrast)
@@ -150,7 +151,7 @@ def contrastive_decoding(
         mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=1)
         pos = pos + 1
         (expert_logp, expert_logits), (amateur_logp, _) = step_models([expert, amateur], "next", tok, mask, pos,
-                                                                 keep_logits=True)  # fmt: skip
+                                                                 keep_logits=True, plan=plan)  # fmt: skip
     if streamer is not None:
         streamer.end()
     if not generation_config.return_dict_in_generate:

@@ -291,6 +291,36 @@ def test_token_choice_over_the_head_equals_the_whole_vocabulary(do_sample, relea
         assert torch.equal(got, want)
 
 
+def test_head_tokens_are_each_rows_head_in_id_order():
+    from congkit.decoding import head_tokens, plausibility_head
+
+    gen = torch.Generator().manual_seed(3)
+    logp = torch.log_softmax(torch.randn(6, 300, generator=gen) * torch.tensor([0.5, 1, 2, 4, 8, 16])[:, None], -1)
+    ids, in_head = head_tokens(logp, 0.1)
+    head = plausibility_head(logp, 0.1)
+    assert ids.shape[1] == int(head.sum(-1).max()) and len(set(head.sum(-1).tolist())) > 1  # rows of unequal heads
+    for row in range(6):
+        assert ids[row][in_head[row]].tolist() == torch.nonzero(head[row]).squeeze(-1).tolist()
+        assert not in_head[row][int(head[row].sum()) :].any()  # padding only after the row's head
+
+
+def test_thread_plan_times_both_ways_then_keeps_the_faster_and_follows_a_change():
+    from congkit.decoding import ThreadPlan
+
+    plan = ThreadPlan(probes=2, period=4, weight=0.5)
+    seconds = {True: 1.0, False: 2.0}  # two threads faster first, then (contention) slower
+    ways = []
+    for step in range(40):
+        if step == 20:
+            seconds = {True: 3.0, False: 2.0}
+        way = plan.threaded()
+        ways.append(way)
+        plan.record(way, seconds[way])
+    assert ways[:4] == [True, True, False, False]  # each way timed `probes` times first
+    assert ways[4:20].count(False) == 4 and ways[4:20].count(True) == 12  # the other retimed once every 4 steps
+    assert ways[-10:].count(False) >= 7  # after the change, mostly in turn
+
+
 def test_plausibility_head_is_what_transformers_min_p_keeps():
     from transformers import MinPLogitsWarper
 
