@@ -182,19 +182,19 @@ def measure(args) -> dict:
             proc.kill()
             proc.wait()
 
-    b32, b1 = n * len(prompts), n
+    many, one = n * len(prompts), n  # tokens generated at batch 32 and at batch 1
     cases = {  # name -> (run it, tokens it generates)
-        "cd_b32": (cd(prompts), b32),
-        "cd_b32_dynamic": (cd(prompts, cache="dynamic"), b32),
-        "plain_b32": (lambda: sample(expert, tok, prompts, batch_size=len(prompts), **settings), b32),
-        "hf_generate_b32": (hf_generate, b32),
-        "two_forwards_b32": (lambda: two_forwards(expert, amateur, ids, mask, n, "auto"), b32),
-        "cd_one_at_a_time": (one_at_a_time, b32),
-        "cd_b1": (cd(prompts[:1]), b1),
-        "cd_b1_dynamic": (cd(prompts[:1], cache="dynamic"), b1),
-        "cd_b1_contended": (contended, b1),
-        "authors_b1": (lambda: authors_style(expert, amateur, prompt0, n), b1),
-        "proxy_b1": (proxy, b1),
+        "cd_b32": (cd(prompts), many),
+        "cd_b32_dynamic": (cd(prompts, cache="dynamic"), many),
+        "plain_b32": (lambda: sample(expert, tok, prompts, batch_size=len(prompts), **settings), many),
+        "hf_generate_b32": (hf_generate, many),
+        "two_forwards_b32": (lambda: two_forwards(expert, amateur, ids, mask, n, "auto"), many),
+        "cd_one_at_a_time": (one_at_a_time, many),
+        "cd_b1": (cd(prompts[:1]), one),
+        "cd_b1_dynamic": (cd(prompts[:1], cache="dynamic"), one),
+        "cd_b1_contended": (contended, one),
+        "authors_b1": (lambda: authors_style(expert, amateur, prompt0, n), one),
+        "proxy_b1": (proxy, one),
     }
     big_tokens = args.big_vocab_tokens
     for vocab, batch in ((32_000, args.batch), (151_936, 8)):

@@ -3,10 +3,10 @@
 
     python benchmarks/gpu_cd.py [--json out.json] [--rounds 2]
 
-Cases: CD as congkit runs it by default on a GPU (`cache="auto"`: DynamicCache; full-vocabulary token choice) and with
-the preallocated cache (`cache="static"`), congkit's plain
-sampler, and `model.generate` sampling, at batch 1 (the launch-bound regime) and 64. Prints one JSON object with the
-card's name, tokens/s per case and the ratios CD / plain sampling and CD / generate.
+Cases: CD as congkit runs it by default on a GPU (`cache="auto"`: DynamicCache; full-vocabulary token choice), with
+the preallocated cache (`cache="static"`) and compiled (`compile=True`: StaticCache, CUDA graphs), congkit's plain
+sampler (eager and compiled), and `model.generate` sampling, at batch 1 (the launch-bound regime) and 64. The warm-up
+round compiles. Prints one JSON object with the card's name, tokens/s per case and the ratios.
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ def main() -> None:
     prompts = [f"Write a short story about the number {i} and a cat." for i in range(64)]
     common = dict(max_new_tokens=n, ignore_eos=True, progress=False, temperature=0.8, top_p=0.95, repetition_penalty=1.2)
 
-    def cd(batch: int, cache: str):
+    def cd(batch: int, cache: str, compiled: bool = False):
         return lambda: contrastive_generate(expert, amateur, tok, prompts[:batch], alpha=0.5, lam=0.1,
-                                            batch_size=batch, cache=cache, **common)  # fmt: skip
+                                            batch_size=batch, cache=cache, compile=compiled, **common)  # fmt: skip
 
-    def plain(batch: int):
-        return lambda: sample(expert, tok, prompts[:batch], batch_size=batch, **common)
+    def plain(batch: int, compiled: bool = False):
+        return lambda: sample(expert, tok, prompts[:batch], batch_size=batch, compile=compiled, **common)
 
     def hf(batch: int):
         ids, mask = pad([encode_prompt(tok, p) for p in prompts[:batch]], tok.pad_token_id, side="left")
@@ -62,7 +62,8 @@ def main() -> None:
                                        pad_token_id=tok.pad_token_id)  # fmt: skip
 
     cases = {f"{name}_b{b}": fn for b in (1, 64) for name, fn in
-             (("cd", cd(b, "auto")), ("cd_static", cd(b, "static")), ("plain", plain(b)), ("hf_generate", hf(b)))}  # fmt: skip
+             (("cd", cd(b, "auto")), ("cd_static", cd(b, "static")), ("cd_compiled", cd(b, "auto", True)),
+              ("plain", plain(b)), ("plain_compiled", plain(b, True)), ("hf_generate", hf(b)))}  # fmt: skip
     best = {}
     for round_ in range(args.rounds + 1):  # round 0 warms up (allocator growth, kernels)
         for name, fn in cases.items():
@@ -80,6 +81,9 @@ def main() -> None:
         out[f"cd_vs_plain_b{b}"] = round(rate[f"cd_b{b}"] / rate[f"plain_b{b}"], 3)
         out[f"cd_vs_hf_generate_b{b}"] = round(rate[f"cd_b{b}"] / rate[f"hf_generate_b{b}"], 3)
         out[f"static_vs_dynamic_cache_b{b}"] = round(rate[f"cd_static_b{b}"] / rate[f"cd_b{b}"], 3)
+        out[f"compiled_vs_eager_cd_b{b}"] = round(rate[f"cd_compiled_b{b}"] / rate[f"cd_b{b}"], 3)
+        out[f"cd_compiled_vs_plain_compiled_b{b}"] = round(rate[f"cd_compiled_b{b}"] / rate[f"plain_compiled_b{b}"], 3)
+        out[f"cd_compiled_vs_plain_b{b}"] = round(rate[f"cd_compiled_b{b}"] / rate[f"plain_b{b}"], 3)
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:

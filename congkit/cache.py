@@ -39,9 +39,17 @@ class CorruptArtifactWarning(UserWarning):
     """A cached artifact failed verification and is being rebuilt."""
 
 
+def _counts(field: dataclasses.Field, value: Any) -> bool:
+    """Whether a dataclass field is part of a key: not when marked {"cache": False}; when marked {"cache":
+    "unless default"}, only at a value other than its default (a field added later leaves older keys as they were)."""
+    rule = field.metadata.get("cache", True)
+    return rule is True or (rule == "unless default" and value != field.default)
+
+
 def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # fields marked {"cache": False} do not count
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata.get("cache", True)}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if _counts(f, getattr(obj, f.name))}  # fmt: skip
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in sorted(obj.items())}
     if isinstance(obj, (list, tuple)):
@@ -55,7 +63,7 @@ def _jsonable(obj: Any) -> Any:
 
 def cache_view(obj: Any) -> Any:
     """`obj` as the JSON-able value a cache key holds (dataclass fields marked `metadata={"cache": False}`, which do
-    not change an artifact, left out)."""
+    not change an artifact, left out; those marked {"cache": "unless default"} left out at their default)."""
     return _jsonable(obj)
 
 

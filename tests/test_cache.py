@@ -11,6 +11,7 @@ from congkit.cache import (
     COMPLETE,
     CorruptArtifactWarning,
     build_once,
+    cache_view,
     fingerprint,
     is_complete,
     main,
@@ -100,6 +101,18 @@ def test_fingerprint_is_stable_and_order_free():
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
     with pytest.raises(TypeError, match="cannot fingerprint a object"):
         fingerprint(object())
+
+
+def test_a_field_counted_unless_default_keeps_older_keys_and_separates_other_values():
+    import dataclasses
+
+    from congkit import DecodingConfig
+
+    old_fields = {f.name: getattr(DecodingConfig(), f.name) for f in dataclasses.fields(DecodingConfig)
+                  if f.name not in ("cache", "compile")}  # fmt: skip
+    assert cache_view(DecodingConfig()) == old_fields  # the key a config had before `compile` existed
+    assert cache_view(DecodingConfig(cache="dynamic")) == old_fields  # `cache` never counts
+    assert cache_view(DecodingConfig(compile=True)) == {**old_fields, "compile": True}
 
 
 WORKER = """

@@ -356,3 +356,21 @@ def test_preallocated_cache_layer_holds_what_concatenation_holds_and_grows_past_
         got, want = grown.update(k, v), concatenated.update(k, v)
         assert all(torch.equal(a, b) for a, b in zip(got, want))
     assert grown.get_seq_length() == 5
+
+
+@pytest.mark.slow
+def test_compiled_decoding_decodes_what_eager_decoding_decodes(expert, amateur, tokenizer):
+    """compile=True (StaticCache, mask built outside, the model's compiled forward) against the eager engine: the same
+    greedy and seeded-sampling tokens, log-ratios equal up to kernel rounding. Compiles each model once (~1 min)."""
+    for do_sample in (False, True):
+        kw = dict(alpha=0.5, do_sample=do_sample, max_new_tokens=10, seed=2, batch_size=4, progress=False)
+        eager = contrastive_generate(expert, amateur, tokenizer, PROMPTS, **kw)
+        compiled = contrastive_generate(expert, amateur, tokenizer, PROMPTS, compile=True, **kw)
+        assert compiled.token_ids == eager.token_ids
+        np.testing.assert_allclose(np.concatenate(compiled.log_ratios), np.concatenate(eager.log_ratios), atol=1e-4)
+
+
+def test_compile_on_a_model_transformers_cannot_compile_is_named(expert, amateur, tokenizer, monkeypatch):
+    monkeypatch.setattr(type(expert), "_can_compile_fullgraph", False)
+    with pytest.raises(ValueError, match="compile=True needs a model .* LlamaForCausalLM"):
+        contrastive_generate(expert, amateur, tokenizer, PROMPTS[:1], compile=True, max_new_tokens=2, progress=False)
