@@ -1,6 +1,6 @@
 """Throughput of congkit's contrastive decoding (CD), every figure a ratio against a baseline measured in the same run.
 
-    python benchmarks/decoding.py --json [--runs 3] [--repeats 3]
+    python benchmarks/decoding.py --json [--runs 3] [--repeats 3] [--ratios NAME ...]
 
 Each case is timed `repeats` times, all cases interleaved round by round (a slow moment hits every case alike), and
 its best time kept; `--runs` repeats the whole measurement and reports each ratio's median and range. Every case
@@ -58,8 +58,8 @@ def prompts_for(n: int) -> list[str]:
 
 @torch.inference_mode()
 def two_forwards(expert, amateur, ids, mask, new_tokens: int, cache: str) -> None:
-    """The ceiling: the two models' forwards, stepped as congkit steps them (same cache, `step_models`), and a greedy
-    token from the expert's log-probabilities, nothing else."""
+    """The ceiling: the two models' forwards, stepped as congkit steps them (same cache, `step_models` with a
+    `ThreadPlan`), and a greedy token from the expert's log-probabilities, nothing else."""
     steppers = [_Stepper(m, new_cache(m, cache, ids.shape[1] + new_tokens)) for m in (expert, amateur)]
     pos = positions(mask)
     logps = step_models(steppers, "first", ids, mask, pos)

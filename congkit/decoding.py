@@ -65,8 +65,9 @@ class DecodingConfig:
         release_compatible: the authors' release renormalisation of the amateur (below).
         compile: run each decoding step through `torch.compile` (transformers' `StaticCache`, the step's attention
             mask built outside the compiled forward, as `generate` does, and the model's `get_compiled_call`: CUDA
-            graphs on a GPU). Each new batch shape compiles first (about 40 s per 4M-parameter model on this CPU,
-            where a batch-1 forward then ran 1.2x faster): for long runs, and for the launch-bound batch 1 on a GPU.
+            graphs on a GPU). The first batch compiles (about 27 s for a pair of 4M-parameter models on this CPU, 15 s
+            more when the batch shape first changes; CD then ran 1.2-1.4x faster at batch 1-4): for long runs, and
+            for the launch-bound batch 1 on a GPU.
             Compiled kernels may round differently from eager ones in the last bits.
     """
 
