@@ -229,10 +229,10 @@ def head_tokens(expert_logp: torch.Tensor, lam: float) -> tuple[torch.Tensor, to
     rows, cols = plausibility_head(expert_logp, lam).nonzero(as_tuple=True)
     counts = torch.bincount(rows, minlength=expert_logp.shape[0])
     slots = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows]
-    shape = (expert_logp.shape[0], int(counts.max()))
-    ids = torch.zeros(shape, dtype=torch.long, device=rows.device).index_put_((rows, slots), cols)
-    in_head = torch.zeros(shape, dtype=torch.bool, device=rows.device).index_put_((rows, slots), torch.ones_like(cols, dtype=torch.bool))
-    return ids, in_head
+    width = int(counts.max())
+    ids = torch.zeros((expert_logp.shape[0], width), dtype=torch.long, device=rows.device)
+    ids.index_put_((rows, slots), cols)
+    return ids, torch.arange(width, device=rows.device) < counts[:, None]
 
 
 def next_tokens(expert_logp: torch.Tensor, amateur_logp: torch.Tensor | None, seen: torch.Tensor,
@@ -350,6 +350,9 @@ def decode_threads(model: PreTrainedModel, rows: int):
         torch.set_num_threads(before)
 
 
+COMPILED_LENGTH_STEP = 64  # compiled decoding: cache lengths are multiples of this (fewer shapes to compile)
+
+
 def new_cache(model: PreTrainedModel, kind: str, max_length: int, compiled: bool = False):
     """A KV cache for one decoding batch. "static": `PreallocatedLayer`s sized once for `max_length` tokens, for
     models whose layers all use full attention (a model with sliding-window or other layer types, or one that
@@ -370,9 +373,6 @@ def new_cache(model: PreTrainedModel, kind: str, max_length: int, compiled: bool
             and set(layer_types) == {"full_attention"}):  # fmt: skip
         return Cache(layers=[PreallocatedLayer(max_length) for _ in layer_types])
     return None
-
-
-COMPILED_LENGTH_STEP = 64  # compiled decoding: cache lengths are multiples of this (fewer shapes to compile)
 
 
 class _Stepper:
