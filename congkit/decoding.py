@@ -401,8 +401,8 @@ class _Stepper:
     def _read(self, out, keep_logits: bool):
         self.past = out.cache
         logits = out.logits[:, -1].float()
-        if self.compiled:  # a CUDA graph's output is overwritten by its next replay
-            logits = logits.clone()
+        if self.compiled and out.logits.dtype == torch.float32:  # a view of a CUDA graph's output, which its next
+            logits = logits.clone()  # replay overwrites (`.float()` of other dtypes already copies)
         logp = torch.log_softmax(logits, dim=-1)
         return (logp, logits) if keep_logits else logp
 
