@@ -220,17 +220,17 @@ def sample_from_scores(scores: torch.Tensor, uniforms: torch.Tensor | None) -> t
     return torch.searchsorted(cdf, targets, right=True).squeeze(-1).clamp(max=scores.shape[-1] - 1)
 
 
-def head_tokens(expert_logp: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, in_head): per row, the token ids of that row's plausibility head in ascending id order, padded on the
-    right to the largest head in the batch (padding: id 0, `in_head` False). (B, k) each.
+def head_tokens(head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, in_head) of a (B, V) head mask (`plausibility_head`): per row, the token ids of that row's head in
+    ascending id order, padded on the right to the largest head in the batch (padding: id 0, `in_head` False).
 
-    One pass over the vocabulary finds the head (`nonzero` of the mask, already in row-major id order); a `topk` of
-    the head's size measured 3-5x slower at a 32,000-token vocabulary."""
-    rows, cols = plausibility_head(expert_logp, lam).nonzero(as_tuple=True)
-    counts = torch.bincount(rows, minlength=expert_logp.shape[0])
+    One pass over the vocabulary finds them (`nonzero` of the mask, already in row-major id order); a `topk` of the
+    head's size measured 3-5x slower at a 32,000-token vocabulary."""
+    rows, cols = head.nonzero(as_tuple=True)
+    counts = torch.bincount(rows, minlength=head.shape[0])
     slots = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows]
     width = int(counts.max())
-    ids = torch.zeros((expert_logp.shape[0], width), dtype=torch.long, device=rows.device)
+    ids = torch.zeros((head.shape[0], width), dtype=torch.long, device=rows.device)
     ids.index_put_((rows, slots), cols)
     return ids, torch.arange(width, device=rows.device) < counts[:, None]
 
@@ -249,17 +249,23 @@ def next_tokens(expert_logp: torch.Tensor, amateur_logp: torch.Tensor | None, se
     if config.lam is None or expert_logp.device.type != "cpu":  # on a GPU the head's size would cost a sync a step
         scores = contrastive_scores(expert_logp, amateur_logp, config.alpha, None, config.release_compatible)
         return choose_tokens(apply_repetition_penalty(scores, seen, config.repetition_penalty), config, uniforms)
-    ids, in_head = head_tokens(expert_logp, config.lam)
+    head = plausibility_head(expert_logp, config.lam)
+    ids, in_head = head_tokens(head)
     expert_head = expert_logp.gather(-1, ids)
     if amateur_logp is None:
         scores = expert_head
     else:
         if config.release_compatible:
-            amateur_logp = release_amateur_logp(amateur_logp, plausibility_head(expert_logp, config.lam))
+            amateur_logp = release_amateur_logp(amateur_logp, head)
         scores = expert_head - (1.0 - config.alpha) * amateur_logp.gather(-1, ids)
     scores = scores.masked_fill(~in_head, float("-inf"))
     scores = apply_repetition_penalty(scores, seen.gather(-1, ids), config.repetition_penalty)
     return ids.gather(-1, choose_tokens(scores, config, uniforms)[:, None]).squeeze(-1)
+
+
+def chosen_log_ratio(expert_logp: torch.Tensor, amateur_logp: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
+    """log pi_r(y) - log pi_ref(y) of each row's chosen token y: the token-level implicit reward before beta."""
+    return (expert_logp.gather(-1, tok[:, None]) - amateur_logp.gather(-1, tok[:, None])).squeeze(-1)
 
 
 def row_uniforms(seed: int, indices: Sequence[int], steps: int) -> torch.Tensor:
@@ -447,16 +453,15 @@ def step_models(steppers: list[_Stepper], method: str, *args, plan: ThreadPlan |
     Python overhead overlaps the other's compute (the pair's forwards measured 1.35-1.4x faster at batch 32 here).
     `plan` chooses two threads or one after the other step by step, timing both (`ThreadPlan`); without a plan, two
     threads. Both ways are the same computations; CONGKIT_THREADS=keep always runs the models in turn."""
-    on_cpu = _device(steppers[0].model).type == "cpu"
-    if len(steppers) == 1 or not on_cpu or os.environ.get("CONGKIT_THREADS") == "keep":
-        return [getattr(s, method)(*args, **kwargs) for s in steppers]
-    threaded = plan.threaded() if plan is not None else True
+    can_thread = (len(steppers) == 2 and _device(steppers[0].model).type == "cpu"
+                  and os.environ.get("CONGKIT_THREADS") != "keep")  # fmt: skip
+    threaded = can_thread and (plan.threaded() if plan is not None else True)
     start = time.perf_counter()
     if threaded:
         out = _step_two_threads(steppers, method, *args, **kwargs)
     else:
         out = [getattr(s, method)(*args, **kwargs) for s in steppers]
-    if plan is not None:
+    if can_thread and plan is not None:
         plan.record(threaded, time.perf_counter() - start)
     return out
 
@@ -513,8 +518,7 @@ def _decode_batch(
         tok = tok.masked_fill(done, pad_id)
         tokens.append(tok)
         if amateur_logp is not None:
-            picked = (expert_logp.gather(-1, tok[:, None]) - amateur_logp.gather(-1, tok[:, None])).squeeze(-1)
-            rewards.append(picked.masked_fill(done, 0.0))
+            rewards.append(chosen_log_ratio(expert_logp, amateur_logp, tok).masked_fill(done, 0.0))
         seen.scatter_(1, tok[:, None], True)
         done = done | torch.isin(tok, eos_tensor)
         if bool(done.all()) or t == config.max_new_tokens - 1:
@@ -629,7 +633,7 @@ def contrastive_generate(
         config: a `DecodingConfig`; `overrides` set its fields by name (an unknown name is an error):
             alpha in [0, 1] (1 = plain sampling inside the head), lam in (0, 1] (plausibility head, the paper's 0.1),
             temperature > 0, top_p in (0, 1], repetition_penalty > 0, do_sample, max_new_tokens >= 1, seed >= 0,
-            batch_size >= 1, ignore_eos, release_compatible.
+            batch_size >= 1, ignore_eos, release_compatible, cache ("auto", "static", "dynamic"), compile.
         index_offset: the index of `prompts[0]` in the full prompt set: it seeds each prompt's randomness, so
             shards decoded apart merge into the output of one run.
         progress: a progress bar over batches.

@@ -41,7 +41,15 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList, MinPLogitsWarper, StoppingCriteriaList
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .decoding import ThreadPlan, _Stepper, contrastive_scores, row_uniforms, sample_from_scores, step_models
+from .decoding import (
+    ThreadPlan,
+    _Stepper,
+    chosen_log_ratio,
+    contrastive_scores,
+    row_uniforms,
+    sample_from_scores,
+    step_models,
+)
 from .inputs import check_int, check_number, check_same_device
 from .rewards import check_same_vocab
 from .tokens import positions
@@ -136,7 +144,7 @@ def contrastive_decoding(
             tok = sample_from_scores(processed, uniforms[:, t] if uniforms is not None else None)
         else:
             tok = processed.argmax(dim=-1)
-        reward = (expert_logp.gather(-1, tok[:, None]) - amateur_logp.gather(-1, tok[:, None])).squeeze(-1)
+        reward = chosen_log_ratio(expert_logp, amateur_logp, tok)
         if has_eos:
             tok = tok * unfinished + pad * (1 - unfinished)
         rewards.append(beta * reward * unfinished)

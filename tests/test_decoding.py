@@ -296,8 +296,8 @@ def test_head_tokens_are_each_rows_head_in_id_order():
 
     gen = torch.Generator().manual_seed(3)
     logp = torch.log_softmax(torch.randn(6, 300, generator=gen) * torch.tensor([0.5, 1, 2, 4, 8, 16])[:, None], -1)
-    ids, in_head = head_tokens(logp, 0.1)
     head = plausibility_head(logp, 0.1)
+    ids, in_head = head_tokens(head)
     assert ids.shape[1] == int(head.sum(-1).max()) and len(set(head.sum(-1).tolist())) > 1  # rows of unequal heads
     for row in range(6):
         assert ids[row][in_head[row]].tolist() == torch.nonzero(head[row]).squeeze(-1).tolist()
