@@ -197,6 +197,8 @@ def regime_heatmaps(summary: pd.DataFrame, quantities: list[str], labels: dict[s
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.patches import Rectangle
 
+    from .regime import is_difference
+
     sizes, noise = sorted(summary.weak_size.unique()), sorted(summary.eps.unique())
     cols = 2
     rows = (len(quantities) + cols - 1) // cols
@@ -204,7 +206,7 @@ def regime_heatmaps(summary: pd.DataFrame, quantities: list[str], labels: dict[s
     for ax, quantity in zip(axes.flat, quantities):
         part = summary[summary.quantity == quantity].set_index(["weak_size", "eps"])
         grid = np.array([[part["mean"].get((h, e), np.nan) for e in noise] for h in sizes])
-        diverging = "_vs_" in quantity or "gain" in quantity
+        diverging = is_difference(quantity)
         if diverging:
             bound = float(np.nanmax(np.abs(grid))) or 1.0
             image = ax.imshow(grid, cmap="RdBu", norm=TwoSlopeNorm(0.0, -bound, bound), aspect="auto")

@@ -154,6 +154,13 @@ QUANTITIES = {  # name -> what it is (the chapter's tables and figures use these
     "pi_r_r_pref": "π_r's R_pref",
     "capability_gap": "strong base − weak base, R_cap",
 }
+
+
+def is_difference(quantity: str) -> bool:
+    """Whether a `QUANTITIES` entry is a paired difference, judged against 0 (the gains and the `_vs_` margins)."""
+    return "_vs_" in quantity or "gain" in quantity
+
+
 PREDICTORS = ("spearman", "cd_gain_implicit", "cd_gain_r_pref", "pi_r_r_pref", "capability_gap")
 TARGET = "cong_vs_best_r_pref"
 
@@ -350,18 +357,13 @@ def regime_findings(summary: pd.DataFrame, correlations: pd.DataFrame) -> dict[s
 
 
 def _column_job(job: tuple) -> tuple[int, int, float]:
-    """One (weak size, seed) column in a worker process with one torch thread (see `study.prebuild`)."""
-    import os
+    """One (weak size, seed) column in a worker process (`study.one_core_worker`)."""
     import time
 
-    import torch
-
-    from .study import QUIET_ENV, regime_objects
+    from .study import one_core_worker, regime_objects
 
     profile, runs_dir, hidden_size, seed = job
-    torch.set_num_threads(1)
-    os.environ.update(QUIET_ENV)
-    os.environ["CONGKIT_THREADS"] = "keep"  # one core per worker: the two models step in turn, not in two threads
+    one_core_worker()
     start = time.perf_counter()
     world, grid, pipes = regime_objects(profile, runs_dir, progress=False)
     column_rows(pipes[hidden_size], grid, hidden_size, seed)

@@ -216,15 +216,20 @@ def clean_executed(nb) -> None:
             tags.append("remove-cell")
 
 
-def _build_replicate(job: tuple) -> tuple[int, float]:
-    """One seed's stages, in a worker process with one torch thread (tiny models: two one-thread processes do about
-    twice the work of one two-thread process on 2 cores)."""
+def one_core_worker() -> None:
+    """Set up a build worker process: one torch thread, quiet, and the two models of a decoding step run in turn,
+    not in two threads (two one-thread processes do about twice the work of one two-thread process on 2 cores)."""
     import torch
 
-    profile, runs_dir, real, seed = job
     torch.set_num_threads(1)
     os.environ.update(QUIET_ENV)
-    os.environ["CONGKIT_THREADS"] = "keep"  # one core per worker: the two models step in turn, not in two threads
+    os.environ["CONGKIT_THREADS"] = "keep"
+
+
+def _build_replicate(job: tuple) -> tuple[int, float]:
+    """One seed's stages, in a worker process (`one_core_worker`)."""
+    profile, runs_dir, real, seed = job
+    one_core_worker()
     start = time.perf_counter()
     _, _, pipe = study_objects(profile, runs_dir, progress=False, real=real)
     pipe.replicate(seed)

@@ -61,9 +61,16 @@ def style_verdicts(verdicts: pd.DataFrame) -> pd.io.formats.style.Styler:
             .set_properties(subset=["rule"], **{"font-size": "0.85em"}))  # fmt: skip
 
 
+def _cell_index(cells) -> pd.MultiIndex:
+    """(weak width, eps) cells as the regime tables show them: integer width, eps written compactly."""
+    return pd.MultiIndex.from_tuples([(int(h), f"{e:g}") for h, e in cells], names=["weak width", "ε"])
+
+
 def style_regime_cells(summary: pd.DataFrame, quantities: list[str], labels: dict[str, str]):
     """The regime map as one row per cell (weak width, eps), one column per quantity: "mean [95% CI]"; differences
     whose interval excludes 0 in bold."""
+    from .regime import is_difference
+
     part = summary[summary.quantity.isin(quantities)]
     cells = part.pivot_table(index=["weak_size", "eps"], columns="quantity", values="mean").index
     frame = pd.DataFrame(index=cells, columns=[labels[q] for q in quantities], dtype=object)
@@ -71,9 +78,9 @@ def style_regime_cells(summary: pd.DataFrame, quantities: list[str], labels: dic
     for row in part.itertuples():
         frame.loc[(row.weak_size, row.eps), labels[row.quantity]] = (
             f"{row.mean:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]")  # fmt: skip
-        if ("_vs_" in row.quantity or "gain" in row.quantity) and row.vs_zero != "includes 0":
+        if is_difference(row.quantity) and row.vs_zero != "includes 0":
             bold.append(((row.weak_size, row.eps), labels[row.quantity]))
-    frame.index = pd.MultiIndex.from_tuples([(int(h), f"{e:g}") for h, e in frame.index], names=["weak width", "ε"])
+    frame.index = _cell_index(frame.index)
     bold = [((int(h), f"{e:g}"), column) for (h, e), column in bold]
     styler = frame.style.set_properties(**{"font-size": "0.85em"})
     for index, column in bold:
@@ -102,7 +109,7 @@ def style_cell_measures(measures: pd.DataFrame):
                "cong_r_cap": "ConG R_cap", "gold_r_pref": "gold R_pref", "best_baseline_r_pref": "best baseline (R_pref)",
                "best_baseline_r_cap": "best baseline (R_cap)"}  # fmt: skip
     frame = measures.set_index(["weak_size", "eps"])[list(columns)].rename(columns=columns)
-    frame.index = pd.MultiIndex.from_tuples([(int(h), f"{e:g}") for h, e in frame.index], names=["weak width", "ε"])
+    frame.index = _cell_index(frame.index)
     for column in ("best baseline (R_pref)", "best baseline (R_cap)"):
         frame[column] = frame[column].map(label)
     return frame.style.format(precision=3).set_caption("Means over seeds.")
