@@ -21,6 +21,7 @@ from .data import load_saved_dataset, save_dataset_atomic
 from .decoding import DecodingConfig
 from .distributed import process_state, sharded_generate
 from .models import load_causal_lm, load_tokenizer
+from .tokens import has_chat_template
 from .trainers import AuxConfTrainer, WSPOTrainer
 from .training import TrainConfig, train_dpo, train_sft
 
@@ -98,9 +99,10 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    config = DecodingConfig(alpha=args.alpha, lam=args.lam if args.amateur else None,
-                            temperature=args.temperature, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                            max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size)  # fmt: skip
+    config = DecodingConfig.authors(alpha=args.alpha, min_p=args.min_p if args.amateur else None,
+                                    temperature=args.temperature, top_p=args.top_p,
+                                    repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens,
+                                    seed=args.seed, batch_size=args.batch_size)  # fmt: skip
     try:
         config.validate(contrastive=bool(args.amateur))
     except (TypeError, ValueError) as error:
@@ -111,7 +113,9 @@ def _generate(args: argparse.Namespace) -> None:
     device = state.device.type if args.device is None else args.device
     expert = load_causal_lm(args.expert, device=device)
     amateur = load_causal_lm(args.amateur, device=device) if args.amateur else None
-    out = sharded_generate(expert, amateur, tok, prompts, config, progress=state.is_main_process)
+    chat = has_chat_template(tok) if args.apply_chat_template is None else args.apply_chat_template
+    out = sharded_generate(expert, amateur, tok, prompts, config, progress=state.is_main_process,
+                           apply_chat_template=chat)  # fmt: skip
     if state.is_main_process:
         columns = {"prompt": prompts, "completion": out.texts}
         if out.log_ratios is not None:
@@ -147,7 +151,11 @@ def main(argv: list[str] | None = None) -> None:
     gen.add_argument("--output", required=True)
     gen.add_argument("--tokenizer")
     gen.add_argument("--alpha", type=float, default=0.5)
-    gen.add_argument("--lam", type=float, default=0.1)
+    gen.add_argument("--min-p", "--lam", dest="min_p", type=float, default=0.1,
+                     help="the plausibility head's threshold lambda (--lam: its former name)")
+    gen.add_argument("--apply-chat-template", action=argparse.BooleanOptionalAction, default=None,
+                     help="make each prompt string one user turn (default: when the tokenizer has a chat template, "
+                          "as `train` hands string data to TRL)")  # fmt: skip
     gen.add_argument("--temperature", type=float, default=0.8)
     gen.add_argument("--top-p", type=float, default=0.95)
     gen.add_argument("--repetition-penalty", type=float, default=1.2)

@@ -23,9 +23,10 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 import torch
@@ -37,31 +38,44 @@ from transformers import (
     PreTrainedTokenizerBase,
     StaticCache,
     TemperatureLogitsWarper,
+    TopKLogitsWarper,
     TopPLogitsWarper,
 )
 from transformers.masking_utils import create_masks_for_generate
 
-from .inputs import as_prompts, check_int, check_number, check_same_device, check_token_ids
+from .inputs import as_prompts, check_causal_lm, check_int, check_number, check_same_device, check_token_ids
 from .models import n_parameters
 from .rewards import ImplicitReward, _device, check_same_vocab
-from .tokens import encode_prompt, pad, pad_token_id, positions
+from .tokens import UNSET, chat_template_choice, encode_prompt, pad, pad_token_id, positions
+
+_LAM_DEPRECATED = "`lam` is deprecated: the plausibility head's threshold is `min_p`, as in `generate`"
 
 
 @dataclass
 class DecodingConfig:
-    """Settings of one decoding run. Defaults are the ConG authors' (lambda 0.1, T 0.8, top-p 0.95, penalty 1.2).
+    """Settings of one decoding run, named and defaulted as `generate`'s (greedy, temperature 1, top-k 50, top-p 1,
+    no repetition penalty, one sequence per prompt); `min_p` names CD's plausibility head (the paper's lambda, 0.1).
+    `DecodingConfig.authors()` gives the ConG release's sampling (T 0.8, top-p 0.95, penalty 1.2, no top-k).
 
     Args:
         alpha: CD weight in [0, 1]: F = log pi_r - (1 - alpha) log pi_ref; 1 = plain sampling from pi_r in the head.
-        lam: plausibility threshold lambda in (0, 1]: the head {v : pi_r(v) >= lam max pi_r}; None = no head (plain
-            sampling only). The same quantity as transformers' `min_p`, applied to pi_r before the contrast.
-        temperature: > 0; top_p: in (0, 1]; repetition_penalty: > 0 (1 = none), applied to the contrasted scores.
+        min_p: plausibility threshold lambda in (0, 1]: the head {v : pi_r(v) >= min_p max pi_r}, taken on pi_r
+            before the contrast (the tokens transformers' `MinPLogitsWarper` keeps); None = no head (plain
+            sampling only). Formerly `lam` (still accepted, with a deprecation warning).
         do_sample: sample (inverse CDF at per-prompt seeded uniforms) or take the argmax.
-        max_new_tokens: >= 1; seed: >= 0; batch_size: prompts per forward batch, >= 1.
+        temperature: > 0; top_k: keep the k best scores (None or 0: off); top_p: in (0, 1];
+        repetition_penalty: > 0 (1 = none). All act on the contrasted scores, in `generate`'s order (penalty,
+            temperature, top-k, top-p).
+        max_new_tokens: >= 1; num_return_sequences: samples per prompt, >= 1 (returned prompt by prompt, as
+            `generate`); seed: >= 0; batch_size: rows per forward batch, >= 1.
         ignore_eos: always generate max_new_tokens (benchmarks).
         cache: "static" (`PreallocatedLayer`s, allocated once per batch), "dynamic" (transformers' DynamicCache,
             grown by concatenation) or "auto" (default: static on a CPU, where it measured faster, dynamic on a GPU,
             where it measured slower at batch 1). Decoded tokens are the same.
+        token_choice: where the steps after the head run: "head" (the head's tokens gathered, in id order),
+            "vocabulary" (the whole vocabulary, off-head scores -inf) or "auto" (head on a CPU, vocabulary on a GPU,
+            where the head's size would cost a host sync a step). Both apply the head and choose the same tokens
+            (tested on a CPU, forced either way).
         release_compatible: the authors' release renormalisation of the amateur (below).
         compile: run each decoding step through `torch.compile` (transformers' `StaticCache`, the step's attention
             mask built outside the compiled forward, as `generate` does, and the model's `get_compiled_call`: CUDA
@@ -72,18 +86,22 @@ class DecodingConfig:
     """
 
     alpha: float = 0.5
-    lam: float | None = 0.1  # plausibility head; None (plain sampling only) disables it
-    temperature: float = 0.8
-    top_p: float = 0.95
-    repetition_penalty: float = 1.2
-    do_sample: bool = True
+    min_p: float | None = 0.1  # plausibility head; None (plain sampling only) disables it
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
     max_new_tokens: int = 128
+    num_return_sequences: int = 1
     seed: int = 0
     batch_size: int = 32
     ignore_eos: bool = False  # always generate max_new_tokens (benchmarks)
     # KV cache per batch: "static" (allocated once), "dynamic" (grown per step) or "auto" (static on a CPU, dynamic on
     # a GPU, where static measured slower at batch 1); the same tokens, so not in cache keys
     cache: str = field(default="auto", metadata={"cache": False})
+    # the head's tokens gathered or the whole vocabulary: the same tokens, so not in cache keys
+    token_choice: str = field(default="auto", metadata={"cache": False})
     # The authors' release renormalises the amateur a second time (off-head entries set to -1e-3, log_softmax again),
     # which shifts every head score by (1 - alpha) log Z'. That changes nothing without a repetition penalty; with one,
     # the penalty acts on the shifted scores. Off by default: the paper's formula is the definition, and the shift
@@ -91,25 +109,48 @@ class DecodingConfig:
     release_compatible: bool = False
     # compiled kernels may round differently, so a compiled run has its own cache keys (uncompiled keys unchanged)
     compile: bool = field(default=False, metadata={"cache": "unless default"})
+    lam: InitVar[float | None] = UNSET  # deprecated name of min_p
+
+    def __post_init__(self, lam) -> None:
+        if lam is not UNSET:
+            warnings.warn(_LAM_DEPRECATED, DeprecationWarning, stacklevel=3)
+            self.min_p = lam
+
+    @classmethod
+    def authors(cls, **overrides) -> DecodingConfig:
+        """The ConG release's sampling (PAPER.md): T 0.8, top-p 0.95, repetition penalty 1.2 after the contrast,
+        head lambda 0.1, no top-k; `overrides` set other fields."""
+        settings = dict(do_sample=True, temperature=0.8, top_k=None, top_p=0.95, repetition_penalty=1.2, min_p=0.1)
+        return cls(**{**settings, **overrides})
 
     def validate(self, contrastive: bool) -> None:
-        """Raise a one-line error naming the first field out of its range or of the wrong type."""
+        """Raise a one-line error naming the first field out of its range, not finite, or of the wrong type."""
         check_number("alpha", self.alpha, 0.0, 1.0)
-        if contrastive and self.lam is None:
-            raise ValueError("contrastive decoding needs a plausibility head: lam must lie in (0, 1], got None")
-        if self.lam is not None:
-            check_number("lam (plausibility threshold lambda)", self.lam, 0.0, 1.0, low_open=True)
+        if contrastive and self.min_p is None:
+            raise ValueError("contrastive decoding needs a plausibility head: min_p must lie in (0, 1], got None")
+        if self.min_p is not None:
+            check_number("min_p (plausibility threshold lambda)", self.min_p, 0.0, 1.0, low_open=True)
         check_number("temperature", self.temperature, 0.0, low_open=True)
+        if self.top_k is not None:
+            check_int("top_k", self.top_k, 0)
         check_number("top_p", self.top_p, 0.0, 1.0, low_open=True)
         check_number("repetition_penalty", self.repetition_penalty, 0.0, low_open=True)
         check_int("max_new_tokens", self.max_new_tokens, 1)
+        check_int("num_return_sequences", self.num_return_sequences, 1)
         check_int("batch_size", self.batch_size, 1)
         check_int("seed", self.seed, 0)
         if self.cache not in ("auto", "static", "dynamic"):
             raise ValueError(f"cache must be 'auto', 'static' or 'dynamic', got {self.cache!r}")
+        if self.token_choice not in ("auto", "head", "vocabulary"):
+            raise ValueError(f"token_choice must be 'auto', 'head' or 'vocabulary', got {self.token_choice!r}")
         for name in ("do_sample", "ignore_eos", "release_compatible", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    def gathers_head(self, device: torch.device) -> bool:
+        """Whether the steps after the head run on the head's gathered tokens (`token_choice`)."""
+        return self.min_p is not None and (self.token_choice == "head" or
+                                           (self.token_choice == "auto" and device.type == "cpu"))  # fmt: skip
 
 
 @dataclass
@@ -148,11 +189,12 @@ class Generation:
 # --- the contrast and the choice of token: small pure functions -------------------------------------------------
 
 
-def plausibility_head(expert_logp: torch.Tensor, lam: float) -> torch.Tensor:
+def plausibility_head(expert_logp: torch.Tensor, lam: float, top: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean mask of V_head = {v : pi_r(v) >= lam * max_w pi_r(w)}, computed from log-probabilities: the tokens
     transformers' `MinPLogitsWarper(min_p=lam)` keeps (tested), as a mask, because the engine gathers the head and
-    the contrast needs it before any processor runs."""
-    return expert_logp >= expert_logp.max(dim=-1, keepdim=True).values + np.log(lam)
+    the contrast needs it before any processor runs. `top`: each row's max log-probability, if already computed."""
+    top = expert_logp.amax(dim=-1, keepdim=True) if top is None else top
+    return expert_logp >= top + np.log(lam)
 
 
 def release_amateur_logp(amateur_logp: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
@@ -163,29 +205,33 @@ def release_amateur_logp(amateur_logp: torch.Tensor, head: torch.Tensor) -> torc
     return torch.log_softmax(amateur_logp.masked_fill(~head, -1e-3), dim=-1)
 
 
+def contrast(expert_logp: torch.Tensor, amateur_logp: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """F = log pi_r - (1 - alpha) * log pi_ref, entry by entry (no amateur: F = log pi_r). The one place the
+    contrast is formed: on the whole vocabulary or on the head's gathered tokens alike."""
+    return expert_logp if amateur_logp is None else expert_logp - (1.0 - alpha) * amateur_logp
+
+
 def contrastive_scores(
     expert_logp: torch.Tensor,
     amateur_logp: torch.Tensor | None,
     alpha: float,
     lam: float | None,
     release_compatible: bool = False,
+    head: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """F = log pi_r - (1 - alpha) * log pi_ref on the head, -inf elsewhere. No amateur: F = log pi_r (plain).
 
+    `head`: the head's mask, if already computed (else from `lam`; `lam=None` and no mask: no head).
     `release_compatible`: use `release_amateur_logp` for log pi_ref (shifts F by (1 - alpha) log Z' on the head).
     """
-    head = plausibility_head(expert_logp, lam) if lam is not None else None
-    if amateur_logp is None:
-        scores = expert_logp
-    else:
-        if release_compatible:
-            if head is None:
-                raise ValueError("release_compatible contrastive scores need a plausibility head (lam)")
-            amateur_logp = release_amateur_logp(amateur_logp, head)
-        scores = expert_logp - (1.0 - alpha) * amateur_logp
-    if head is not None:
-        scores = scores.masked_fill(~head, float("-inf"))
-    return scores
+    if head is None and lam is not None:
+        head = plausibility_head(expert_logp, lam)
+    if release_compatible and amateur_logp is not None:
+        if head is None:
+            raise ValueError("release_compatible contrastive scores need a plausibility head (lam)")
+        amateur_logp = release_amateur_logp(amateur_logp, head)
+    scores = contrast(expert_logp, amateur_logp, alpha)
+    return scores if head is None else scores.masked_fill(~head, float("-inf"))
 
 
 def apply_repetition_penalty(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -201,10 +247,13 @@ def apply_repetition_penalty(scores: torch.Tensor, seen: torch.Tensor, penalty: 
 
 
 def choose_tokens(scores: torch.Tensor, config: DecodingConfig, uniforms: torch.Tensor | None) -> torch.Tensor:
-    """Next token per row from final scores: argmax, or inverse-CDF sampling with the given per-row uniforms."""
+    """Next token per row from final scores: argmax, or (temperature, top-k, top-p: transformers' warpers, in
+    `generate`'s order) inverse-CDF sampling with the given per-row uniforms."""
     if not config.do_sample:
         return scores.argmax(dim=-1)
     scores = TemperatureLogitsWarper(config.temperature)(None, scores)
+    if config.top_k:
+        scores = TopKLogitsWarper(config.top_k)(None, scores)
     if config.top_p < 1.0:
         scores = TopPLogitsWarper(config.top_p)(None, scores)
     return sample_from_scores(scores, uniforms)
@@ -236,31 +285,39 @@ def head_tokens(head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def next_tokens(expert_logp: torch.Tensor, amateur_logp: torch.Tensor | None, seen: torch.Tensor,
-                config: DecodingConfig, uniforms: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
-    """One decoding step's token choice: contrastive scores, repetition penalty, temperature, top-p, argmax or
-    inverse-CDF sampling.
+                config: DecodingConfig, uniforms: torch.Tensor | None, top: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """One decoding step's token choice: the head, contrastive scores, repetition penalty, temperature, top-k, top-p,
+    argmax or inverse-CDF sampling. `top`: each row's max of `expert_logp`, if already computed.
 
-    With a plausibility head on a CPU, only the head can be chosen, so everything after the head runs on its tokens
-    gathered (in token-id order, so ties and the CDF's order are those of the full vocabulary): the same tokens as
-    `choose_tokens(apply_repetition_penalty(contrastive_scores(...)))` on the whole vocabulary (tested), without
-    sorting a 150k-entry vocabulary for top-p at every step. On a GPU the whole vocabulary is cheap and the head's
-    size (a Python int) would stall the launch queue every step, so the full-vocabulary path runs there.
+    Only the head can be chosen, so with `config.gathers_head(device)` everything after the head runs on its tokens
+    gathered (in token-id order, so ties and the CDF's order are those of the full vocabulary), without sorting a
+    150k-entry vocabulary for top-p at every step; otherwise on the whole vocabulary with off-head scores at -inf.
+    Both paths choose the same tokens (tested, each forced on a CPU).
     """
-    if config.lam is None or expert_logp.device.type != "cpu":  # on a GPU the head's size would cost a sync a step
-        scores = contrastive_scores(expert_logp, amateur_logp, config.alpha, None, config.release_compatible)
+    head = plausibility_head(expert_logp, config.min_p, top) if config.min_p is not None else None
+    if head is None or not config.gathers_head(expert_logp.device):
+        scores = contrastive_scores(expert_logp, amateur_logp, config.alpha, None, config.release_compatible, head)
         return choose_tokens(apply_repetition_penalty(scores, seen, config.repetition_penalty), config, uniforms)
-    head = plausibility_head(expert_logp, config.lam)
     ids, in_head = head_tokens(head)
-    expert_head = expert_logp.gather(-1, ids)
-    if amateur_logp is None:
-        scores = expert_head
-    else:
+    if amateur_logp is not None:
         if config.release_compatible:
             amateur_logp = release_amateur_logp(amateur_logp, head)
-        scores = expert_head - (1.0 - config.alpha) * amateur_logp.gather(-1, ids)
-    scores = scores.masked_fill(~in_head, float("-inf"))
+        amateur_logp = amateur_logp.gather(-1, ids)
+    scores = contrast(expert_logp.gather(-1, ids), amateur_logp, config.alpha).masked_fill(~in_head, float("-inf"))
     scores = apply_repetition_penalty(scores, seen.gather(-1, ids), config.repetition_penalty)
     return ids.gather(-1, choose_tokens(scores, config, uniforms)[:, None]).squeeze(-1)
+
+
+def require_finite(values: torch.Tensor, model: str, step: int) -> None:
+    """Stop decoding when a model's scores are not finite (NaN or infinite weights or activations), naming the model
+    and the step, instead of emitting tokens chosen from NaN or NaN rewards. `values`: one number per row that is
+    NaN when the row's log-softmax is (the expert's row max; the amateur's log-probability of the chosen token)."""
+    if not bool(torch.isfinite(values).all()):
+        raise FloatingPointError(f"the {model} gave non-finite log-probabilities at generated token {step} "
+                                 "(NaN or infinite weights or activations?)")  # fmt: skip
+
+
+EXPERT, AMATEUR = "expert (post-alignment model pi_r)", "amateur (pre-alignment model pi_ref)"
 
 
 def chosen_log_ratio(expert_logp: torch.Tensor, amateur_logp: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
@@ -268,13 +325,16 @@ def chosen_log_ratio(expert_logp: torch.Tensor, amateur_logp: torch.Tensor, tok:
     return (expert_logp.gather(-1, tok[:, None]) - amateur_logp.gather(-1, tok[:, None])).squeeze(-1)
 
 
-def row_uniforms(seed: int, indices: Sequence[int], steps: int) -> torch.Tensor:
-    """(len(indices), steps) uniforms; row i comes from a generator seeded by (seed, indices[i]) alone."""
-    rows = []
-    for index in indices:
-        state = int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
-        rows.append(torch.rand(steps, generator=torch.Generator().manual_seed(state), dtype=torch.float64))
-    return torch.stack(rows)
+def row_uniforms(seed: int, rows: Sequence[int | tuple[int, int]], steps: int) -> torch.Tensor:
+    """(len(rows), steps) uniforms; each row's come from a generator seeded by (seed, its key) alone. A key is a
+    prompt's index, or (prompt index, sample j) for the j-th of several samples of one prompt ((i, 0) is i)."""
+    out = []
+    for row in rows:
+        index, j = row if isinstance(row, tuple) else (row, 0)
+        entropy = [seed, index] if j == 0 else [seed, index, j]
+        state = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+        out.append(torch.rand(steps, generator=torch.Generator().manual_seed(state), dtype=torch.float64))
+    return torch.stack(out)
 
 
 # --- the loop -------------------------------------------------------------------------------------------------------
@@ -486,7 +546,7 @@ def _decode_batch(
     expert: PreTrainedModel,
     amateur: PreTrainedModel | None,
     prompt_ids: list[list[int]],
-    indices: list[int],
+    rows: list[tuple[int, int]],
     config: DecodingConfig,
     pad_id: int,
     eos: set[int],
@@ -506,7 +566,7 @@ def _decode_batch(
     batch, vocab = ids.shape[0], logps[0].shape[-1]
     # prompt tokens count as seen (as in transformers), padding does not
     seen = torch.zeros((batch, vocab), dtype=torch.long, device=device).scatter_add_(1, ids, mask) > 0
-    uniforms = row_uniforms(config.seed, indices, config.max_new_tokens).to(device) if config.do_sample else None
+    uniforms = row_uniforms(config.seed, rows, config.max_new_tokens).to(device) if config.do_sample else None
     eos_tensor = torch.tensor(sorted(eos) or [-1], device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens, rewards = [], []
@@ -514,11 +574,16 @@ def _decode_batch(
     plan = ThreadPlan()
     for t in range(config.max_new_tokens):
         expert_logp, amateur_logp = logps[0], (logps[1] if amateur is not None else None)
-        tok = next_tokens(expert_logp, amateur_logp, seen, config, uniforms[:, t] if uniforms is not None else None)
+        top = expert_logp.amax(dim=-1, keepdim=True)
+        require_finite(top, EXPERT if amateur is not None else "model", t)
+        tok = next_tokens(expert_logp, amateur_logp, seen, config, uniforms[:, t] if uniforms is not None else None,
+                          top)  # fmt: skip
         tok = tok.masked_fill(done, pad_id)
         tokens.append(tok)
         if amateur_logp is not None:
-            rewards.append(chosen_log_ratio(expert_logp, amateur_logp, tok).masked_fill(done, 0.0))
+            ratio = chosen_log_ratio(expert_logp, amateur_logp, tok).masked_fill(done, 0.0)
+            require_finite(ratio, AMATEUR, t)
+            rewards.append(ratio)
         seen.scatter_(1, tok[:, None], True)
         done = done | torch.isin(tok, eos_tensor)
         if bool(done.all()) or t == config.max_new_tokens - 1:
@@ -548,28 +613,32 @@ def _generate(
     config: DecodingConfig,
     index_offset: int,
     progress: bool,
-    templated: bool | None,
+    apply_chat_template: bool,
 ) -> Generation:
     config.validate(contrastive=amateur is not None)
     check_int("index_offset", index_offset, 0)
-    names = ("expert (post-alignment)", "amateur (pre-alignment)")
+    names = (EXPERT, AMATEUR)
     if amateur is not None:
+        check_causal_lm(amateur, "amateur (pre-alignment model)")
         check_same_vocab(expert, amateur, names=names)
         check_same_device(expert, amateur, names)
+    check_causal_lm(expert, "expert (post-alignment model)" if amateur is not None else "model")
     pad_id = pad_token_id(tokenizer)
-    prompts, encoded = prompt_ids(tokenizer, prompts, templated, pad_id)
+    prompts, encoded = prompt_ids(tokenizer, prompts, pad_id=pad_id, apply_chat_template=apply_chat_template)
     if not prompts:
         return Generation([], [], [], [] if amateur is not None else None, config=vars(config).copy())
     eos = set() if config.ignore_eos else _eos_ids(tokenizer, expert)
     check_token_ids(expert, encoded + [[pad_id]], what="the tokenizer (prompts and pad token)")
+    n = config.num_return_sequences  # rows prompt by prompt, as `generate` expands them
+    prompts, encoded = [p for p in prompts for _ in range(n)], [e for e in encoded for _ in range(n)]
+    rows = [(index_offset + i, j) for i in range(len(encoded) // n) for j in range(n)]
     all_ids, all_rewards = [], []
-    starts = range(0, len(prompts), config.batch_size)
+    starts = range(0, len(encoded), config.batch_size)
     label = "contrastive decoding" if amateur is not None else "sampling"
     for start in tqdm(starts, desc=label, disable=not progress or len(starts) == 1):
         chunk = encoded[start : start + config.batch_size]
-        indices = [index_offset + start + i for i in range(len(chunk))]
         with decode_threads(expert, len(chunk)):
-            ids, rewards = _decode_batch(expert, amateur, chunk, indices, config, pad_id, eos)
+            ids, rewards = _decode_batch(expert, amateur, chunk, rows[start : start + len(chunk)], config, pad_id, eos)
         all_ids.extend(ids)
         if rewards is not None:
             all_rewards.extend(rewards)
@@ -577,11 +646,13 @@ def _generate(
     return Generation(prompts, texts, all_ids, all_rewards if amateur is not None else None, vars(config).copy())
 
 
-def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts, templated: bool | None = None,
-               pad_id: int | None = None) -> tuple[list, list[list[int]]]:  # fmt: skip
-    """(prompts as given or decoded, token ids per prompt) for what users hold: a string or a conversation (one
-    prompt), a list of them, a `BatchEncoding` / dict with `input_ids` (and `attention_mask`), or a token tensor (1-D:
-    one prompt; 2-D: one per row, padding = `pad_id` tokens outside an attention mask)."""
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts, templated=UNSET, pad_id: int | None = None,
+               apply_chat_template: bool = False) -> tuple[list, list[list[int]]]:  # fmt: skip
+    """(prompts as given or decoded, token ids per prompt) for what users hold: a string (raw text, or one user turn
+    with `apply_chat_template`) or a conversation (chat template), one prompt each; a list of them; a `BatchEncoding`
+    / dict with `input_ids` (and `attention_mask`), or a token tensor (1-D: one prompt; 2-D: one per row, padding =
+    `pad_id` tokens outside an attention mask). `templated` is deprecated (see `congkit.tokens`)."""
+    apply_chat_template = chat_template_choice(apply_chat_template, templated)
     if isinstance(prompts, Mapping) and "input_ids" in prompts:
         ids = torch.as_tensor(prompts["input_ids"])
         mask = prompts.get("attention_mask")
@@ -590,7 +661,7 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts, templated: bool | No
         ids, mask = prompts, None
     else:
         texts = as_prompts(prompts)
-        return texts, [encode_prompt(tokenizer, p, templated) for p in texts]
+        return texts, [encode_prompt(tokenizer, p, apply_chat_template) for p in texts]
     if ids.dtype not in (torch.int64, torch.int32) or ids.dim() not in (1, 2):
         raise TypeError(f"token prompts must be a 1-D or 2-D integer tensor, got {ids.dtype} of shape {tuple(ids.shape)}")
     ids = ids[None] if ids.dim() == 1 else ids
@@ -604,6 +675,9 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts, templated: bool | No
 
 
 def _with_overrides(config: DecodingConfig, overrides: dict) -> DecodingConfig:
+    if "lam" in overrides:
+        warnings.warn(_LAM_DEPRECATED, DeprecationWarning, stacklevel=3)
+        overrides = {**{k: v for k, v in overrides.items() if k != "lam"}, "min_p": overrides["lam"]}
     unknown = sorted(set(overrides) - set(vars(config)))
     if unknown:
         raise TypeError(f"unknown decoding option(s) {unknown}; DecodingConfig fields: {sorted(vars(config))}")
@@ -618,31 +692,36 @@ def contrastive_generate(
     config: DecodingConfig | None = None,
     index_offset: int = 0,
     progress: bool = True,
-    templated: bool | None = None,
+    apply_chat_template: bool = False,
+    templated=UNSET,
     **overrides,
 ) -> Generation:
     """Contrastive decoding from `expert` (pi_r) against `amateur` (pi_ref) for each prompt, batched.
 
     Args:
         expert: pi_r, the post-alignment model; amateur: pi_ref, the pre-alignment model (same vocabulary, device).
-        tokenizer: their tokenizer (chat template applied to string and conversation prompts when it has one).
-        prompts: what to continue. A string or a conversation (list of {"role", "content"} messages, system
-            prompt and earlier turns included) is one prompt; a list of them is many; a `BatchEncoding` (or dict
-            with `input_ids`, `attention_mask`) or a token tensor is used as tokenised (1-D: one prompt).
-        templated: whether string prompts already carry the chat template (None: detect by its opening token).
-        config: a `DecodingConfig`; `overrides` set its fields by name (an unknown name is an error):
-            alpha in [0, 1] (1 = plain sampling inside the head), lam in (0, 1] (plausibility head, the paper's 0.1),
-            temperature > 0, top_p in (0, 1], repetition_penalty > 0, do_sample, max_new_tokens >= 1, seed >= 0,
-            batch_size >= 1, ignore_eos, release_compatible, cache ("auto", "static", "dynamic"), compile.
+        tokenizer: their tokenizer.
+        prompts: what to continue. A plain string is raw text (tokenised as given, as `generate` and TRL take it);
+            a conversation (list of {"role", "content"} messages, system prompt and earlier turns included) goes
+            through the chat template; either is one prompt, a list of them is many; a `BatchEncoding` (or dict with
+            `input_ids`, `attention_mask`) or a token tensor is used as tokenised (1-D: one prompt).
+        apply_chat_template: make each plain string one user turn of a conversation (needs a chat template).
+            `templated` is its deprecated predecessor.
+        config: a `DecodingConfig` (default: `generate`'s defaults, head min_p 0.1); `overrides` set its fields by
+            name (an unknown name is an error): alpha in [0, 1] (1 = plain sampling inside the head), min_p in
+            (0, 1] (the head, the paper's lambda 0.1), do_sample, temperature > 0, top_k, top_p in (0, 1],
+            repetition_penalty > 0, max_new_tokens >= 1, num_return_sequences, seed >= 0, batch_size >= 1,
+            ignore_eos, release_compatible, cache, token_choice, compile. `DecodingConfig.authors()` is the paper's.
         index_offset: the index of `prompts[0]` in the full prompt set: it seeds each prompt's randomness, so
             shards decoded apart merge into the output of one run.
         progress: a progress bar over batches.
 
-    Returns a `Generation` (texts, token ids, per-token log-ratios; `.implicit_reward(beta)`). The same decoding is
-    available inside `model.generate` as `congkit.contrastive_decoding`.
+    Returns a `Generation` (texts, token ids, per-token log-ratios; `.implicit_reward(beta)`), `num_return_sequences`
+    rows per prompt. The same decoding is available inside `model.generate` as `congkit.contrastive_decoding`.
     """
     config = _with_overrides(config or DecodingConfig(), overrides)
-    return _generate(expert, amateur, tokenizer, prompts, config, index_offset, progress, templated)
+    apply_chat_template = chat_template_choice(apply_chat_template, templated)
+    return _generate(expert, amateur, tokenizer, prompts, config, index_offset, progress, apply_chat_template)
 
 
 def sample(
@@ -652,13 +731,15 @@ def sample(
     config: DecodingConfig | None = None,
     index_offset: int = 0,
     progress: bool = True,
-    templated: bool | None = None,
+    apply_chat_template: bool = False,
+    templated=UNSET,
     **overrides,
 ) -> Generation:
     """Ordinary sampling (or greedy decoding) from one model, through the same loop as `contrastive_generate`.
 
-    Args: as `contrastive_generate`, without the amateur. No head by default (`lam=None`); with `lam` set the head
-    acts as a min-p filter, so `sample(lam=l)` equals `contrastive_generate(alpha=1, lam=l)` token for token.
+    Args: as `contrastive_generate`, without the amateur. No head by default (`min_p=None`); with `min_p` set the
+    head acts as a min-p filter, so `sample(min_p=l)` equals `contrastive_generate(alpha=1, min_p=l)` token for token.
     """
-    config = _with_overrides(config or DecodingConfig(lam=None), overrides)
-    return _generate(model, None, tokenizer, prompts, config, index_offset, progress, templated)
+    config = _with_overrides(config or DecodingConfig(min_p=None), overrides)
+    apply_chat_template = chat_template_choice(apply_chat_template, templated)
+    return _generate(model, None, tokenizer, prompts, config, index_offset, progress, apply_chat_template)

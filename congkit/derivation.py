@@ -20,13 +20,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .decoding import contrastive_scores, plausibility_head
 from .rewards import _device
-from .tokens import encode_prompt, pad, positions
+from .tokens import as_chat, encode_prompt, pad, positions
 
 
 @torch.inference_mode()
 def next_token_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]):
-    """log pi(v | prompt) for the first response token of each prompt: a (len(prompts), V) tensor."""
-    ids, mask = pad([encode_prompt(tokenizer, p) for p in prompts], tokenizer.pad_token_id or 0, side="left")
+    """log pi(v | prompt) for the first response token of each prompt (string prompts as one user turn when the
+    tokenizer has a chat template, as the pipeline gives them): a (len(prompts), V) tensor."""
+    ids, mask = pad([encode_prompt(tokenizer, p) for p in as_chat(tokenizer, prompts)], tokenizer.pad_token_id or 0,
+                    side="left")  # fmt: skip
     ids, mask = ids.to(_device(model)), mask.to(_device(model))
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits[:, -1]
     return torch.log_softmax(logits.float(), -1).cpu()
@@ -50,10 +52,12 @@ def stepwise_identity_checks(expert, amateur, tokenizer, prompts: Sequence[str],
     """The identities of `cd_identity_checks` at every step of CD responses generated from `prompts`, reported
     separately for steps whose head holds one token (where some identities hold trivially) and steps whose head holds
     two or more (where CD makes a choice). Columns: the checks; rows: the two groups and all steps."""
-    from .decoding import contrastive_generate
+    from .decoding import DecodingConfig, contrastive_generate
 
-    gen = contrastive_generate(expert, amateur, tokenizer, list(prompts), alpha=alpha, lam=lam, seed=seed,
-                               repetition_penalty=1.0, max_new_tokens=max_new_tokens, progress=False)  # fmt: skip
+    prompts = as_chat(tokenizer, prompts)  # as the pipeline gives them
+    config = DecodingConfig.authors(alpha=alpha, min_p=lam, seed=seed, repetition_penalty=1.0,
+                                    max_new_tokens=max_new_tokens)  # fmt: skip
+    gen = contrastive_generate(expert, amateur, tokenizer, prompts, config, progress=False)
     prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
     pad_id = tokenizer.pad_token_id or 0
     e, a = (step_logprobs(m, prompt_ids, gen.token_ids, pad_id) for m in (expert, amateur))

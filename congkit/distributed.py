@@ -53,7 +53,9 @@ def sharded_generate(
         local = contrastive_generate(
             expert, amateur, tokenizer, shard, config, index_offset=start, progress=progress, **overrides
         )
-    rows = list(zip(range(start, end), local.texts, local.token_ids, local.log_ratios or [None] * len(shard)))
+    n = local.config["num_return_sequences"]  # rows per prompt, prompt by prompt
+    rows = list(zip(range(start * n, end * n), local.texts, local.token_ids, local.log_ratios or [None] * len(local)))
     merged = sorted(gather_object(rows), key=lambda r: r[0]) if state.num_processes > 1 else rows
     rewards = [r[3] for r in merged] if amateur is not None else None
+    prompts = [p for p in prompts for _ in range(n)]
     return Generation(prompts, [r[1] for r in merged], [r[2] for r in merged], rewards, local.config)

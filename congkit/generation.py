@@ -26,14 +26,21 @@ Differences from `contrastive_generate` (the batched engine congkit's pipeline u
 penalty also penalises left-padding tokens that sit in `input_ids` (congkit's counts real tokens only), so the two
 agree token for token when the penalty is 1, when no row is padded, or when the pad token never competes.
 
-With a *callable* `custom_generate`, transformers (5.24) forwards neither `streamer` nor `tokenizer` to it: pass the
-streamer as `cd_streamer=`, and stop strings as `stopping_criteria=[StopStringCriteria(tokenizer, [...])]`. The
-folder form, `generate(custom_generate=congkit.CUSTOM_GENERATE_DIR, trust_remote_code=True, ...)`, takes `streamer`,
-`tokenizer` and `stop_strings` as `generate` does.
+Streaming: `streamer=` works as in `generate` (the prompt first, then each token, `end()` once). transformers (5.24)
+puts the prompt into the streamer and then does not pass it on to a *callable* strategy, so this loop takes it from
+the running `generate` call (`_streamer_of_generate`). `cd_streamer=` is a streamer for this loop alone (it receives
+the prompt here). Stop strings need the tokenizer, which `generate` does not pass to a callable either: give them as
+`stopping_criteria=[StopStringCriteria(tokenizer, [...])]`, or use the folder form,
+`generate(custom_generate=congkit.CUSTOM_GENERATE_DIR, trust_remote_code=True, tokenizer=..., stop_strings=[...])`.
+
+Refused with a one-line error (not silently changed): beam search (`num_beams > 1`), `output_attentions` /
+`output_hidden_states`, `inputs_embeds`, encoder-decoder models, an amateur that is not a loaded model, and
+`synced_gpus`. Non-finite scores from either model stop decoding with an error naming the model and the step.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,15 +49,19 @@ from transformers import GenerationConfig, LogitsProcessorList, MinPLogitsWarper
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from .decoding import (
+    AMATEUR,
+    EXPERT,
     ThreadPlan,
     _Stepper,
     chosen_log_ratio,
     contrastive_scores,
+    plausibility_head,
+    require_finite,
     row_uniforms,
     sample_from_scores,
     step_models,
 )
-from .inputs import check_int, check_number, check_same_device
+from .inputs import check_causal_lm, check_int, check_number, check_same_device
 from .rewards import check_same_vocab
 from .tokens import positions
 
@@ -94,7 +105,7 @@ def contrastive_decoding(
             paper's), or the GenerationConfig's `min_p` if it sets one.
         seed: None = torch's global RNG (as `generate`); an int = per-row generators seeded by (seed, row).
         beta: the scale of `implicit_rewards` (TRL's DPO beta, default 0.1); decoding does not depend on it.
-        cd_streamer: a streamer (`put`/`end`) when `generate` does not forward `streamer` to a callable.
+        cd_streamer: a streamer (`put`/`end`) for this loop alone; `streamer=` given to `generate` also works.
         release_compatible: the authors' release renormalisation of the amateur (see `DecodingConfig`).
 
     Everything else comes from `generate` (GenerationConfig fields: do_sample, temperature, top_k, top_p,
@@ -107,17 +118,29 @@ def contrastive_decoding(
         raise ValueError("contrastive_decoding needs amateur_model=<the pre-alignment model pi_ref>")
     if synced_gpus:
         raise NotImplementedError("contrastive_decoding does not support synced_gpus (DeepSpeed ZeRO-3 / FSDP)")
+    check_causal_lm(model, "model (post-alignment)")
+    check_causal_lm(amateur_model, "amateur_model (pre-alignment)")
     check_same_vocab(model, amateur_model, ("model (post-alignment)", "amateur_model (pre-alignment)"))
     check_same_device(model, amateur_model, ("model (post-alignment)", "amateur_model (pre-alignment)"))
+    refuse_unsupported(generation_config, model_kwargs)
     check_number("alpha", alpha, 0.0, 1.0)
     check_number("beta", beta, 0.0, low_open=True)
+    name = "min_p (plausibility threshold lambda)"
     if min_p is None:  # the head's threshold: the GenerationConfig's min_p, taken away from its MinP warper
-        min_p = generation_config.min_p if generation_config.min_p is not None else 0.1
-    check_number("min_p (plausibility threshold lambda)", min_p, 0.0, 1.0, low_open=True)
+        if generation_config.min_p is not None:
+            min_p = generation_config.min_p
+            name += " from the GenerationConfig (the checkpoint's generation_config.json, or the one passed)"
+        else:
+            min_p = 0.1
+    check_number(name, min_p, 0.0, 1.0, low_open=True)
     logits_processor = LogitsProcessorList(p for p in logits_processor if not isinstance(p, MinPLogitsWarper))
     if seed is not None:
         check_int("seed", seed, 0)
-    streamer = streamer or cd_streamer
+    streamer = streamer if streamer is not None else _streamer_of_generate()
+    if cd_streamer is not None and cd_streamer is not streamer:
+        cd_streamer.put(input_ids.cpu())  # `generate` put the prompt into its own streamer only
+    streamers = [s for s in (streamer, cd_streamer) if s is not None]
+    streamers = [s for i, s in enumerate(streamers) if s not in streamers[:i]]
 
     batch, prompt_length = input_ids.shape
     device = input_ids.device
@@ -138,21 +161,25 @@ def contrastive_decoding(
     pos = pos[:, -1:]
     plan = ThreadPlan()
     for t in range(max_new):
-        contrast = contrastive_scores(expert_logp, amateur_logp, alpha, min_p, release_compatible)
+        top = expert_logp.amax(dim=-1, keepdim=True)
+        require_finite(top, EXPERT, t)
+        head = plausibility_head(expert_logp, min_p, top)
+        contrast = contrastive_scores(expert_logp, amateur_logp, alpha, min_p, release_compatible, head)
         processed = logits_processor(input_ids, contrast)
         if generation_config.do_sample:
             tok = sample_from_scores(processed, uniforms[:, t] if uniforms is not None else None)
         else:
             tok = processed.argmax(dim=-1)
         reward = chosen_log_ratio(expert_logp, amateur_logp, tok)
+        require_finite(reward.masked_fill(unfinished == 0, 0.0), AMATEUR, t)
         if has_eos:
             tok = tok * unfinished + pad * (1 - unfinished)
         rewards.append(beta * reward * unfinished)
         scores.append(processed)
         raw_logits.append(expert_logits)
         input_ids = torch.cat([input_ids, tok[:, None]], dim=-1)
-        if streamer is not None:
-            streamer.put(tok.cpu())
+        for each in streamers:
+            each.put(tok.cpu())
         unfinished = unfinished & ~stopping_criteria(input_ids, tuple(scores))
         if unfinished.max() == 0:
             break
@@ -160,8 +187,8 @@ def contrastive_decoding(
         pos = pos + 1
         (expert_logp, expert_logits), (amateur_logp, _) = step_models([expert, amateur], "next", tok, mask, pos,
                                                                  keep_logits=True, plan=plan)  # fmt: skip
-    if streamer is not None:
-        streamer.end()
+    for each in streamers:
+        each.end()
     if not generation_config.return_dict_in_generate:
         return input_ids
     return ContrastiveDecoderOnlyOutput(
@@ -171,6 +198,37 @@ def contrastive_decoding(
         cache=expert.past if generation_config.use_cache else None,
         implicit_rewards=torch.stack(rewards, dim=1),
     )
+
+
+def refuse_unsupported(generation_config: GenerationConfig, model_kwargs: dict) -> None:
+    """One-line errors for what this strategy does not do, instead of silently doing something else."""
+    if generation_config.num_beams is not None and generation_config.num_beams > 1:
+        raise ValueError(f"contrastive_decoding does not do beam search: num_beams={generation_config.num_beams}; "
+                         "use num_beams=1 (num_return_sequences gives several samples per prompt)")  # fmt: skip
+    for name in ("output_attentions", "output_hidden_states"):
+        if getattr(generation_config, name, False):
+            raise ValueError(f"contrastive_decoding does not return {name.removeprefix('output_')}: {name}=True")
+    if model_kwargs.get("inputs_embeds") is not None:
+        raise ValueError("contrastive_decoding needs token ids (the amateur is stepped on the same tokens); "
+                         "inputs_embeds is not supported")  # fmt: skip
+
+
+def _streamer_of_generate():
+    """The `streamer` of the `generate` call that runs this strategy, or None.
+
+    Why by reading the caller's frame: transformers (5.24) puts the prompt into `streamer` and then calls a callable
+    `custom_generate` without it (only the callable's own extra parameters are passed on), so without this a
+    `TextIteratorStreamer` never receives `end()` and its consumer waits forever. Nothing in transformers is
+    changed; if the frame is not `generate`'s (a direct call), there is no streamer.
+    """
+    frame = sys._getframe(1)
+    for _ in range(6):  # this function <- contrastive_decoding <- torch's no_grad wrapper <- generate
+        frame = frame.f_back
+        if frame is None:
+            return None
+        if frame.f_code.co_name == "generate" and frame.f_globals.get("__name__") == "transformers.generation.utils":
+            return frame.f_locals.get("streamer")
+    return None
 
 
 def generate(model, inputs=None, generation_config=None, logits_processor=None, stopping_criteria=None, streamer=None,
@@ -194,5 +252,4 @@ def generate(model, inputs=None, generation_config=None, logits_processor=None, 
             raise ValueError(f"contrastive_decoding does not support {unused}")
         kwargs.pop(unused, None)
     return GenerationMixin.generate(model, inputs, generation_config, logits_processor, stopping_criteria,
-                                    streamer=streamer, custom_generate=contrastive_decoding, cd_streamer=streamer,
-                                    **kwargs)  # fmt: skip
+                                    streamer=streamer, custom_generate=contrastive_decoding, **kwargs)  # fmt: skip

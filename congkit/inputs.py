@@ -9,6 +9,7 @@ a non-empty string or a conversation. Token tensors are accepted by the decoding
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -87,9 +88,12 @@ def check_int(name: str, value: Any, minimum: int | None = None) -> int:
 
 def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
                  low_open: bool = False) -> float:  # fmt: skip
-    """A real number (not a bool or a string) within [low, high] ((low, high] when `low_open`)."""
+    """A finite real number (not a bool, a string, NaN or infinity) within [low, high] ((low, high] when
+    `low_open`). NaN compares False with everything, so without the `isfinite` test it would pass any range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
     below = value <= low if low_open else value < low if low is not None else False
     if below or (high is not None and value > high):
         bounds = f"{'(' if low_open else '['}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
@@ -119,3 +123,13 @@ def check_same_device(a, b, names: tuple[str, str]) -> None:
     da, db = model_device(a), model_device(b)
     if da != db:
         raise ValueError(f"{names[0]} is on {da} but {names[1]} is on {db}: put both models on one device")
+
+
+def check_causal_lm(model, name: str) -> None:
+    """A loaded decoder-only model: not a hub id or path (load it first), not an encoder-decoder model."""
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        raise TypeError(f"{name} must be a loaded transformers model, got {type(model).__name__} {model!r:.60}; "
+                        "load it first (congkit.models.load_causal_lm or AutoModelForCausalLM.from_pretrained)")  # fmt: skip
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise ValueError(f"{name} is an encoder-decoder model ({type(model).__name__}); contrastive decoding here "
+                         "steps decoder-only causal LMs")  # fmt: skip

@@ -5,8 +5,9 @@
 One convention everywhere in congkit: beta defaults to TRL's 0.1; `per_token` is beta times the token's log-ratio,
 `total` their sum (the sequence reward), `mean` the sum divided by the number of response tokens (the
 length-normalised score the ConG authors rank samples with). Tokens are split into prompt and completion as TRL's
-`DPOTrainer` splits them, the EOS token appended and counted (see `congkit.tokens`), so `total` equals the
-`rewards/chosen` TRL logs. `Generation.implicit_reward(beta)` gives the same numbers for decoded responses.
+`DPOTrainer` splits them, the EOS token appended and counted (see `congkit.tokens`: a plain string is raw text, a
+conversation is templated), so `total` equals the `rewards/chosen` TRL logs for string and conversational examples,
+with and without a chat template (tested against a `DPOTrainer` step). `Generation.implicit_reward(beta)` gives the same numbers for decoded responses.
 """
 
 from __future__ import annotations
@@ -87,12 +88,13 @@ def mean_response_logprobs(
     prompts: Sequence[str],
     responses: Sequence[str],
     batch_size: int = 16,
+    apply_chat_template: bool = False,
 ) -> list[float]:
     """Mean per-token log pi(y | x) of each text response, tokenised as TRL tokenises it (length-normalised
-    likelihood: capability probes and multiple-choice scoring)."""
+    likelihood: capability probes and multiple-choice scoring); `apply_chat_template` as in `implicit_reward`."""
     prompts = as_prompts(prompts)
     responses = as_responses(responses, len(prompts))
-    pairs = [encode_pair(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    pairs = [encode_pair(tokenizer, p, r, apply_chat_template) for p, r in zip(prompts, responses)]
     logps = completion_logprobs(model, [p for p, _ in pairs], [c for _, c in pairs], batch_size)
     return [float(lp.mean()) for lp in logps]
 
@@ -135,19 +137,23 @@ def implicit_reward(
     beta: float = 0.1,
     batch_size: int = 16,
     progress: bool = False,
+    apply_chat_template: bool = False,
 ) -> ImplicitReward:
     """Implicit reward `beta * log(pi_r(y|x) / pi_ref(y|x))` of text responses, tokenised as TRL tokenises them.
 
     Args:
         policy, reference: pi_r (post-alignment) and pi_ref (pre-alignment), one vocabulary, one device.
-        tokenizer: their tokenizer; with a chat template the prompt is templated as one user turn.
-        prompts, responses: paired one to one; a plain string is one prompt (one response).
+        tokenizer: their tokenizer.
+        prompts, responses: paired one to one; a plain string is one prompt (one response). A string prompt is raw
+            text (as TRL takes a string example), a conversation goes through the chat template (as TRL takes a
+            conversational example).
+        apply_chat_template: make each string prompt one user turn (TRL's conversational format).
         beta: the DPO temperature, > 0 (TRL's default 0.1).
         batch_size: sequences per forward pass, >= 1.
     """
     prompts = as_prompts(prompts)
     responses = as_responses(responses, len(prompts))
-    pairs = [encode_pair(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    pairs = [encode_pair(tokenizer, p, r, apply_chat_template) for p, r in zip(prompts, responses)]
     return implicit_reward_from_ids(
         policy, reference, [p for p, _ in pairs], [c for _, c in pairs], beta, batch_size, progress
     )

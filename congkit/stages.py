@@ -42,7 +42,7 @@ from .methods import BY_NAME, STRONG_METHODS
 from .models import load_causal_lm, load_tokenizer
 from .rewards import check_same_vocab, implicit_reward, implicit_reward_from_ids, mean_response_logprobs
 from .scorers import Scorer
-from .tokens import encode_prompt
+from .tokens import encode_prompt, has_chat_template
 from .trainers import AuxConfTrainer, WSPOTrainer
 from .training import TrainConfig, train_dpo, train_sft
 
@@ -130,8 +130,8 @@ class PipelineConfig:
     n_preference_samples: int = 4
     # T 0.8 / top-p 0.95 as the authors; no repetition penalty: answers legitimately repeat tokens ("a b b").
     sampling: DecodingConfig = field(
-        default_factory=lambda: DecodingConfig(
-            lam=None, temperature=0.8, top_p=0.95, repetition_penalty=1.0, max_new_tokens=20, batch_size=256
+        default_factory=lambda: DecodingConfig.authors(
+            min_p=None, repetition_penalty=1.0, max_new_tokens=20, batch_size=256
         )
     )
     cd_alpha: float = 0.5  # fixed before any run: the alpha of claim 2's verdict and of the ConG data
@@ -164,9 +164,9 @@ class PipelineConfig:
             raise ValueError(f"n_preference_samples must be >= 2 to form a pair, got {self.n_preference_samples}")
         if self.best_of < 2:  # with eval_samples < best_of the best-of-k precondition is simply not measured
             raise ValueError(f"best_of must be >= 2, got {self.best_of}")
-        DecodingConfig(alpha=self.cd_alpha, lam=self.cd_lam).validate(contrastive=True)
+        DecodingConfig(alpha=self.cd_alpha, min_p=self.cd_lam).validate(contrastive=True)
         for a in self.alpha_sweep:
-            DecodingConfig(alpha=a, lam=self.cd_lam).validate(contrastive=True)
+            DecodingConfig(alpha=a, min_p=self.cd_lam).validate(contrastive=True)
 
 
 def smoke_pipeline_config() -> PipelineConfig:
@@ -175,8 +175,7 @@ def smoke_pipeline_config() -> PipelineConfig:
         seeds=[0],
         noise_levels=[0.0, 0.4],
         n_preference_samples=3,
-        sampling=DecodingConfig(lam=None, temperature=0.8, top_p=0.95, repetition_penalty=1.0, max_new_tokens=16,
-                                batch_size=256),  # fmt: skip
+        sampling=DecodingConfig.authors(min_p=None, repetition_penalty=1.0, max_new_tokens=16, batch_size=256),
         alpha_sweep=[0.0, 0.5, 1.0],
         eval_samples=4,
         best_of=2,
@@ -226,6 +225,8 @@ class Pipeline:
         # absolute, so that cache keys (which hold artifact paths) do not depend on how the folder was spelled
         self.root, self.progress = Path(root).resolve(), progress
         self.tokenizer = load_tokenizer(setting.tokenizer or setting.weak_base)
+        # string prompts are one user turn when the tokenizer has a chat template, as `to_trl_format` hands them to TRL
+        self.chat = {"apply_chat_template": has_chat_template(self.tokenizer)}
         self.timings: dict[str, float] = {}
 
     # --- plumbing -------------------------------------------------------------------------------------------------
@@ -345,10 +346,10 @@ class Pipeline:
 
         def make() -> Dataset:
             (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("train")
-            run = self._sampling(seed=stream_seed(seed, "cd_samples"), alpha=cfg.cd_alpha, lam=cfg.cd_lam)
-            cd = contrastive_generate(pi_r, pi_ref, self.tokenizer, prompts, run, progress=self.progress)
+            run = self._sampling(seed=stream_seed(seed, "cd_samples"), alpha=cfg.cd_alpha, min_p=cfg.cd_lam)
+            cd = contrastive_generate(pi_r, pi_ref, self.tokenizer, prompts, run, progress=self.progress, **self.chat)
             plain_run = self._sampling(seed=stream_seed(seed, "plain_samples"))
-            plain = sample(pi_r, self.tokenizer, prompts, plain_run, progress=self.progress)
+            plain = sample(pi_r, self.tokenizer, prompts, plain_run, progress=self.progress, **self.chat)
             return Dataset.from_dict({"prompt": prompts, "cd": cd.texts, "cd_implicit": cd.implicit_reward(beta=1.0).mean,
                                       "plain": plain.texts})  # fmt: skip
 
@@ -420,7 +421,7 @@ class Pipeline:
 
         def make() -> Dataset:
             gen = sample(self.load(cong_s), self.tokenizer, list(samples["prompt"]),
-                         self._sampling(seed=stream_seed(seed, "cong_own_samples")), progress=self.progress)  # fmt: skip
+                         self._sampling(seed=stream_seed(seed, "cong_own_samples")), progress=self.progress, **self.chat)  # fmt: skip
             pairs = {"prompt": [], "chosen": [], "rejected": []}
             for prompt, chosen, rejected in zip(samples["prompt"], samples["cd"], gen.texts):
                 if chosen != rejected:
@@ -462,7 +463,7 @@ class Pipeline:
         """k samples of every prompt in one batched run: draw j of prompt i is row j * len(prompts) + i, whose
         randomness is seeded by (seed, row), so every draw is independent."""
         return sample(model, self.tokenizer, prompts * k, self._sampling(seed=seed, **overrides),
-                      progress=self.progress)  # fmt: skip
+                      progress=self.progress, **self.chat)  # fmt: skip
 
     def _judge(self, prompts: list[str], texts: list[str]) -> dict[str, list[float]]:
         """{"scores": r*, "r_pref": ..., "r_cap": ...}: both channels when the scorer has them; a reward model (no
@@ -478,18 +479,19 @@ class Pipeline:
         if self.setting.multiple_choice is not None:
             from .evaluation import multiple_choice_accuracy
 
-            out["mc_accuracy"] = multiple_choice_accuracy(model, self.tokenizer, self.setting.multiple_choice)
+            out["mc_accuracy"] = multiple_choice_accuracy(model, self.tokenizer, self.setting.multiple_choice, **self.chat)
         heldout = self.setting.heldout_prompts
         if heldout is None:
             return out
         prompts = list(heldout["prompt"])
         if self.setting.is_correct is not None:
-            greedy = sample(model, self.tokenizer, prompts, self._sampling(do_sample=False), progress=False)
+            greedy = sample(model, self.tokenizer, prompts, self._sampling(do_sample=False), progress=False, **self.chat)
             out["heldout_accuracy"] = sum(self.setting.is_correct(p, r) for p, r in zip(prompts, greedy.texts)) / len(
                 prompts
             )
         if "reference" in heldout.column_names:
-            logps = mean_response_logprobs(model, self.tokenizer, prompts, heldout["reference"], batch_size=256)
+            logps = mean_response_logprobs(model, self.tokenizer, prompts, heldout["reference"], batch_size=256,
+                                           **self.chat)  # fmt: skip
             out["heldout_answer_logprob"] = sum(logps) / len(logps)
         return out
 
@@ -506,7 +508,7 @@ class Pipeline:
         def make() -> Dataset:
             (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("eval")
             k, n = cfg.eval_samples, len(prompts)
-            prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts] * k
+            prompt_ids = [encode_prompt(self.tokenizer, p, **self.chat) for p in prompts] * k
             gen = self._draws(pi_r, prompts, k, stream_seed(seed, "weak_pair_pool"))
             implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, beta=1.0, batch_size=256)
             rows = {"prompt": prompts * k, "k": [j for j in range(k) for _ in range(n)], "response": gen.texts,
@@ -526,8 +528,8 @@ class Pipeline:
             pi_r, pi_ref = self._weak_pair(pi_r_path)
             rows = [(p, *probe) for p in self._prompts("eval") for probe in self.setting.preference_probes(p)]
             prompts, attributes, better, worse = (list(col) for col in zip(*rows))
-            good = implicit_reward(pi_r, pi_ref, self.tokenizer, prompts, better, beta=1.0, batch_size=256).total
-            bad = implicit_reward(pi_r, pi_ref, self.tokenizer, prompts, worse, beta=1.0, batch_size=256).total
+            good = implicit_reward(pi_r, pi_ref, self.tokenizer, prompts, better, 1.0, 256, **self.chat).total
+            bad = implicit_reward(pi_r, pi_ref, self.tokenizer, prompts, worse, 1.0, 256, **self.chat).total
             return Dataset.from_dict({"prompt": prompts, "attribute": attributes, "better": better, "worse": worse,
                                       "implicit_better": good, "implicit_worse": bad})  # fmt: skip
 
@@ -543,18 +545,18 @@ class Pipeline:
 
         def make() -> Dataset:
             (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("eval")
-            prompt_ids = [encode_prompt(self.tokenizer, p) for p in prompts]
+            prompt_ids = [encode_prompt(self.tokenizer, p, **self.chat) for p in prompts]
             rows = {"alpha": [], "prompt": [], "response": [], "implicit": [], "length": []}
             judged: dict[str, list] = {}
             runs = [(a, True) for a in cfg.alpha_sweep] + [(float("nan"), False)]
             draw = stream_seed(seed, "alpha_sweep")  # one draw for every alpha and for naive: paired comparisons
             for alpha, contrastive in runs:
                 if contrastive:
-                    run = self._sampling(seed=draw, alpha=alpha, lam=cfg.cd_lam)
-                    gen = contrastive_generate(pi_r, pi_ref, self.tokenizer, prompts, run, progress=False)
+                    run = self._sampling(seed=draw, alpha=alpha, min_p=cfg.cd_lam)
+                    gen = contrastive_generate(pi_r, pi_ref, self.tokenizer, prompts, run, progress=False, **self.chat)
                     implicit = [sum(r) for r in gen.log_ratios]
                 else:  # naive sampling from pi_r, scored by the rewards module
-                    gen = sample(pi_r, self.tokenizer, prompts, self._sampling(seed=draw), progress=False)
+                    gen = sample(pi_r, self.tokenizer, prompts, self._sampling(seed=draw), progress=False, **self.chat)
                     implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, beta=1.0,
                                                         batch_size=256).total  # fmt: skip
                 rows["alpha"] += [alpha] * len(prompts)

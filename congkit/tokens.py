@@ -1,19 +1,23 @@
-"""Turning prompts and responses into token ids, the way TRL's trainers do.
+"""Turning prompts and responses into token ids, the way TRL's trainers and `generate` do.
 
 Every stage of congkit (scoring, decoding, training) must see the same tokens for the same text, or the implicit
-reward logged by TRL and the one computed here would disagree. So the conventions are TRL's `DPOTrainer`:
+reward logged by TRL and the one computed here would disagree. One convention, TRL's `DPOTrainer`'s and `generate`'s:
 
-- with a chat template: the prompt is `[{"role": "user", "content": prompt}]` (or the conversation given: system
-  prompt, earlier turns) rendered with the generation prompt; the completion is what the full conversation (user +
-  assistant) adds after the longest common prefix;
-- without one: the prompt is `tokenizer(prompt)`, the completion is `tokenizer(prompt + response + eos)` after the
-  common prefix.
+- **a conversation** (a list of `{"role", "content"}` messages) is rendered by the tokenizer's chat template: the
+  prompt with the generation prompt; the completion is what the full conversation (prompt + assistant turn) adds
+  after the longest common prefix;
+- **a plain string is raw text**, tokenised as given (`tokenizer(text)`), whether or not the tokenizer has a chat
+  template; the completion is `tokenizer(prompt + response + eos)` after the common prefix.
 
-A string that already carries the chat template is not templated twice: `templated=None` (the default) detects it by
-the template's opening special token (e.g. `<|im_start|>`), `templated=True` / `False` says so explicitly.
+One keyword overrides it in every entry point: `apply_chat_template=True` makes each plain string one user turn of a
+conversation (what the world's pipeline does with its string prompts). The old keyword `templated` (which detected
+an already-templated string and wrapped every other one) is deprecated.
 """
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -58,41 +62,61 @@ def is_templated(tokenizer: PreTrainedTokenizerBase, prompt: str) -> bool:
     return marker is not None and prompt.lstrip().startswith(marker)
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, templated: bool | None = None) -> list[int]:
-    """Token ids a model is conditioned on for `prompt`: a conversation or a string rendered by the chat template with
-    the generation prompt, or tokenised as is (no template, or a string that already carries it: `templated`)."""
-    if is_conversation(prompt):
-        if not has_chat_template(tokenizer):
-            raise ValueError("a conversation prompt needs a tokenizer with a chat template; pass plain strings instead")
-        ids = _ids(tokenizer, prompt, add_generation_prompt=True)
-    elif not isinstance(prompt, str) or not prompt.strip():
+UNSET = object()  # a deprecated keyword that was not passed
+
+
+def chat_template_choice(apply_chat_template: bool, templated=UNSET) -> bool:
+    """`apply_chat_template`, checked, or what the deprecated `templated` meant (True: the string already carries the
+    template, so no templating; False: template it)."""
+    if templated is not UNSET:
+        warnings.warn("`templated` is deprecated: a plain string is now raw text unless apply_chat_template=True "
+                      "(templated=False -> apply_chat_template=True)", DeprecationWarning, stacklevel=3)  # fmt: skip
+        return templated is False
+    if not isinstance(apply_chat_template, bool):
+        raise TypeError(f"apply_chat_template must be a bool, got {apply_chat_template!r}")
+    return apply_chat_template
+
+
+def as_chat(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Prompt]) -> list[Prompt]:
+    """Each plain-string prompt as a one-user-turn conversation when the tokenizer has a chat template (as
+    `to_trl_format` hands them to TRL), unchanged otherwise."""
+    if not has_chat_template(tokenizer):
+        return list(prompts)
+    return [p if is_conversation(p) else as_conversation(p) for p in prompts]
+
+
+def _templates(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, apply_chat_template: bool) -> bool:
+    if not (is_conversation(prompt) or apply_chat_template):
+        return False
+    if not has_chat_template(tokenizer):
+        what = "a conversation prompt" if is_conversation(prompt) else "apply_chat_template=True"
+        raise ValueError(f"{what} needs a tokenizer with a chat template; this one has none (pass plain strings)")
+    return True
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, apply_chat_template: bool = False,
+                  templated=UNSET) -> list[int]:  # fmt: skip
+    """Token ids a model is conditioned on for `prompt`: a conversation (or, with `apply_chat_template`, a string as
+    one user turn) rendered by the chat template with the generation prompt; a plain string tokenised as given."""
+    template = _templates(tokenizer, prompt, chat_template_choice(apply_chat_template, templated))
+    if not template and (not isinstance(prompt, str) or not prompt.strip()):
         raise ValueError(f"empty prompt: {prompt!r}; every prompt must contain text")
-    elif has_chat_template(tokenizer) and not _templated(tokenizer, prompt, templated):
-        ids = _ids(tokenizer, as_conversation(prompt), add_generation_prompt=True)
-    else:
-        ids = _ids(tokenizer, prompt, add_special_tokens=not has_chat_template(tokenizer))
+    ids = _ids(tokenizer, as_conversation(prompt), add_generation_prompt=True) if template else _ids(tokenizer, prompt)
     if not ids:
         raise ValueError(f"prompt {prompt!r} is empty after templating/tokenization")
     return ids
 
 
-def _templated(tokenizer, prompt: str, templated: bool | None) -> bool:
-    return is_templated(tokenizer, prompt) if templated is None else templated
-
-
-def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, response: str,
-                templated: bool | None = None) -> tuple[list[int], list[int]]:  # fmt: skip
+def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, response: str, apply_chat_template: bool = False,
+                templated=UNSET) -> tuple[list[int], list[int]]:  # fmt: skip
     """(prompt_ids, completion_ids) for one (prompt, response), split as TRL's DPOTrainer splits them."""
-    prompt_ids = encode_prompt(tokenizer, prompt, templated)
-    if has_chat_template(tokenizer):
-        if is_conversation(prompt) or not _templated(tokenizer, prompt, templated):
-            full = _ids(tokenizer, as_conversation(prompt, response))
-        else:  # the prompt text already ends with the generation prompt: the answer, then the turn's closing text
-            full = _ids(tokenizer, prompt + response + _template_parts(tokenizer)[1], add_special_tokens=False)
-    else:
+    apply_chat_template = chat_template_choice(apply_chat_template, templated)
+    prompt_ids = encode_prompt(tokenizer, prompt, apply_chat_template)
+    if _templates(tokenizer, prompt, apply_chat_template):
+        full = _ids(tokenizer, as_conversation(prompt, response))
+    else:  # TRL appends EOS to a plain-text completion that does not end with it
         eos = tokenizer.eos_token or ""
-        text = response if response.endswith(eos) else response + eos
-        full = _ids(tokenizer, prompt + text)
+        full = _ids(tokenizer, prompt + (response if eos and response.endswith(eos) else response + eos))
     n = common_prefix_length(prompt_ids, full)
     return prompt_ids[:n], full[n:]
 

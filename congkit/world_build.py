@@ -20,7 +20,7 @@ from transformers import set_seed
 
 from .cache import build_once, fingerprint, read_json
 from .data import load_saved_dataset
-from .decoding import sample
+from .decoding import DecodingConfig, sample
 from .models import load_causal_lm, load_tokenizer, n_parameters, tiny_llama, word_tokenizer
 from .rewards import mean_response_logprobs
 from .training import TrainConfig, train_sft
@@ -195,12 +195,13 @@ def world_card(models: dict, tokenizer, prompt_sets: dict[str, Dataset], corpus:
         entry = {"parameters": n_parameters(model)}
         for split in ("eval", "heldout"):
             prompts = prompt_sets[split]["prompt"]
-            common = dict(max_new_tokens=config.card_max_new_tokens, repetition_penalty=1.0, progress=False)
-            greedy = reward.judge(prompts, sample(model, tokenizer, prompts, do_sample=False, **common).texts)
-            sampled_texts = sample(model, tokenizer, prompts, temperature=0.8, top_p=0.95, seed=0, **common).texts
+            run = DecodingConfig.authors(min_p=None, repetition_penalty=1.0, max_new_tokens=config.card_max_new_tokens)
+            common = dict(progress=False, apply_chat_template=True)  # string prompts are user turns, as in the pipeline
+            greedy = reward.judge(prompts, sample(model, tokenizer, prompts, run, do_sample=False, **common).texts)
+            sampled_texts = sample(model, tokenizer, prompts, run, seed=0, **common).texts
             sampled = reward.judge(prompts, sampled_texts)
             answers = [canonical_response(t) for t in dataset_tasks(prompt_sets[split])]
-            logps = mean_response_logprobs(model, tokenizer, prompts, answers)
+            logps = mean_response_logprobs(model, tokenizer, prompts, answers, apply_chat_template=True)
             entry[split] = {
                 "answer_logprob": sum(logps) / len(logps),
                 "greedy_accuracy": sum(j.correct for j in greedy) / len(greedy),

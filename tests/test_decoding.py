@@ -54,7 +54,7 @@ def test_batched_greedy_cd_equals_reference(expert, amateur, tokenizer, alpha, p
         tokenizer,
         PROMPTS,
         alpha=alpha,
-        lam=0.1,
+        min_p=0.1,
         do_sample=False,
         max_new_tokens=12,
         repetition_penalty=penalty,
@@ -110,7 +110,7 @@ def test_one_reward_convention_for_decoded_and_text_responses(expert, amateur, p
 
 
 def test_alpha_one_is_plain_sampling(expert, amateur, tokenizer):
-    kwargs = dict(max_new_tokens=20, seed=11, lam=0.1, progress=False)
+    kwargs = dict(max_new_tokens=20, seed=11, min_p=0.1, do_sample=True, progress=False)
     cd = contrastive_generate(expert, amateur, tokenizer, PROMPTS, alpha=1.0, **kwargs)
     plain = sample(expert, tokenizer, PROMPTS, **kwargs)
     assert cd.token_ids == plain.token_ids
@@ -119,7 +119,7 @@ def test_alpha_one_is_plain_sampling(expert, amateur, tokenizer):
 
 
 def test_seeds(expert, amateur, tokenizer):
-    kwargs = dict(alpha=0.5, max_new_tokens=20, progress=False)
+    kwargs = dict(alpha=0.5, max_new_tokens=20, do_sample=True, progress=False)
     a = contrastive_generate(expert, amateur, tokenizer, PROMPTS, seed=1, **kwargs)
     b = contrastive_generate(expert, amateur, tokenizer, PROMPTS, seed=1, **kwargs)
     c = contrastive_generate(expert, amateur, tokenizer, PROMPTS, seed=2, **kwargs)
@@ -128,7 +128,7 @@ def test_seeds(expert, amateur, tokenizer):
 
 
 def test_sample_does_not_depend_on_batch_or_shard(expert, amateur, tokenizer):
-    kwargs = dict(alpha=0.5, max_new_tokens=16, seed=5, progress=False)
+    kwargs = dict(alpha=0.5, max_new_tokens=16, seed=5, do_sample=True, progress=False)
     whole = contrastive_generate(expert, amateur, tokenizer, PROMPTS, batch_size=4, **kwargs)
     ones = contrastive_generate(expert, amateur, tokenizer, PROMPTS, batch_size=1, **kwargs)
     tail = contrastive_generate(expert, amateur, tokenizer, PROMPTS[2:], index_offset=2, **kwargs)
@@ -137,7 +137,8 @@ def test_sample_does_not_depend_on_batch_or_shard(expert, amateur, tokenizer):
 
 
 def test_rows_stop_at_eos(expert, tokenizer):
-    out = sample(expert, tokenizer, PROMPTS * 4, max_new_tokens=40, temperature=2.0, top_p=1.0, seed=0, progress=False)
+    out = sample(expert, tokenizer, PROMPTS * 4, max_new_tokens=40, do_sample=True, temperature=2.0, seed=0,
+                 progress=False)
     eos = tokenizer.eos_token_id
     for ids in out.token_ids:
         assert eos not in ids[:-1]
@@ -161,7 +162,7 @@ def test_sampled_token_is_in_plausibility_head(seed, alpha, lam, scale, temperat
     expert_logp = torch.log_softmax(scale * torch.randn(batch, vocab, generator=g), -1)
     amateur_logp = torch.log_softmax(scale * torch.randn(batch, vocab, generator=g), -1)
     seen = torch.rand(batch, vocab, generator=g) < 0.3
-    config = DecodingConfig(alpha=alpha, lam=lam, temperature=temperature, top_p=top_p, repetition_penalty=penalty)
+    config = DecodingConfig(alpha=alpha, min_p=lam, do_sample=True, top_k=None, temperature=temperature, top_p=top_p, repetition_penalty=penalty)
     scores = apply_repetition_penalty(contrastive_scores(expert_logp, amateur_logp, alpha, lam), seen, penalty)
     tok = choose_tokens(scores, config, torch.rand(batch, generator=g, dtype=torch.float64))
     p = expert_logp.exp()
@@ -181,7 +182,7 @@ def test_repetition_penalty_matches_transformers():
 def test_sampling_follows_the_distribution():
     """Inverse-CDF sampling: empirical frequencies match softmax(F / T) on a small vocabulary."""
     scores = torch.tensor([[0.0, 1.0, 2.0, float("-inf")]]).repeat(20000, 1)
-    config = DecodingConfig(temperature=1.0, top_p=1.0)
+    config = DecodingConfig(do_sample=True)
     tok = choose_tokens(scores, config, torch.rand(20000, generator=torch.Generator().manual_seed(0)))
     freq = torch.bincount(tok, minlength=4).double() / 20000
     torch.testing.assert_close(freq, torch.softmax(scores[0].double(), -1), atol=0.015, rtol=0)
@@ -194,8 +195,8 @@ def test_errors(expert, amateur, tokenizer):
     for bad, match in [
         (dict(alpha=1.5), "alpha"),
         (dict(alpha=-0.1), "alpha"),
-        (dict(lam=0.0), "lam"),
-        (dict(lam=1.2), "lam"),
+        (dict(min_p=0.0), "min_p"),
+        (dict(min_p=1.2), "min_p"),
         (dict(max_new_tokens=0), "max_new_tokens"),
     ]:
         with pytest.raises(ValueError, match=match):
@@ -253,7 +254,7 @@ def test_release_compatible_step_equals_the_authors_step_on_random_logits():
 
 
 def test_release_compatible_greedy_cd_matches_a_port_of_the_release(expert, amateur, tokenizer):
-    out = contrastive_generate(expert, amateur, tokenizer, PROMPTS, alpha=0.5, lam=0.1, do_sample=False,
+    out = contrastive_generate(expert, amateur, tokenizer, PROMPTS, alpha=0.5, min_p=0.1, do_sample=False,
                                repetition_penalty=1.2, release_compatible=True, max_new_tokens=12, progress=False)  # fmt: skip
     for prompt, got in zip(PROMPTS, out.token_ids):
         ids = encode_prompt(tokenizer, prompt)
@@ -283,7 +284,7 @@ def test_token_choice_over_the_head_equals_the_whole_vocabulary(do_sample, relea
         amateur = torch.log_softmax(scale * torch.randn(batch, vocab, generator=gen), -1)
         seen = torch.rand(batch, vocab, generator=gen) < 0.001
         uniforms = torch.rand(batch, generator=gen, dtype=torch.float64)
-        config = DecodingConfig(alpha=alpha, lam=lam, temperature=0.8, top_p=top_p, repetition_penalty=penalty,
+        config = DecodingConfig(alpha=alpha, min_p=lam, temperature=0.8, top_p=top_p, repetition_penalty=penalty,
                                 do_sample=do_sample, release_compatible=release)  # fmt: skip
         full = contrastive_scores(expert, amateur, alpha, lam, release)
         want = choose_tokens(apply_repetition_penalty(full, seen, penalty), config, uniforms)

@@ -9,7 +9,8 @@ from transformers import GenerationConfig, StoppingCriteriaList, StopStringCrite
 from transformers.generation.streamers import BaseStreamer
 
 from congkit import CUSTOM_GENERATE_DIR, contrastive_decoding, contrastive_generate, implicit_reward_from_ids
-from congkit.tokens import encode_prompt, is_templated, pad
+from congkit.models import char_tokenizer
+from congkit.tokens import encode_prompt, pad
 
 from .conftest import PROMPTS
 from .test_decoding import reference_cd
@@ -40,7 +41,7 @@ def test_generate_greedy_equals_engine_and_reference(expert, amateur, tokenizer,
     batch = _batch(tokenizer, prompts)
     out = _cd_generate(expert, amateur, batch, alpha=alpha, min_p=lam, do_sample=False, repetition_penalty=1.0,
                        max_new_tokens=10)  # fmt: skip
-    engine = contrastive_generate(expert, amateur, tokenizer, prompts, alpha=alpha, lam=lam, do_sample=False,
+    engine = contrastive_generate(expert, amateur, tokenizer, prompts, alpha=alpha, min_p=lam, do_sample=False,
                                   repetition_penalty=1.0, max_new_tokens=10, progress=False)  # fmt: skip
     got = _new_tokens(out, batch, tokenizer.eos_token_id)
     assert got == engine.token_ids
@@ -66,7 +67,7 @@ def test_generation_config_and_min_p_name_the_head(expert, amateur, tokenizer):
     via_kwargs = _cd_generate(expert, amateur, batch, alpha=0.0, min_p=0.3, do_sample=False, max_new_tokens=8,
                               repetition_penalty=1.0)  # fmt: skip
     assert torch.equal(via_config, via_kwargs)
-    engine = contrastive_generate(expert, amateur, tokenizer, PROMPTS, alpha=0.0, lam=0.3, do_sample=False,
+    engine = contrastive_generate(expert, amateur, tokenizer, PROMPTS, alpha=0.0, min_p=0.3, do_sample=False,
                                   max_new_tokens=8, repetition_penalty=1.0, progress=False)  # fmt: skip
     assert _new_tokens(via_config, batch, tokenizer.eos_token_id) == engine.token_ids
 
@@ -101,7 +102,7 @@ def test_seeded_sampling_matches_the_engine_and_num_return_sequences(expert, ama
     kw = dict(alpha=0.5, do_sample=True, temperature=0.9, repetition_penalty=1.0, max_new_tokens=12)
     out = _cd_generate(expert, amateur, batch, min_p=0.1, top_p=1.0, top_k=0, num_return_sequences=3, seed=7, **kw)
     assert out.shape[0] == 3
-    engine = contrastive_generate(expert, amateur, tokenizer, PROMPTS[:1] * 3, lam=0.1, top_p=1.0, seed=7,
+    engine = contrastive_generate(expert, amateur, tokenizer, PROMPTS[:1] * 3, min_p=0.1, top_p=1.0, seed=7,
                                   progress=False, **kw)  # fmt: skip
     assert _new_tokens(out, batch, tokenizer.eos_token_id) == engine.token_ids
     again = _cd_generate(expert, amateur, batch, min_p=0.1, top_p=1.0, top_k=0, num_return_sequences=3, seed=7, **kw)
@@ -168,14 +169,20 @@ def test_conversations_templated_strings_and_tensors_are_one_prompt_each(expert,
     assert len(contrastive_generate(expert, amateur, tok, "Hello", **greedy)) == 1
     one = contrastive_generate(expert, amateur, tok, conversation, **greedy)
     assert len(one) == 1
-    # an already-templated string is not templated twice: the same ids as the plain prompt
-    templated = tok.apply_chat_template([{"role": "user", "content": "Add 3 and 4."}], tokenize=False,
-                                        add_generation_prompt=True)  # fmt: skip
-    assert is_templated(tok, templated) and not is_templated(tok, "Add 3 and 4.")
-    assert encode_prompt(tok, templated) == encode_prompt(tok, "Add 3 and 4.")
-    assert encode_prompt(tok, templated, templated=False) != encode_prompt(tok, "Add 3 and 4.")
-    plain = contrastive_generate(expert, amateur, tok, "Add 3 and 4.", **greedy)
-    assert contrastive_generate(expert, amateur, tok, templated, **greedy).token_ids == plain.token_ids
+    # a plain string is raw text, tokenised as given (as generate and TRL take it); apply_chat_template makes it a
+    # user turn, the same ids as the conversation; the deprecated `templated` still maps onto that keyword
+    user_turn = [{"role": "user", "content": "Add 3 and 4."}]
+    templated = tok.apply_chat_template(user_turn, tokenize=False, add_generation_prompt=True)
+    assert encode_prompt(tok, "Add 3 and 4.") == tok("Add 3 and 4.")["input_ids"]
+    assert encode_prompt(tok, "Add 3 and 4.", apply_chat_template=True) == encode_prompt(tok, user_turn)
+    assert encode_prompt(tok, templated) == encode_prompt(tok, user_turn)  # a templated string, as given
+    with pytest.warns(DeprecationWarning, match="templated"):
+        assert encode_prompt(tok, "Add 3 and 4.", templated=False) == encode_prompt(tok, user_turn)
+    as_turn = contrastive_generate(expert, amateur, tok, "Add 3 and 4.", apply_chat_template=True, **greedy)
+    assert contrastive_generate(expert, amateur, tok, user_turn, **greedy).token_ids == as_turn.token_ids
+    assert contrastive_generate(expert, amateur, tok, templated, **greedy).token_ids == as_turn.token_ids
+    with pytest.raises(ValueError, match="apply_chat_template=True needs a tokenizer with a chat template"):
+        encode_prompt(char_tokenizer(chat_template=False), "hi", apply_chat_template=True)
     # tensors and BatchEncodings as generate takes them
     batch = _batch(tok, PROMPTS)
     engine = contrastive_generate(expert, amateur, tok, PROMPTS, **greedy)

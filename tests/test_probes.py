@@ -35,6 +35,7 @@ def test_a_plain_string_is_one_prompt_everywhere(expert, amateur, tokenizer):
 
 
 def _cd(expert, amateur, tokenizer, prompts=PROMPTS, **kw):
+    amateur = kw.pop("amateur_model", amateur)
     return contrastive_generate(expert, amateur, tokenizer, prompts, progress=False, **{"max_new_tokens": 4, **kw})
 
 
@@ -56,10 +57,19 @@ BAD_CALLS = [
     ("batch_size 0", dict(batch_size=0), ValueError, r"batch_size must be >= 1, got 0"),
     ("alpha 1.5", dict(alpha=1.5), ValueError, r"alpha must lie in \[0.0, 1.0\], got 1.5"),
     ("alpha '0.5'", dict(alpha="0.5"), TypeError, r"alpha must be a number, got str"),
-    ("lam 0", dict(lam=0.0), ValueError, r"lam .* must lie in \(0.0, 1.0\]"),
+    ("min_p 0", dict(min_p=0.0), ValueError, r"min_p .* must lie in \(0.0, 1.0\]"),
     ("temperature 0", dict(temperature=0), ValueError, r"temperature must lie in \(0.0, inf\]"),
     ("do_sample 'yes'", dict(do_sample="yes"), TypeError, r"do_sample must be a bool"),
-    ("unknown option", dict(top_k=5), TypeError, r"unknown decoding option\(s\) \['top_k'\]"),
+    ("unknown option", dict(top_q=5), TypeError, r"unknown decoding option\(s\) \['top_q'\]"),
+    ("alpha nan", dict(alpha=float("nan")), ValueError, r"alpha must be a finite number, got nan"),
+    ("min_p nan", dict(min_p=float("nan")), ValueError, r"min_p .* must be a finite number, got nan"),
+    ("top_p nan", dict(top_p=float("nan")), ValueError, r"top_p must be a finite number, got nan"),
+    ("temperature inf", dict(temperature=float("inf")), ValueError, r"temperature must be a finite number, got inf"),
+    ("penalty nan", dict(repetition_penalty=float("nan")), ValueError, r"repetition_penalty must be a finite number"),
+    ("top_k -1", dict(top_k=-1), ValueError, r"top_k must be >= 0"),
+    ("num_return_sequences 0", dict(num_return_sequences=0), ValueError, r"num_return_sequences must be >= 1"),
+    ("token_choice", dict(token_choice="gpu"), ValueError, r"token_choice must be 'auto', 'head' or 'vocabulary'"),
+    ("amateur a string", dict(amateur_model="gpt2"), TypeError, r"amateur \(pre-alignment model\) must be a loaded"),
     ("negative index_offset", dict(index_offset=-2), ValueError, r"index_offset must be >= 0"),
 ]
 

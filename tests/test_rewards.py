@@ -56,13 +56,16 @@ def test_implicit_reward_forms(expert, amateur, tokenizer):
     assert all(t == pytest.approx(0.0, abs=1e-6) for t in same.total)
 
 
-@pytest.mark.parametrize("tok_name", ["tokenizer", "plain_tokenizer"])
-def test_matches_trl_dpo_logged_rewards(request, expert, amateur, tok_name, tmp_path):
-    """TRL's DPOTrainer logs rewards/chosen = beta * (log pi(y_w|x) - log pi_ref(y_w|x)), averaged over the batch."""
+@pytest.mark.parametrize("tok_name, conversational", [("tokenizer", True), ("tokenizer", False),
+                                                     ("plain_tokenizer", False)])  # fmt: skip
+def test_matches_trl_dpo_logged_rewards(request, expert, amateur, tok_name, conversational, tmp_path):
+    """TRL's DPOTrainer logs rewards/chosen = beta * (log pi(y_w|x) - log pi_ref(y_w|x)), averaged over the batch. One
+    convention for both: a string example is raw text (also with a chat-template tokenizer), a conversational one
+    goes through the template."""
     tok = request.getfixturevalue(tok_name)
     beta = 0.1
     chosen, rejected = RESPONSES, RESPONSES[1:] + RESPONSES[:1]
-    if tok.chat_template:
+    if conversational:
         data = {
             "prompt": [[{"role": "user", "content": p}] for p in PROMPTS],
             "chosen": [[{"role": "assistant", "content": c}] for c in chosen],
@@ -82,8 +85,11 @@ def test_matches_trl_dpo_logged_rewards(request, expert, amateur, tok_name, tmp_
         model=expert, ref_model=amateur, args=args, processing_class=tok, train_dataset=Dataset.from_dict(data)
     )
     metrics = trainer.evaluate(Dataset.from_dict(data))
-    ours_chosen = implicit_reward(expert, amateur, tok, PROMPTS, chosen, beta=beta)
-    ours_rejected = implicit_reward(expert, amateur, tok, PROMPTS, rejected, beta=beta)
+    ours_chosen = implicit_reward(expert, amateur, tok, data["prompt"], chosen, beta=beta)
+    ours_rejected = implicit_reward(expert, amateur, tok, data["prompt"], rejected, beta=beta)
     assert metrics["eval_rewards/chosen"] == pytest.approx(sum(ours_chosen.total) / len(PROMPTS), abs=1e-4)
     assert metrics["eval_rewards/rejected"] == pytest.approx(sum(ours_rejected.total) / len(PROMPTS), abs=1e-4)
     assert abs(metrics["eval_rewards/chosen"]) > 1e-3
+    if conversational:  # the keyword gives the conversational tokens from strings
+        keyword = implicit_reward(expert, amateur, tok, PROMPTS, chosen, beta=beta, apply_chat_template=True)
+        assert keyword.total == pytest.approx(ours_chosen.total, abs=1e-6)

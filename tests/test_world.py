@@ -120,7 +120,7 @@ def test_word_tokenizer_makes_each_decision_one_token_and_round_trips(tmp_path):
     for _ in range(200):
         task = make_task(rng.choice(FAMILIES), rng)
         response, _ = noisy_response(task, NoiseRates(), rng)
-        prompt_ids, completion = encode_pair(tok, task.prompt, response)
+        prompt_ids, completion = encode_pair(tok, task.prompt, response, apply_chat_template=True)
         assert tok.unk_token_id not in prompt_ids + completion
         assert tok.decode(completion, skip_special_tokens=True) == response
         assert len(completion) == len(response.split()) + 1  # one token per word, then EOS
