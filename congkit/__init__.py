@@ -15,6 +15,10 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import TYPE_CHECKING
 
+from . import _extras
+
+_extras.install()  # a missing optional package names the extra to install (`congkit[train]`, `congkit[study]`)
+
 # public name -> the module that defines it
 _EXPORTS = {
     "decoding": ["DecodingConfig", "Generation", "apply_repetition_penalty", "choose_tokens", "contrastive_generate",

@@ -618,11 +618,11 @@ def _generate(
     config.validate(contrastive=amateur is not None)
     check_int("index_offset", index_offset, 0)
     names = (EXPERT, AMATEUR)
+    check_causal_lm(expert, "expert (post-alignment model)" if amateur is not None else "model")
     if amateur is not None:
         check_causal_lm(amateur, "amateur (pre-alignment model)")
         check_same_vocab(expert, amateur, names=names)
         check_same_device(expert, amateur, names)
-    check_causal_lm(expert, "expert (post-alignment model)" if amateur is not None else "model")
     pad_id = pad_token_id(tokenizer)
     prompts, encoded = prompt_ids(tokenizer, prompts, pad_id=pad_id, apply_chat_template=apply_chat_template)
     if not prompts:

@@ -40,6 +40,7 @@ Refused with a one-line error (not silently changed): beam search (`num_beams > 
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,6 +209,10 @@ def refuse_unsupported(generation_config: GenerationConfig, model_kwargs: dict) 
     for name in ("output_attentions", "output_hidden_states"):
         if getattr(generation_config, name, False):
             raise ValueError(f"contrastive_decoding does not return {name.removeprefix('output_')}: {name}=True")
+    for name in ("temperature", "top_p", "repetition_penalty", "typical_p", "epsilon_cutoff", "eta_cutoff"):
+        value = getattr(generation_config, name, None)  # NaN passes transformers' own range checks
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
     if model_kwargs.get("inputs_embeds") is not None:
         raise ValueError("contrastive_decoding needs token ids (the amateur is stepped on the same tokens); "
                          "inputs_embeds is not supported")  # fmt: skip

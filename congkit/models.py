@@ -22,9 +22,10 @@ from transformers import (
 )
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<|end|>", "<|user|>", "<|assistant|>"]
+# a system message is rendered as a user turn (no special token of its own, so the vocabulary stays as it is)
 CHAT_TEMPLATE = (
     "{% for m in messages %}"
-    "{% if m['role'] == 'user' %}<|user|>{{ m['content'] }}"
+    "{% if m['role'] in ['system', 'user'] %}<|user|>{{ m['content'] }}"
     "{% elif m['role'] == 'assistant' %}<|assistant|>{{ m['content'] }}<|end|>{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -272,9 +274,10 @@ def test_release_compatible_greedy_cd_matches_a_port_of_the_release(expert, amat
 @pytest.mark.parametrize("do_sample", [False, True])
 @pytest.mark.parametrize("release", [False, True])
 def test_token_choice_over_the_head_equals_the_whole_vocabulary(do_sample, release):
-    """The engine's step (`next_tokens`: penalty, temperature, top-p and CDF on the gathered head) picks the same
-    token as the same operations on the whole vocabulary, on random logits of a real vocabulary size."""
-    from congkit.decoding import next_tokens
+    """The engine's step (`next_tokens`: penalty, temperature, top-p and CDF on the gathered head, or on the whole
+    vocabulary with the head masked) picks the same token as the formula's operations on the whole vocabulary, on
+    random logits of a real vocabulary size, on either path, and never a token outside the head."""
+    from congkit.decoding import next_tokens, plausibility_head
 
     gen = torch.Generator().manual_seed(0)
     batch, vocab = 64, 32_000
@@ -288,8 +291,10 @@ def test_token_choice_over_the_head_equals_the_whole_vocabulary(do_sample, relea
                                 do_sample=do_sample, release_compatible=release)  # fmt: skip
         full = contrastive_scores(expert, amateur, alpha, lam, release)
         want = choose_tokens(apply_repetition_penalty(full, seen, penalty), config, uniforms)
-        got = next_tokens(expert, amateur, seen, config, uniforms)
-        assert torch.equal(got, want)
+        for token_choice in ("head", "vocabulary"):  # "vocabulary" is what "auto" takes on a GPU
+            got = next_tokens(expert, amateur, seen, dataclasses.replace(config, token_choice=token_choice), uniforms)
+            assert torch.equal(got, want)
+            assert plausibility_head(expert, lam)[torch.arange(batch), got].all()  # no token outside the head
 
 
 def test_head_tokens_are_each_rows_head_in_id_order():
