@@ -145,7 +145,8 @@ def measure(args) -> dict:
     tok, expert, amateur = make_pair(None, args.hidden, args.layers)
     prompts = prompts_for(args.batch)
     n = args.new_tokens
-    settings = dict(max_new_tokens=n, ignore_eos=True, progress=False)
+    settings = dict(max_new_tokens=n, ignore_eos=True, progress=False, do_sample=True, temperature=0.8, top_k=None,
+                    top_p=0.95, repetition_penalty=1.2)  # the authors' sampling (DecodingConfig.authors())
     ids, mask = pad([encode_prompt(tok, p) for p in prompts], tok.pad_token_id, side="left")
 
     def cd(batch_prompts, cache="auto", model_pair=(expert, amateur), tokenizer=tok, tokens=n):

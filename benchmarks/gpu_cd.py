@@ -35,6 +35,18 @@ def qwen_05b(seed: int) -> Qwen2ForCausalLM:
         return Qwen2ForCausalLM(cfg).to(torch.bfloat16).eval()
 
 
+def paths_agree(expert, amateur, tok, prompts) -> dict:
+    """On the GPU: the two token-choice paths (the head's tokens gathered, or the whole vocabulary with the head
+    masked) decode the same tokens, greedy and sampled (on a CPU both are also checked against the slow reference)."""
+    out = {}
+    for name, settings in (("greedy", dict(do_sample=False)), ("sampled", dict(do_sample=True, seed=3))):
+        runs = {path: contrastive_generate(expert, amateur, tok, prompts, alpha=0.0, min_p=0.1, max_new_tokens=32,
+                                           repetition_penalty=1.2, token_choice=path, progress=False, **settings)
+                for path in ("head", "vocabulary")}  # fmt: skip
+        out[name] = runs["head"].token_ids == runs["vocabulary"].token_ids
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=None)
@@ -45,10 +57,11 @@ def main() -> None:
     expert, amateur = qwen_05b(1), qwen_05b(2)
     n = args.new_tokens
     prompts = [f"Write a short story about the number {i} and a cat." for i in range(64)]
-    common = dict(max_new_tokens=n, ignore_eos=True, progress=False, temperature=0.8, top_p=0.95, repetition_penalty=1.2)
+    common = dict(max_new_tokens=n, ignore_eos=True, progress=False, do_sample=True, temperature=0.8, top_k=None,
+                  top_p=0.95, repetition_penalty=1.2)  # the authors' sampling
 
     def cd(batch: int, cache: str, compiled: bool = False):
-        return lambda: contrastive_generate(expert, amateur, tok, prompts[:batch], alpha=0.5, lam=0.1,
+        return lambda: contrastive_generate(expert, amateur, tok, prompts[:batch], alpha=0.5, min_p=0.1,
                                             batch_size=batch, cache=cache, compile=compiled, **common)  # fmt: skip
 
     def plain(batch: int, compiled: bool = False):
@@ -84,6 +97,7 @@ def main() -> None:
         out[f"compiled_vs_eager_cd_b{b}"] = round(rate[f"cd_compiled_b{b}"] / rate[f"cd_b{b}"], 3)
         out[f"cd_compiled_vs_plain_compiled_b{b}"] = round(rate[f"cd_compiled_b{b}"] / rate[f"plain_compiled_b{b}"], 3)
         out[f"cd_compiled_vs_plain_b{b}"] = round(rate[f"cd_compiled_b{b}"] / rate[f"plain_b{b}"], 3)
+    out["token_choice_paths_agree"] = paths_agree(expert, amateur, tok, prompts[:16])
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:

@@ -101,7 +101,8 @@ def main() -> None:
 
     expert = qwen2(896, 24, 14, 2, 4864, seed=1).to(device, dtype).eval()
     amateur = qwen2(896, 24, 14, 2, 4864, seed=2).to(device, dtype).eval()
-    settings = dict(max_new_tokens=args.new_tokens, ignore_eos=True, progress=False, repetition_penalty=1.2)
+    settings = dict(max_new_tokens=args.new_tokens, ignore_eos=True, progress=False, do_sample=True, temperature=0.8,
+                    top_k=None, top_p=0.95, repetition_penalty=1.2)  # the authors' sampling
     for batch in (1, args.big_batch):
         ps = prompts(batch)
         n_tok = batch * args.new_tokens

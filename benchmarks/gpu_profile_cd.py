@@ -19,13 +19,14 @@ def main(batch: int = 64, new_tokens: int = 64) -> None:
     expert = qwen2(896, 24, 14, 2, 4864, seed=1).to(torch.bfloat16).eval()
     amateur = qwen2(896, 24, 14, 2, 4864, seed=2).to(torch.bfloat16).eval()
     prompts = [f"explain weak to strong generalization number {i}" for i in range(batch)]
-    kw = dict(max_new_tokens=new_tokens, ignore_eos=True, progress=False, batch_size=batch, repetition_penalty=1.2)
+    kw = dict(max_new_tokens=new_tokens, ignore_eos=True, progress=False, batch_size=batch, do_sample=True,
+              temperature=0.8, top_k=None, top_p=0.95, repetition_penalty=1.2)
     out = {}
     for rep in range(2):  # the first round warms every shape up
         for name, fn in (
             ("cd", lambda: contrastive_generate(expert, amateur, tok, prompts, alpha=0.5, **kw)),
             ("plain", lambda: sample(expert, tok, prompts, **kw)),
-            ("cd_no_head", lambda: contrastive_generate(expert, amateur, tok, prompts, alpha=0.5, lam=1e-9, **kw)),
+            ("cd_no_head", lambda: contrastive_generate(expert, amateur, tok, prompts, alpha=0.5, min_p=1e-9, **kw)),
         ):
             torch.cuda.synchronize()
             t = time.perf_counter()
