@@ -26,7 +26,8 @@ _EXPORTS = {
     "generation": ["CUSTOM_GENERATE_DIR", "ContrastiveDecoderOnlyOutput", "contrastive_decoding"],
     "rewards": ["ImplicitReward", "completion_logprobs", "implicit_reward", "implicit_reward_from_ids"],
     "tokens": ["encode_pair", "encode_prompt", "is_templated"],
-    "methods": ["METHODS", "Method"],
+    "methods": ["METHODS", "Method", "Recipe"],
+    "cong": ["run_cong"],
     "evaluation": ["main_table", "preconditions", "summarise", "verdicts"],
     "scorers": ["RewardModelScorer"],
     "stages": ["Pipeline", "PipelineConfig", "Setting", "smoke_pipeline_config"],
@@ -52,6 +53,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from .cong import run_cong  # noqa: F401
     from .decoding import (  # noqa: F401
         DecodingConfig,
         Generation,
@@ -65,7 +67,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     )
     from .evaluation import main_table, preconditions, summarise, verdicts  # noqa: F401
     from .generation import CUSTOM_GENERATE_DIR, ContrastiveDecoderOnlyOutput, contrastive_decoding  # noqa: F401
-    from .methods import METHODS, Method  # noqa: F401
+    from .methods import METHODS, Method, Recipe  # noqa: F401
     from .regime import RegimeConfig, run_regime  # noqa: F401
     from .rewards import ImplicitReward, completion_logprobs, implicit_reward, implicit_reward_from_ids  # noqa: F401
     from .scorers import RewardModelScorer  # noqa: F401

@@ -5,7 +5,8 @@ artifacts, data hashes and settings, never the place where any of them lies, so 
 everything. It is built in a temporary sibling folder and renamed into place only when complete (a rename within one
 filesystem is atomic); a killed run leaves at most a `*.tmp-*` folder that nothing reads.
 
-- **Verified.** Completing an artifact writes a manifest (`_COMPLETE`: every file's size and SHA-256). Each time a
+- **Verified.** Completing an artifact writes a manifest (`_COMPLETE`: every file's size and SHA-256); from then on the
+  artifact is immutable: a file missing, changed or present but not in the manifest is a problem. Each time a
   cached artifact is reused, every file's size is checked and every file up to `HASH_LIMIT` bytes is hashed (the tiny
   world's models and every dataset, JSON and table: milliseconds); larger files (real checkpoints) are hashed by
   `python -m congkit.cache verify RUNS`. A mismatch names the artifact and the file, and the artifact is rebuilt,
@@ -125,10 +126,13 @@ def verify(path: str | os.PathLike, full: bool = False) -> list[str]:
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         return [f"{path / COMPLETE}: unreadable manifest ({error})"]
+    present = {str(p.relative_to(path)) for p in _files(path)}
     signature = _stat_signature(path, files)
-    if not full and len(signature) == len(files) and _VERIFIED.get(str(path)) == signature:
+    if not full and present == set(files) and len(signature) == len(files) and _VERIFIED.get(str(path)) == signature:
         return []
-    problems = []
+    # a finished artifact is immutable: a file that appeared after its manifest was written is a problem too
+    problems = [f"{path / rel}: not in the manifest (written after the artifact was finished)"
+                for rel in sorted(present - set(files))]  # fmt: skip
     for rel, want in files.items():
         file = path / rel
         if not file.is_file():
@@ -142,6 +146,39 @@ def verify(path: str | os.PathLike, full: bool = False) -> list[str]:
     if not problems:
         _VERIFIED[str(path)] = signature
     return problems
+
+
+def artifact_digest(path: str | os.PathLike, length: int = 12) -> str | None:
+    """A digest of a complete artifact's contents (its manifest's file hashes), or None if `path` is not one: how
+    a downstream key names an upstream artifact's bytes, so a rebuilt artifact with other bytes changes the keys
+    that depend on it, while a copied or moved one does not."""
+    try:
+        files = json.loads((Path(path) / COMPLETE).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return fingerprint({rel: entry["sha256"] for rel, entry in files.items()}, length=length)
+
+
+def folder_fingerprint(path: str | os.PathLike, length: int = 12) -> str:
+    """A digest of a folder's contents, not of where it lies (e.g. a checkpoint folder given by path): every file's
+    relative name and size, the SHA-256 of files up to `HASH_LIMIT` bytes and, for larger ones (multi-GB weights),
+    of their first and last MiB. A complete artifact is named by its manifest (`artifact_digest`) instead."""
+    path = Path(path)
+    digest = artifact_digest(path, length)
+    if digest is not None:
+        return digest
+    parts = []
+    for file in _files(path):
+        size = file.stat().st_size
+        if size <= HASH_LIMIT:
+            content = file_sha256(file)
+        else:
+            with open(file, "rb") as f:
+                head = f.read(2**20)
+                f.seek(size - 2**20)
+                content = hashlib.sha256(head + f.read()).hexdigest()
+        parts.append((str(file.relative_to(path)), size, content))
+    return fingerprint(parts, length=length)
 
 
 def lock_for(path: str | os.PathLike) -> FileLock:
@@ -244,16 +281,40 @@ def verify_tree(root: str | os.PathLike, full: bool = True) -> dict[str, list[st
     return bad
 
 
+def artifacts(root: str | os.PathLike) -> list[dict]:
+    """Every complete artifact below `root`, as {folder, stage, summary, files, bytes, intact}: what
+    `python -m congkit.cache ls` prints (the summary comes from the artifact's meta.json)."""
+    rows = []
+    for manifest in sorted(Path(root).rglob(COMPLETE)):
+        folder = manifest.parent
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+        except (OSError, ValueError):
+            meta = {}
+        files = _files(folder)
+        rows.append({"folder": str(folder.relative_to(root)), "stage": meta.get("stage", folder.parent.name),
+                     "summary": meta.get("summary", ""), "files": len(files),
+                     "bytes": sum(f.stat().st_size for f in files), "intact": not verify(folder)})  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m congkit.cache verify RUNS`: hash every file of every artifact; exit 1 if any fails."""
+    """`python -m congkit.cache verify RUNS`: hash every file of every artifact (and find files no manifest lists);
+    exit 1 if any fails. `python -m congkit.cache ls RUNS`: every artifact, what it is, its size."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m congkit.cache", description=main.__doc__)
-    parser.add_argument("command", choices=["verify"])
+    parser.add_argument("command", choices=["verify", "ls"])
     parser.add_argument("root", help="a runs folder")
     args = parser.parse_args(argv)
     if not Path(args.root).is_dir():
         parser.error(f"{args.root!r} is not a folder")
+    if args.command == "ls":
+        for row in artifacts(args.root):
+            flag = "" if row["intact"] else "  CORRUPT"
+            print(f"{row['folder']}  {row['summary'] or row['stage']}  ({row['files']} files, "
+                  f"{row['bytes'] / 2**20:.1f} MiB){flag}")  # fmt: skip
+        return 0
     n = len(list(Path(args.root).rglob(COMPLETE)))
     bad = verify_tree(args.root)
     for folder, problems in bad.items():

@@ -14,7 +14,8 @@ from .cache import swap_in
 
 
 def load_saved_dataset(path: str | os.PathLike) -> Dataset:
-    """`load_from_disk` of a saved dataset; a missing or unreadable folder raises an error that names it."""
+    """`load_from_disk` of a saved dataset, into memory (nothing is ever written into its folder); a missing or
+    unreadable folder raises an error that names it."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no saved dataset here (folder not found)")
@@ -24,7 +25,9 @@ def load_saved_dataset(path: str | os.PathLike) -> Dataset:
             info = json.loads((path / "dataset_info.json").read_text())
             features = Features.from_dict(info["features"])
             return Dataset.from_dict({name: [] for name in features}, features=features)
-        return load_from_disk(str(path))
+        # in memory: a `map` or `filter` on it (TRL's tokenisation) then writes no cache-*.arrow file into the
+        # folder, which may be a finished, verified artifact
+        return load_from_disk(str(path), keep_in_memory=True)
     except Exception as error:  # datasets raises FileNotFoundError, JSONDecodeError, ArrowInvalid, ...
         raise ValueError(f"{path}: cannot read the saved dataset ({type(error).__name__}: {error})") from error
 
@@ -51,7 +54,7 @@ def load_prompts(source: str | os.PathLike, split: str, column: str = "prompt", 
     path = Path(source)
     try:
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-            ds = load_from_disk(str(path))
+            ds = load_from_disk(str(path), keep_in_memory=True)  # the map below writes nothing into the folder
         elif path.exists():
             ds = load_dataset(str(path))
         else:

@@ -457,27 +457,3 @@ def side_by_side(sweep: Dataset, alphas=(0.0, 0.5, 1.0), n: int = 6) -> pd.DataF
                 row[f"CD alpha={a}"] = f"{hit.iloc[0].response!r} [{hit.iloc[0].r_pref:.2f}]"
         out.append(row)
     return pd.DataFrame(out)
-
-
-def multiple_choice_accuracy(model, tokenizer, questions: Dataset, batch_size: int = 16,
-                             apply_chat_template: bool = False) -> float:  # fmt: skip
-    """Accuracy on a multiple-choice set (columns question, choices: list[str], answer: index of the right choice).
-
-    Each choice is scored by its mean per-token log-probability as the response to the question (length-normalised,
-    as lm-eval-harness's acc_norm does per character); the highest-scoring choice is the model's answer.
-    """
-    from .rewards import mean_response_logprobs
-
-    missing = [c for c in ("question", "choices", "answer") if c not in questions.column_names]
-    if missing:
-        raise ValueError(f"multiple-choice set lacks column(s) {missing}; it has {questions.column_names}")
-    if len(questions) == 0:
-        raise ValueError("multiple-choice set is empty")
-    flat = [(i, q, c) for i, (q, cs) in enumerate(zip(questions["question"], questions["choices"])) for c in cs]
-    means = mean_response_logprobs(model, tokenizer, [q for _, q, _ in flat], [c for _, _, c in flat], batch_size,
-                                   apply_chat_template)  # fmt: skip
-    scores: dict[int, list[float]] = {}
-    for (i, _, _), mean in zip(flat, means):
-        scores.setdefault(i, []).append(mean)
-    right = sum(int(np.argmax(scores[i])) == int(a) for i, a in enumerate(questions["answer"]))
-    return right / len(questions)

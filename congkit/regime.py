@@ -38,11 +38,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .cache import build_once, fingerprint, write_csv_atomic
+from .cache import build_once, fingerprint, folder_fingerprint, write_csv_atomic
 from .evaluation import claim_rows, evaluation_rows, mean_ci, per_seed, pgr_rows
 from .methods import BASELINES
 from .stages import RESULT_COLUMNS, Pipeline, PipelineConfig, Setting
-from .world_build import ModelSize, World, _pretrain
+from .world_build import ModelSize, World, pretrain
 
 REGIME_COLUMNS = ["weak_size", *RESULT_COLUMNS]
 CELL = ["weak_size", "eps"]
@@ -87,7 +87,7 @@ def weak_base(world: World, hidden_size: int, root: str | Path) -> str:
 
     def build(tmp: Path) -> None:
         # the world's weak model takes seed data.seed + 1 (world_build.build_world); so does every width
-        _pretrain(size, world.tokenizer(), world.corpus(), world.config.weak_train, world.config.data.seed + 1, tmp)
+        pretrain(size, world.tokenizer(), world.corpus(), world.config.weak_train, world.config.data.seed + 1, tmp)
 
     build_once(path, build, meta={"world": world.path.name, **dataclasses.asdict(size)},
                label=f"weak base of width {hidden_size}")  # fmt: skip
@@ -99,8 +99,9 @@ def regime_pipeline(world: World, config: PipelineConfig, grid: RegimeConfig, hi
     """The pipeline of one column of the grid: the world's setting with the weak base of `hidden_size`."""
     setting = Setting.from_world(world)
     if hidden_size != world.config.weak.hidden_size:
-        setting = dataclasses.replace(setting, weak_base=weak_base(world, hidden_size, root),
-                                      key=f"{world.path.name}-weak{hidden_size}")  # fmt: skip
+        base = weak_base(world, hidden_size, root)  # its artifacts say "weak{width}" (`python -m congkit.cache ls`)
+        setting = dataclasses.replace(setting, name=f"{setting.name}-weak{hidden_size}", weak_base=base,
+                                      key=f"{setting.key}-weak{hidden_size}@{folder_fingerprint(base)}")  # fmt: skip
     cfg = dataclasses.replace(config, seeds=list(grid.seeds), noise_levels=list(grid.noise_levels),
                               alpha_sweep=list(grid.alpha_sweep or config.alpha_sweep))  # fmt: skip
     return Pipeline(setting, cfg, root=root, progress=progress)
@@ -357,13 +358,12 @@ def regime_findings(summary: pd.DataFrame, correlations: pd.DataFrame) -> dict[s
 
 
 def _column_job(job: tuple) -> tuple[int, int, float]:
-    """One (weak size, seed) column in a worker process (`study.one_core_worker`)."""
+    """One (weak size, seed) column in a build worker (`congkit.workers`)."""
     import time
 
-    from .study import one_core_worker, regime_objects
+    from .study import regime_objects
 
     profile, runs_dir, hidden_size, seed = job
-    one_core_worker()
     start = time.perf_counter()
     world, grid, pipes = regime_objects(profile, runs_dir, progress=False)
     column_rows(pipes[hidden_size], grid, hidden_size, seed)
@@ -372,16 +372,12 @@ def _column_job(job: tuple) -> tuple[int, int, float]:
 
 def prebuild_regime(profile: str, runs_dir: str | Path, workers: int = 2) -> None:
     """Build every (weak size, seed) column in `workers` processes (the world and the weak bases first, once)."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
     from .study import regime_objects
+    from .workers import run_in_workers
 
     _, grid, _ = regime_objects(profile, runs_dir, progress=True)
     jobs = [(profile, str(runs_dir), h, s) for s in grid.seeds for h in grid.weak_sizes]
     print(f"[regime] building {len(jobs)} (weak size, seed) columns in {workers} processes", file=sys.stderr,
           flush=True)  # fmt: skip
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        for done, (h, s, seconds) in enumerate(pool.map(_column_job, jobs), 1):
-            print(f"[regime]   weak width {h}, seed {s} ready ({done}/{len(jobs)}, {seconds:.0f} s)",
-                  file=sys.stderr, flush=True)  # fmt: skip
+    run_in_workers(_column_job, jobs, workers, lambda done, total, r: f"weak width {r[0]}, seed {r[1]} ready "
+                                                                      f"({done}/{total}, {r[2]:.0f} s)", "regime")  # fmt: skip

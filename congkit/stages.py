@@ -1,32 +1,28 @@
-"""The ConG pipeline and its baselines, stage by stage, each stage cached and resumable.
+"""The cached runner of the ConG pipeline and its baselines: `congkit.cong`'s functions, keyed, stored and reused.
 
     setting = Setting.from_world(build_world(WorldConfig()))       # or Setting(...) with real checkpoints
-    results = Pipeline(setting, PipelineConfig(), root="runs").run() # tidy table: method, seed, setting, metric, value
+    results = Pipeline(setting, PipelineConfig(), root="runs").run() # tidy table: method, seed, eps, alpha, metric, value
 
-Stages (PAPER.md, "The pipeline"), per seed and label-noise rate epsilon:
-  1. weak_preferences: N samples per training prompt from the weak base, scored by the explicit reward, best =
-     chosen, worst = rejected, ties dropped; a fraction epsilon of pairs flipped.
-  2. weak_aligned: TRL DPO, weak base (pi_ref) -> pi_r.
-  3. weak_samples: CD between pi_r and pi_ref (alpha, lambda), and ordinary samples from pi_r, per training prompt.
-  4. strong methods from the strong base (`congkit.methods`): weaksft, auxconf, wspo (on the weak preference set's
-     chosen responses, as the authors' release), cong_s, cong; gold is the ceiling: SFT on the setting's gold
-     responses where it has them (the synthetic world), else DPO on the strong model's own samples ranked by the
-     explicit reward.
-  5. evaluation on held-out prompts (see `congkit.evaluation`), the weak pair's own-sample pool (claim 1 and the
-     preconditions), the alpha sweep (claim 2) and the attribute probes (preconditions).
-Every artifact sits in `root/<stage>/<fingerprint of its inputs and settings>/`, written atomically and verified.
-Every random draw takes its seed from `stream_seed(seed, purpose, k)`: one named stream per purpose.
+The algorithm itself is in `congkit/cong.py` (read it there, top to bottom); the compared methods and their recipes in
+`congkit.methods`; measurements in `congkit.measure`. Here, per seed and label-noise rate epsilon:
+  weak_pool -> weak_preferences (eps of pairs flipped) -> weak_aligned (DPO: pi_ref -> pi_r) -> weak_samples (CD and
+  plain samples of pi_r) -> strong (each method's recipe) -> evaluate; and the weak pair's pool, probes and alpha sweep.
+
+Every artifact sits in `root/<stage>/<key>/`, written atomically, verified on reuse (`congkit.cache`). A key holds
+exactly what the result depends on: the stage's code version (`STAGES`), settings (`cache_view`: fields that cannot
+change a result left out), data by content, and models by their artifact's key and content digest, never by the path
+where they lie. Every random draw takes its seed from `stream_seed(seed, purpose, k)`: one named stream per purpose.
 """
 
 from __future__ import annotations
 
 import json
-import random
+import shutil
 import sys
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,16 +31,25 @@ import torch
 from datasets import Dataset
 from transformers import set_seed
 
-from .cache import build_once, cache_view, fingerprint, read_json, write_csv_atomic, write_json_atomic
+from . import cong, measure
+from .cache import (
+    artifact_digest,
+    build_once,
+    cache_view,
+    fingerprint,
+    folder_fingerprint,
+    read_json,
+    write_csv_atomic,
+    write_json_atomic,
+)
 from .data import load_saved_dataset
-from .decoding import DecodingConfig, contrastive_generate, sample
-from .methods import BY_NAME, STRONG_METHODS
+from .decoding import DecodingConfig
+from .methods import BY_NAME, STRONG_METHODS, TrainInputs, recipe
 from .models import load_causal_lm, load_tokenizer
-from .rewards import check_same_vocab, implicit_reward, implicit_reward_from_ids, mean_response_logprobs
+from .rewards import check_same_vocab
 from .scorers import Scorer
-from .tokens import encode_prompt, has_chat_template
-from .trainers import AuxConfTrainer, WSPOTrainer
-from .training import TrainConfig, train_dpo, train_sft
+from .tokens import has_chat_template
+from .training import TrainConfig
 
 
 def stream_seed(seed: int, purpose: str, k: int = 0) -> int:
@@ -71,7 +76,7 @@ class Setting:
     preference_probes: Callable[[str], list[tuple[str, str, str]]] | None = None  # prompt -> [(attribute, better,
     #   one-attribute-worse response)]: the weak pair's attribute probes (a precondition); synthetic world only
     tokenizer: str | None = None  # defaults to weak_base's folder / id
-    key: str = ""  # identifies the setting in cache fingerprints
+    key: str = ""  # identifies the setting in cache keys (default: its models' and data's contents)
     device: str | None = None
     dtype: torch.dtype | None = None
 
@@ -85,7 +90,7 @@ class Setting:
         if not self.key:  # everything a cached stage's output depends on, the judge included
             extra = [content_key(d) for d in (self.heldout_prompts, self.multiple_choice) if d is not None]
             self.key = fingerprint(
-                self.name, self.weak_base, self.strong_base, self.tokenizer or "",
+                self.name, *(_model_key(m) for m in (self.weak_base, self.strong_base, self.tokenizer or "")),
                 getattr(self.scorer, "name", type(self.scorer).__name__),
                 content_key(self.train_prompts), content_key(self.eval_prompts), extra,
             )  # fmt: skip
@@ -115,7 +120,7 @@ class Setting:
             is_correct=lambda p, r: judge(tasks[p], r).correct,
             gold_responses=lambda p: canonical_response(tasks[p]),
             preference_probes=probes,
-            key=world.path.name,
+            key=f"{world.path.name}@{artifact_digest(world.path)}",  # the world's settings and its models' bytes
             device=device or "cpu",
             dtype=torch.float32,
         )
@@ -152,6 +157,8 @@ class PipelineConfig:
                                                                       dpo_loss=["sigmoid", "sft"]))  # fmt: skip
     gold_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=2e-4, num_train_epochs=2, beta=0.1,
                                                                       dpo_loss=["sigmoid", "sft"]))  # fmt: skip
+    # the strong methods each replicate trains (registry names, `congkit.methods`); ablation arms are added by name
+    methods: list[str] = field(default_factory=lambda: list(STRONG_METHODS))
     eval_samples: int = 8  # samples per evaluation prompt (also the size of the weak pair's own-sample pool)
     best_of: int = 4  # the best-of-k precondition
 
@@ -164,6 +171,8 @@ class PipelineConfig:
             raise ValueError(f"n_preference_samples must be >= 2 to form a pair, got {self.n_preference_samples}")
         if self.best_of < 2:  # with eval_samples < best_of the best-of-k precondition is simply not measured
             raise ValueError(f"best_of must be >= 2, got {self.best_of}")
+        for name in self.methods:
+            recipe(name)  # an unknown method, or one without a recipe, raises here
         DecodingConfig(alpha=self.cd_alpha, min_p=self.cd_lam).validate(contrastive=True)
         for a in self.alpha_sweep:
             DecodingConfig(alpha=a, min_p=self.cd_lam).validate(contrastive=True)
@@ -188,88 +197,75 @@ def require_columns(ds: Dataset, columns: tuple[str, ...], stage: str) -> None:
         raise ValueError(f"stage {stage!r}: input dataset lacks column(s) {missing}; it has {ds.column_names}")
 
 
-def preference_pairs(
-    prompts: list[str], samples: list[list[str]], scores: list[list[float]], flip_fraction: float, seed: int
-) -> Dataset:
-    """Best-vs-worst pairs per prompt (ties dropped); a seeded `flip_fraction` of pairs swapped (label noise)."""
-    rows = {"prompt": [], "chosen": [], "rejected": [], "chosen_score": [], "rejected_score": [], "flipped": []}
-    for prompt, texts, s in zip(prompts, samples, scores):
-        best = max(range(len(texts)), key=lambda i: s[i])
-        worst = min(range(len(texts)), key=lambda i: s[i])
-        if s[best] == s[worst] or texts[best] == texts[worst]:
-            continue
-        rows["prompt"].append(prompt)
-        rows["chosen"].append(texts[best])
-        rows["rejected"].append(texts[worst])
-        rows["chosen_score"].append(s[best])
-        rows["rejected_score"].append(s[worst])
-        rows["flipped"].append(False)
-    rng = random.Random(seed)
-    n = len(rows["prompt"])
-    for i in rng.sample(range(n), round(flip_fraction * n)):
-        rows["chosen"][i], rows["rejected"][i] = rows["rejected"][i], rows["chosen"][i]
-        rows["chosen_score"][i], rows["rejected_score"][i] = rows["rejected_score"][i], rows["chosen_score"][i]
-        rows["flipped"][i] = True
-    if n == 0:
-        raise ValueError("no preference pair survived: every prompt's samples tied on the explicit reward")
-    return Dataset.from_dict(rows)
+class Runner:
+    """The thin cache under the pipeline: keys, stores and reuses the results of pure functions. Nothing of the
+    algorithm is here; `Pipeline` says which function makes which artifact from what."""
 
-
-class Pipeline:
-    """Runs and caches the stages for one `Setting` and `PipelineConfig` under `root`."""
-
-    def __init__(self, setting: Setting, config: PipelineConfig | None = None, root: str | Path = "runs",
-                 progress: bool = True):  # fmt: skip
-        self.setting, self.config = setting, config or PipelineConfig()
-        self.config.validate()
-        # absolute, so that cache keys (which hold artifact paths) do not depend on how the folder was spelled
-        self.root, self.progress = Path(root).resolve(), progress
-        self.tokenizer = load_tokenizer(setting.tokenizer or setting.weak_base)
-        # string prompts are one user turn when the tokenizer has a chat template, as `to_trl_format` hands them to TRL
-        self.chat = {"apply_chat_template": has_chat_template(self.tokenizer)}
+    def __init__(self, setting: Setting, root: str | Path, progress: bool):
+        self.setting, self.root, self.progress = setting, Path(root).resolve(), progress
         self.timings: dict[str, float] = {}
 
-    # --- plumbing -------------------------------------------------------------------------------------------------
-
-    def _log(self, message: str) -> None:
-        """Stage progress on stderr: the terminal shows it, the published notebooks drop it."""
-        if self.progress:
-            print(f"[congkit] {message}", file=sys.stderr, flush=True)
-
     def _stage(self, stage: str, key: dict, build: Callable[[Path], None]) -> Path:
-        """The artifact of `stage` for `key`: reused when intact, else built (once, under a lock) and verified.
-
-        `key` holds settings, data hashes and upstream artifacts as `_ref`s, never paths, so the cache is
-        content-addressed: a copied or moved runs folder reuses every stage.
-        """
-        path = self.root / stage / fingerprint(self.setting.key, stage, key)
+        """The artifact of `stage` for `key`: reused when intact, else built (once, under a lock) and verified. Its
+        `meta.json` says in words what it is (stage, code version, setting, seed, method, settings)."""
+        version = STAGES[stage].version
+        path = self.root / stage / fingerprint(self.setting.key, stage, version, key)
+        summary = " ".join(f"{k}={key[k]}" for k in ("method", "seed", "eps") if k in key)
 
         def timed_build(tmp: Path) -> None:
-            self._log(f"{stage} {json.dumps({k: v for k, v in key.items() if k in ('seed', 'eps', 'method')})}")
+            if self.progress:  # stage progress on stderr: the terminal shows it, the published notebooks drop it
+                print(f"[congkit] {stage} {summary}", file=sys.stderr, flush=True)
             start = time.perf_counter()
             build(tmp)
             self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
 
-        return build_once(path, timed_build, meta={"stage": stage, **key},
-                          label=f"stage {stage!r} ({path.relative_to(self.root)})")  # fmt: skip
-
-    def _ref(self, model: str | Path) -> str:
-        """How a model enters cache keys: the setting's role for its base models, `stage/<fingerprint>` for an
-        artifact of this pipeline (both independent of where the runs folder lies), else the id as given."""
-        if str(model) == self.setting.weak_base:
-            return "setting:weak_base"
-        if str(model) == self.setting.strong_base:
-            return "setting:strong_base"
-        try:
-            return str(Path(model).resolve().relative_to(self.root))
-        except ValueError:
-            return str(model)
+        meta = {"stage": stage, "version": version, "setting": self.setting.name, "setting_key": self.setting.key,
+                "summary": f"{stage} {summary} ({self.setting.name})".replace("  ", " "), "key": key}  # fmt: skip
+        return build_once(path, timed_build, meta=meta, label=f"stage {stage!r} ({path.relative_to(self.root)})")
 
     def _dataset_stage(self, stage: str, key: dict, make: Callable[[], Dataset], name: str) -> Dataset:
-        """A stage whose artifact is one dataset, saved as `<artifact>/<name>`: `make()` builds it (once), later
-        calls load it from the cache."""
-        path = self._stage(stage, key, lambda tmp: make().save_to_disk(str(tmp / name)))
-        return load_saved_dataset(path / name)
+        """A stage whose artifact is one dataset, saved as `<artifact>/<name>`."""
+        return load_saved_dataset(self._stage(stage, key, lambda tmp: make().save_to_disk(str(tmp / name))) / name)
+
+    def _train(self, stage: str, key: dict, seed: int, train: Callable[[str, str], tuple]) -> str:
+        """A training stage: `train(work_dir, save_to)` under `seed`, the model saved with its training history."""
+
+        def build(tmp: Path) -> None:
+            set_seed(seed)
+            _, history = train(str(tmp / "_trainer"), str(tmp))
+            shutil.rmtree(tmp / "_trainer", ignore_errors=True)  # the trainer's scratch is not part of the artifact
+            (tmp / "train_history.json").write_text(json.dumps(history))
+
+        return str(self._stage(stage, {**key, "seed": seed}, build))
+
+    def _ref(self, model: str | Path) -> str:
+        """How a model enters cache keys, never by where it lies: the setting's role for its base models (the
+        setting's key holds their content); an artifact of this runner by its stage key and content digest; another
+        local folder by its content (`folder_fingerprint`); a hub id as given."""
+        roles = {self.setting.weak_base: "setting:weak_base", self.setting.strong_base: "setting:strong_base"}
+        if str(model) in roles:
+            return roles[str(model)]
+        path = Path(model)
+        if not path.is_dir():
+            return str(model)
+        path = path.resolve()
+        if path.is_relative_to(self.root) and (digest := artifact_digest(path)) is not None:
+            return f"{path.relative_to(self.root)}@{digest}"
+        return f"folder:{folder_fingerprint(path)}"
+
+
+class CachedConG(Runner):
+    """`congkit.cong`'s steps for one `Setting` and `PipelineConfig`, each result cached under `root`: the weak side
+    (pool, preferences, pi_r, CD and plain samples) and every strong method by its registry recipe."""
+
+    def __init__(self, setting: Setting, config: PipelineConfig | None = None, root: str | Path = "runs",
+                 progress: bool = True):  # fmt: skip
+        super().__init__(setting, root, progress)
+        self.config = config or PipelineConfig()
+        self.config.validate()
+        self.tokenizer = load_tokenizer(setting.tokenizer or setting.weak_base)
+        # string prompts are one user turn when the tokenizer has a chat template, as `to_trl_format` hands them to TRL
+        self.chat = has_chat_template(self.tokenizer)
 
     def load(self, path: str | Path):
         return load_causal_lm(path, device=self.setting.device, dtype=self.setting.dtype)
@@ -281,335 +277,175 @@ class Pipeline:
         return pi_r, pi_ref
 
     def _prompts(self, split: str) -> list[str]:
-        ds = self.setting.train_prompts if split == "train" else self.setting.eval_prompts
-        return list(ds["prompt"])
+        return list((self.setting.train_prompts if split == "train" else self.setting.eval_prompts)["prompt"])
 
     def _sampling(self, **overrides) -> DecodingConfig:
         return DecodingConfig(**{**vars(self.config.sampling), **overrides})
 
-    def _score(self, prompts: list[str], responses: list[str]) -> list[float]:
-        return [float(s) for s in self.setting.scorer(prompts, responses)]
+    def model_path(self, name: str, seed: int, eps: float = 0.0) -> str:
+        """The folder (or hub id) of a model of this replicate, by its registry name."""
+        if name in ("weak_base", "strong_base"):
+            return getattr(self.setting, name)
+        return self.weak_aligned(seed, eps) if name == "weak_aligned" else self.strong(name, seed, eps)
 
-    # --- stages 1-3: the weak side --------------------------------------------------------------------------------
+    # --- the weak side ----------------------------------------------------------------------------------------------
 
-    def _pool(self, model_path: str, seed: int, stage: str) -> Dataset:
-        """N samples per training prompt from `model_path` with their explicit rewards (columns samples, scores)."""
+    def weak_pool(self, model_path: str, seed: int, stage: str = "weak_pool") -> Dataset:
+        """`n_preference_samples` judged samples per training prompt from `model_path` (`cong.sample_pool`)."""
         cfg = self.config
         key = {"model": self._ref(model_path), "seed": seed, "n": cfg.n_preference_samples,
                "sampling": cache_view(cfg.sampling)}  # fmt: skip
-
-        def make() -> Dataset:
-            model, prompts, n = self.load(model_path), self._prompts("train"), cfg.n_preference_samples
-            draws = self._draws(model, prompts, n, stream_seed(seed, stage)).texts
-            scores = self._score(prompts * n, draws)
-            per_prompt = [list(range(i, n * len(prompts), len(prompts))) for i in range(len(prompts))]
-            return Dataset.from_dict({"prompt": prompts, "samples": [[draws[j] for j in js] for js in per_prompt],
-                                      "scores": [[scores[j] for j in js] for js in per_prompt]})  # fmt: skip
-
-        return self._dataset_stage(stage, key, make, "pool")
+        run = self._sampling(seed=stream_seed(seed, stage))
+        return self._dataset_stage(stage, key, lambda: cong.sample_pool(
+            self.load(model_path), self.tokenizer, self._prompts("train"), self.setting.scorer,
+            cfg.n_preference_samples, run, self.chat), "pool")  # fmt: skip
 
     def weak_preferences(self, seed: int, eps: float) -> Dataset:
-        """Stage 1: weak preference data (columns prompt, chosen, rejected, *_score, flipped)."""
-        pool = self._pool(self.setting.weak_base, seed, "weak_pool").to_dict()
-        return preference_pairs(pool["prompt"], pool["samples"], pool["scores"], eps, stream_seed(seed, "label_noise"))
-
-    def gold_pairs(self, seed: int) -> Dataset:
-        """The gold ceiling's data: the strong base's own samples ranked by the true explicit reward."""
-        pool = self._pool(self.setting.strong_base, seed, "strong_pool").to_dict()
-        return preference_pairs(pool["prompt"], pool["samples"], pool["scores"], 0.0, 0)
-
-    def _dpo_stage(self, stage: str, policy: str, pairs: Dataset, cfg: TrainConfig, key: dict, seed: int) -> Path:
-        require_columns(pairs, ("prompt", "chosen", "rejected"), stage)
-
-        def build(tmp: Path) -> None:
-            set_seed(seed)
-            model, ref = self.load(policy), self.load(policy)
-            _, history = train_dpo(model, ref, self.tokenizer, pairs, _seeded(cfg, seed), str(tmp / "_trainer"),
-                                   save_to=str(tmp))  # fmt: skip
-            (tmp / "train_history.json").write_text(json.dumps(history))
-
-        full_key = {**key, "policy": self._ref(policy), "train": asdict(cfg), "seed": seed, "data": content_key(pairs)}
-        return self._stage(stage, full_key, build)
+        """Weak preference pairs (columns prompt, chosen, rejected, *_score, flipped); a fraction eps flipped."""
+        pool = self.weak_pool(self.setting.weak_base, seed)
+        return cong.preference_pairs(pool, eps, stream_seed(seed, "label_noise"))
 
     def weak_aligned(self, seed: int, eps: float) -> str:
-        """Stage 2: pi_r = DPO(weak base) on the weak preference data; returns its folder."""
-        pairs = self.weak_preferences(seed, eps)
-        return str(self._dpo_stage("weak_aligned", self.setting.weak_base, pairs, self.config.weak_dpo,
-                                   {"eps": eps}, seed))  # fmt: skip
+        """pi_r = DPO(weak base) on the weak preference pairs (`cong.dpo`); returns its folder."""
+        pairs, cfg, base = self.weak_preferences(seed, eps), _seeded(self.config.weak_dpo, seed), self.setting.weak_base
+        key = {"eps": eps, "policy": self._ref(base), "train": cache_view(cfg), "data": content_key(pairs)}
+        return self._train("weak_aligned", key, seed, lambda work, save: cong.dpo(
+            self.load(base), self.load(base), self.tokenizer, pairs, cfg, work, save))  # fmt: skip
 
     def weak_samples(self, seed: int, eps: float) -> Dataset:
-        """Stage 3: per training prompt, a CD sample (`cd`, with `cd_implicit`) and a plain sample of pi_r (`plain`)."""
-        pi_r_path = self.weak_aligned(seed, eps)
-        cfg = self.config
-        key = {"pi_r": self._ref(pi_r_path), "alpha": cfg.cd_alpha, "lam": cfg.cd_lam, "sampling": cache_view(cfg.sampling),
-               "seed": seed, "eps": eps}  # fmt: skip
+        """Per training prompt, a CD sample of pi_r against pi_ref (`cd`, `cd_implicit`) and a plain sample (`plain`)."""
+        pi_r_path, cfg = self.weak_aligned(seed, eps), self.config
+        key = {"pi_r": self._ref(pi_r_path), "alpha": cfg.cd_alpha, "min_p": cfg.cd_lam,
+               "sampling": cache_view(cfg.sampling), "seed": seed, "eps": eps}  # fmt: skip
 
         def make() -> Dataset:
             (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("train")
-            run = self._sampling(seed=stream_seed(seed, "cd_samples"), alpha=cfg.cd_alpha, min_p=cfg.cd_lam)
-            cd = contrastive_generate(pi_r, pi_ref, self.tokenizer, prompts, run, progress=self.progress, **self.chat)
+            cd_run = self._sampling(seed=stream_seed(seed, "cd_samples"), alpha=cfg.cd_alpha, min_p=cfg.cd_lam)
+            cd = cong.contrastive_samples(pi_r, pi_ref, self.tokenizer, prompts, cd_run, self.chat)
             plain_run = self._sampling(seed=stream_seed(seed, "plain_samples"))
-            plain = sample(pi_r, self.tokenizer, prompts, plain_run, progress=self.progress, **self.chat)
-            return Dataset.from_dict({"prompt": prompts, "cd": cd.texts, "cd_implicit": cd.implicit_reward(beta=1.0).mean,
-                                      "plain": plain.texts})  # fmt: skip
+            plain = cong.plain_samples(pi_r, self.tokenizer, prompts, plain_run, self.chat)
+            return Dataset.from_dict({"prompt": prompts, "cd": cd["completion"], "cd_implicit": cd["implicit"],
+                                      "plain": plain["completion"]})  # fmt: skip
 
         return self._dataset_stage("weak_samples", key, make, "samples")
 
-    # --- stage 4: the strong side ---------------------------------------------------------------------------------
+    # --- the strong side: every method by its recipe ----------------------------------------------------------------
 
-    def _sft_stage(self, method: str, data: Dataset, cfg: TrainConfig, key: dict, seed: int, start: str | None = None,
-                   trainer_cls=None, trainer_kwargs: Callable[[], dict] | None = None) -> Path:  # fmt: skip
-        require_columns(data, ("prompt", "completion"), method)
-        start = start or self.setting.strong_base
-
-        def build(tmp: Path) -> None:
-            set_seed(seed)
-            extra = {} if trainer_kwargs is None else trainer_kwargs()
-            kwargs = {"trainer_cls": trainer_cls} if trainer_cls is not None else {}
-            _, history = train_sft(self.load(start), self.tokenizer, data, _seeded(cfg, seed), str(tmp / "_trainer"),
-                                   save_to=str(tmp), **kwargs, **extra)  # fmt: skip
-            (tmp / "train_history.json").write_text(json.dumps(history))
-
-        full_key = {**key, "method": method, "start": self._ref(start), "train": asdict(cfg), "data": content_key(data),
-                    "seed": seed}  # fmt: skip
-        return self._stage("strong", full_key, build)
+    def training_data(self, name: str, seed: int, eps: float) -> Dataset:
+        """The training data a recipe names (`congkit.methods.DATA`)."""
+        if name in ("plain_samples", "cd_samples"):
+            column = "plain" if name == "plain_samples" else "cd"
+            return self.weak_samples(seed, eps).select_columns(["prompt", column]).rename_column(column, "completion")
+        if name == "weak_chosen":
+            chosen = self.weak_preferences(seed, eps).select_columns(["prompt", "chosen"])
+            return chosen.rename_column("chosen", "completion")
+        if name == "cong_pairs":
+            return self.cong_pairs(seed, eps)
+        if name == "gold":
+            if self.setting.gold_responses is not None:
+                prompts = self._prompts("train")
+                return Dataset.from_dict({"prompt": prompts,
+                                          "completion": [self.setting.gold_responses(p) for p in prompts]})  # fmt: skip
+            pool = self.weak_pool(self.setting.strong_base, seed, "strong_pool")
+            return cong.preference_pairs(pool, 0.0, 0)
+        raise ValueError(f"unknown training data {name!r}; known: {', '.join(DATA_COLUMNS)}")
 
     def strong(self, method: str, seed: int, eps: float = 0.0) -> str:
-        """Stage 4: the strong model trained by `method` (a STRONG_METHODS name or 'gold'); returns its folder."""
-        cfg = self.config
-        if method == "gold":
-            if self.setting.gold_responses is not None:  # the strong model trained on gold supervision
-                prompts = self._prompts("train")
-                data = Dataset.from_dict({"prompt": prompts,
-                                          "completion": [self.setting.gold_responses(p) for p in prompts]})  # fmt: skip
-                return str(self._sft_stage("gold", data, cfg.gold_sft, {}, seed))
-            pairs = self.gold_pairs(seed)
-            return str(self._dpo_stage("gold", self.setting.strong_base, pairs, cfg.gold_dpo, {}, seed))
-        if method not in STRONG_METHODS:
-            raise ValueError(f"unknown method {method!r}; known: {STRONG_METHODS + ('gold',)}")
-        samples = self.weak_samples(seed, eps)
-        plain = samples.select_columns(["prompt", "plain"]).rename_column("plain", "completion")
-        contrastive = samples.select_columns(["prompt", "cd"]).rename_column("cd", "completion")
-        key = {"eps": eps}
-        if method == "weaksft":
-            return str(self._sft_stage(method, plain, cfg.strong_sft, key, seed))
-        if method == "auxconf":
-            return str(self._sft_stage(method, plain, cfg.strong_sft, {**key, "w": cfg.auxconf_weight}, seed,
-                                       trainer_cls=AuxConfTrainer,
-                                       trainer_kwargs=lambda: {"aux_weight": cfg.auxconf_weight}))  # fmt: skip
-        if method == "wspo":  # on the weak preference set's chosen responses, as in the authors' release
-            pi_r = self.weak_aligned(seed, eps)
-            chosen = self.weak_preferences(seed, eps).select_columns(["prompt", "chosen"])
-            chosen = chosen.rename_column("chosen", "completion")
+        """The strong model `method` trains by its registry recipe (`congkit.methods`); returns its folder. The gold
+        ceiling is trained on clean supervision only."""
+        how = recipe(method)
+        eps = 0.0 if method == "gold" else eps
+        data = self.training_data(how.data, seed, eps)
+        require_columns(data, DATA_COLUMNS[how.data] if how.data in DATA_COLUMNS else ("prompt",), method)
+        start = self.model_path(how.start, seed, eps)
+        others = {n: (start if n == "reference" else self.model_path(n, seed, eps)) for n in how.models}
+        cfg = how.config if not isinstance(how.config, str) else getattr(self.config, how.config)
+        cfg = _seeded(cfg(self.config, data) if callable(cfg) else cfg, seed)
+        options = {name: getattr(self.config, name) for name in how.options}
+        key = {"method": method, "recipe": how.version, "eps": eps, "start": self._ref(start), "train": cache_view(cfg),
+               "models": {n: self._ref(p) for n, p in others.items()}, "options": options, "data": content_key(data)}  # fmt: skip
 
-            def wspo_models() -> dict:
-                return {"ref_model": self.load(self.setting.strong_base), "weak_model": self.load(pi_r),
-                        "weak_ref_model": self.load(self.setting.weak_base), "beta": cfg.wspo.beta}  # fmt: skip
+        def train(work: str, save: str):
+            inputs = TrainInputs(self.load(start), self.tokenizer, data, cfg, lambda n: self.load(others[n]), options,
+                                 work, save)  # fmt: skip
+            return how.train(inputs)
 
-            return str(self._sft_stage(method, chosen, cfg.wspo, {**key, "pi_r": self._ref(pi_r)}, seed,
-                                       trainer_cls=WSPOTrainer, trainer_kwargs=wspo_models))  # fmt: skip
-        if method == "cong_s":
-            return str(self._sft_stage(method, contrastive, cfg.strong_sft, key, seed))
-        # cong: ConG-S, then DPO with the CD sample as chosen and ConG-S's own sample as rejected.
-        cong_s = self.strong("cong_s", seed, eps)
-        return str(self._dpo_stage("cong", cong_s, self.cong_pairs(seed, eps), cfg.cong_dpo, {}, seed))
+        return self._train("strong", key, seed, train)
 
     def cong_pairs(self, seed: int, eps: float = 0.0) -> Dataset:
-        """ConG's preference data: chosen = CD sample, rejected = ConG-S's own sample (identical pairs dropped)."""
-        samples, cong_s = self.weak_samples(seed, eps), self.strong("cong_s", seed, eps)
+        """ConG's preference data (`cong.cong_pairs`): the CD sample vs ConG-S's own sample."""
+        cd, cong_s = self.training_data("cd_samples", seed, eps), self.strong("cong_s", seed, eps)
         key = {"model": self._ref(cong_s), "sampling": cache_view(self.config.sampling), "seed": seed}
+        run = self._sampling(seed=stream_seed(seed, "cong_own_samples"))
+        return self._dataset_stage("cong_pairs", key, lambda: cong.cong_pairs(self.load(cong_s), self.tokenizer, cd,
+                                                                              run, self.chat), "pairs")  # fmt: skip
 
-        def make() -> Dataset:
-            gen = sample(self.load(cong_s), self.tokenizer, list(samples["prompt"]),
-                         self._sampling(seed=stream_seed(seed, "cong_own_samples")), progress=self.progress, **self.chat)  # fmt: skip
-            pairs = {"prompt": [], "chosen": [], "rejected": []}
-            for prompt, chosen, rejected in zip(samples["prompt"], samples["cd"], gen.texts):
-                if chosen != rejected:
-                    pairs["prompt"].append(prompt)
-                    pairs["chosen"].append(chosen)
-                    pairs["rejected"].append(rejected)
-            return Dataset.from_dict(pairs)
+    def model_paths(self, seed: int, eps: float, every_method: bool = False) -> dict[str, str]:
+        """Every model of one replicate: the configured methods at the clean setting, the `noise` methods (claim 5)
+        at others (`every_method`: all of them at any eps, as the regime map needs)."""
+        clean = eps == self.config.noise_levels[0] or every_method
+        paths = {name: self.model_path(name, seed, eps) for name in ("strong_base", "weak_base", "weak_aligned")}
+        for name in [*self.config.methods, "gold"] if clean else self.config.methods:
+            if clean or BY_NAME[name].noise:
+                paths[name] = self.model_path(name, seed, eps)
+        return paths
 
-        return self._dataset_stage("cong_pairs", key, make, "pairs")
 
-    # --- stage 5: evaluation --------------------------------------------------------------------------------------
+class Pipeline(CachedConG):
+    """The study's pipeline: `CachedConG`'s models, measured (`congkit.measure`, cached), for every seed and noise
+    level; `run()` writes the results, preconditions and verdicts tables."""
+
+    # --- measurements -----------------------------------------------------------------------------------------------
 
     def evaluate(self, model_path: str, seed: int) -> dict:
-        """`eval_samples` samples per eval prompt scored on every reward channel (r*, r_pref, r_cap when the scorer
-        has them), response length, and held-out capability.
-
-        Sampling seeds depend on `seed` only, so every model of one seed is judged on paired draws. The setting's base
-        models are the same in every replicate: they are evaluated once (with the first seed's draws) and that
-        evaluation serves every seed.
-        """
-        cfg = self.config
-        if model_path in (self.setting.weak_base, self.setting.strong_base):
-            seed = cfg.seeds[0]
+        """`eval_samples` samples per eval prompt judged on every channel, lengths, held-out capability
+        (`measure.evaluate_model`). Draws depend on `seed` only (paired across models); the setting's base models are
+        the same in every replicate, so they are evaluated once, with the first seed's draws."""
+        cfg, s = self.config, self.setting
+        seed = cfg.seeds[0] if model_path in (s.weak_base, s.strong_base) else seed
         key = {"model": self._ref(model_path), "seed": seed, "k": cfg.eval_samples, "sampling": cache_view(cfg.sampling)}
 
         def build(tmp: Path) -> None:
-            model, prompts, k = self.load(model_path), self._prompts("eval"), cfg.eval_samples
-            texts = self._draws(model, prompts, k, stream_seed(seed, "evaluation")).texts
-            n = len(prompts)
-            result = {name: [values[j * n : (j + 1) * n] for j in range(k)]  # draw j of every prompt
-                      for name, values in self._judge(prompts * k, texts).items()}  # fmt: skip
-            result["lengths"] = [[len(t) for t in texts[j * n : (j + 1) * n]] for j in range(k)]
-            result.update(self._capability(model))
+            greedy = self._sampling(do_sample=False)
+            capability = lambda m: measure.heldout_capability(m, self.tokenizer, s.heldout_prompts, s.is_correct,  # noqa: E731
+                                                              s.multiple_choice, greedy, self.chat)  # fmt: skip
+            result = measure.evaluate_model(self.load(model_path), self.tokenizer, self._prompts("eval"), s.scorer,
+                                            cfg.eval_samples, self._sampling(seed=stream_seed(seed, "evaluation")),
+                                            self.chat, capability)  # fmt: skip
             write_json_atomic(tmp / "eval.json", result)
 
         return read_json(self._stage("evaluate", key, build) / "eval.json")
 
-    def _draws(self, model, prompts: list[str], k: int, seed: int, **overrides):
-        """k samples of every prompt in one batched run: draw j of prompt i is row j * len(prompts) + i, whose
-        randomness is seeded by (seed, row), so every draw is independent."""
-        return sample(model, self.tokenizer, prompts * k, self._sampling(seed=seed, **overrides),
-                      progress=self.progress, **self.chat)  # fmt: skip
-
-    def _judge(self, prompts: list[str], texts: list[str]) -> dict[str, list[float]]:
-        """{"scores": r*, "r_pref": ..., "r_cap": ...}: both channels when the scorer has them; a reward model (no
-        channels) is the preference judge, so r_pref = its score and capability comes from the held-out sets."""
-        scores = self._score(prompts, texts)
-        channels = getattr(self.setting.scorer, "channels", None)
-        if channels is None:
-            return {"scores": scores, "r_pref": scores}
-        return {"scores": scores, **channels(prompts, texts)}
-
-    def _capability(self, model) -> dict:
-        out = {}
-        if self.setting.multiple_choice is not None:
-            from .evaluation import multiple_choice_accuracy
-
-            out["mc_accuracy"] = multiple_choice_accuracy(model, self.tokenizer, self.setting.multiple_choice, **self.chat)
-        heldout = self.setting.heldout_prompts
-        if heldout is None:
-            return out
-        prompts = list(heldout["prompt"])
-        if self.setting.is_correct is not None:
-            greedy = sample(model, self.tokenizer, prompts, self._sampling(do_sample=False), progress=False, **self.chat)
-            out["heldout_accuracy"] = sum(self.setting.is_correct(p, r) for p, r in zip(prompts, greedy.texts)) / len(
-                prompts
-            )
-        if "reference" in heldout.column_names:
-            logps = mean_response_logprobs(model, self.tokenizer, prompts, heldout["reference"], batch_size=256,
-                                           **self.chat)  # fmt: skip
-            out["heldout_answer_logprob"] = sum(logps) / len(logps)
-        return out
-
-    # --- claims 1 and 2, and the weak pair's preconditions -------------------------------------------------------
-
     def weak_pair_pool(self, seed: int, eps: float = 0.0) -> Dataset:
-        """pi_r's own samples (`eval_samples` per eval prompt, the evaluation decoding), each with the weak pair's
-        implicit reward (sum and mean over tokens, beta = 1) and every reward channel: claim 1 and the ranking
-        preconditions are measured within this pool (pi_r aligned on labels with noise rate `eps`)."""
-        pi_r_path = self.weak_aligned(seed, eps)
-        cfg = self.config
+        """pi_r's own samples with the weak pair's implicit reward and every channel (`measure.weak_pair_pool`)."""
+        pi_r_path, cfg = self.weak_aligned(seed, eps), self.config
         key = {"pi_r": self._ref(pi_r_path), "sampling": cache_view(cfg.sampling), "k": cfg.eval_samples, "seed": seed}
-
-        def make() -> Dataset:
-            (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("eval")
-            k, n = cfg.eval_samples, len(prompts)
-            prompt_ids = [encode_prompt(self.tokenizer, p, **self.chat) for p in prompts] * k
-            gen = self._draws(pi_r, prompts, k, stream_seed(seed, "weak_pair_pool"))
-            implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, beta=1.0, batch_size=256)
-            rows = {"prompt": prompts * k, "k": [j for j in range(k) for _ in range(n)], "response": gen.texts,
-                    "implicit": implicit.total, "implicit_mean": implicit.mean}  # fmt: skip
-            return Dataset.from_dict({**rows, **self._judge(prompts * k, gen.texts)})
-
-        return self._dataset_stage("weak_pair_pool", key, make, "pool")
+        run = self._sampling(seed=stream_seed(seed, "weak_pair_pool"))
+        return self._dataset_stage("weak_pair_pool", key, lambda: measure.weak_pair_pool(
+            *self._weak_pair(pi_r_path), self.tokenizer, self._prompts("eval"), self.setting.scorer, cfg.eval_samples,
+            run, self.chat), "pool")  # fmt: skip
 
     def attribute_probes(self, seed: int) -> Dataset | None:
-        """Per eval prompt and preference attribute: the summed implicit reward of the better response and of the
-        same response with that one attribute made worse (None when the setting has no probes)."""
+        """The weak pair's attribute probes (`measure.attribute_probes`); None when the setting has none."""
         if self.setting.preference_probes is None:
             return None
         pi_r_path = self.weak_aligned(seed, 0.0)
-
-        def make() -> Dataset:
-            pi_r, pi_ref = self._weak_pair(pi_r_path)
-            rows = [(p, *probe) for p in self._prompts("eval") for probe in self.setting.preference_probes(p)]
-            prompts, attributes, better, worse = (list(col) for col in zip(*rows))
-            good = implicit_reward(pi_r, pi_ref, self.tokenizer, prompts, better, 1.0, 256, **self.chat).total
-            bad = implicit_reward(pi_r, pi_ref, self.tokenizer, prompts, worse, 1.0, 256, **self.chat).total
-            return Dataset.from_dict({"prompt": prompts, "attribute": attributes, "better": better, "worse": worse,
-                                      "implicit_better": good, "implicit_worse": bad})  # fmt: skip
-
-        return self._dataset_stage("attribute_probes", {"pi_r": self._ref(pi_r_path), "seed": seed}, make, "probes")
+        return self._dataset_stage("attribute_probes", {"pi_r": self._ref(pi_r_path), "seed": seed},
+                                   lambda: measure.attribute_probes(*self._weak_pair(pi_r_path), self.tokenizer,
+                                                                    self._prompts("eval"), self.setting.preference_probes,
+                                                                    self.chat), "probes")  # fmt: skip
 
     def alpha_sweep(self, seed: int, eps: float = 0.0) -> Dataset:
-        """Claim 2: CD samples on eval prompts at each alpha, and naive samples of pi_r, with the implicit reward
-        (sum over tokens) and every reward channel."""
-        pi_r_path = self.weak_aligned(seed, eps)
-        cfg = self.config
-        key = {"pi_r": self._ref(pi_r_path), "alphas": cfg.alpha_sweep, "lam": cfg.cd_lam,
+        """Claim 2: CD at each alpha and naive pi_r samples, one paired draw (`measure.alpha_sweep`)."""
+        pi_r_path, cfg = self.weak_aligned(seed, eps), self.config
+        key = {"pi_r": self._ref(pi_r_path), "alphas": cfg.alpha_sweep, "min_p": cfg.cd_lam,
                "sampling": cache_view(cfg.sampling), "seed": seed, "eps": eps}  # fmt: skip
+        run = self._sampling(seed=stream_seed(seed, "alpha_sweep"))
+        return self._dataset_stage("alpha_sweep", key, lambda: measure.alpha_sweep(
+            *self._weak_pair(pi_r_path), self.tokenizer, self._prompts("eval"), self.setting.scorer, cfg.alpha_sweep,
+            cfg.cd_lam, run, self.chat), "sweep")  # fmt: skip
 
-        def make() -> Dataset:
-            (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("eval")
-            prompt_ids = [encode_prompt(self.tokenizer, p, **self.chat) for p in prompts]
-            rows = {"alpha": [], "prompt": [], "response": [], "implicit": [], "length": []}
-            judged: dict[str, list] = {}
-            runs = [(a, True) for a in cfg.alpha_sweep] + [(float("nan"), False)]
-            draw = stream_seed(seed, "alpha_sweep")  # one draw for every alpha and for naive: paired comparisons
-            for alpha, contrastive in runs:
-                if contrastive:
-                    run = self._sampling(seed=draw, alpha=alpha, min_p=cfg.cd_lam)
-                    gen = contrastive_generate(pi_r, pi_ref, self.tokenizer, prompts, run, progress=False, **self.chat)
-                    implicit = [sum(r) for r in gen.log_ratios]
-                else:  # naive sampling from pi_r, scored by the rewards module
-                    gen = sample(pi_r, self.tokenizer, prompts, self._sampling(seed=draw), progress=False, **self.chat)
-                    implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, beta=1.0,
-                                                        batch_size=256).total  # fmt: skip
-                rows["alpha"] += [alpha] * len(prompts)
-                rows["prompt"] += prompts
-                rows["response"] += gen.texts
-                rows["implicit"] += implicit
-                rows["length"] += [len(t) for t in gen.texts]
-                for name, values in self._judge(prompts, gen.texts).items():
-                    judged.setdefault(name, []).extend(values)
-            return Dataset.from_dict({**rows, **judged})
-
-        return self._dataset_stage("alpha_sweep", key, make, "sweep")
-
-    def claims(self) -> pd.DataFrame:
-        """Claim 1 and 2 rows and the weak pair's precondition rows (tidy), for every seed, at epsilon = 0."""
-        from .evaluation import claim_rows
-
-        rows = []
-        for seed in self.config.seeds:
-            rows += claim_rows(seed, self.weak_pair_pool(seed), self.alpha_sweep(seed), self.attribute_probes(seed),
-                               self.config.best_of)  # fmt: skip
-        return pd.DataFrame(rows, columns=RESULT_COLUMNS)
-
-    def training_views(self, seed: int = 0, eps: float = 0.0, n: int = 5) -> pd.DataFrame:
-        """What each strong method trained on, for the first `n` training prompts."""
-        samples = self.weak_samples(seed, eps).select(range(n))
-        cong_pairs = self.cong_pairs(seed, eps)
-        own = dict(zip(cong_pairs["prompt"], cong_pairs["rejected"]))
-        chosen = dict(zip(*(self.weak_preferences(seed, eps)[c] for c in ("prompt", "chosen"))))
-        gold = self.setting.gold_responses or (lambda p: "(DPO on own samples ranked by the explicit reward)")
-        return pd.DataFrame([{
-            "prompt": row["prompt"],
-            "WeakSFT / AuxConf: pi_r sample": row["plain"],
-            "WSPO: weak chosen response": chosen.get(row["prompt"], "(tie: no pair)"),
-            "ConG-S target, ConG chosen: CD sample": row["cd"],
-            "ConG rejected: ConG-S's own sample": own.get(row["prompt"], "(same as chosen: pair dropped)"),
-            "gold": gold(row["prompt"]),
-        } for row in samples])  # fmt: skip
-
-    # --- everything -----------------------------------------------------------------------------------------------
-
-    def model_paths(self, seed: int, eps: float, every_method: bool = False) -> dict[str, str]:
-        """Every model of one replicate: all methods at the clean setting, the `noise` methods (claim 5) at others
-        (`every_method`: all of them at any eps, as the regime map needs)."""
-        clean = eps == self.config.noise_levels[0] or every_method
-        paths = {"strong_base": self.setting.strong_base, "weak_base": self.setting.weak_base,
-                 "weak_aligned": self.weak_aligned(seed, eps)}  # fmt: skip
-        if clean:
-            paths["gold"] = self.strong("gold", seed)
-        for method in STRONG_METHODS:
-            if clean or BY_NAME[method].noise:
-                paths[method] = self.strong(method, seed, eps)
-        return paths
+    # --- everything -------------------------------------------------------------------------------------------------
 
     def replicate(self, seed: int) -> list[dict]:
         """Every stage of one seed (all noise levels, evaluations, the weak pair's pool, sweep and probes); returns
@@ -618,12 +454,19 @@ class Pipeline:
 
         rows = []
         for eps in self.config.noise_levels:
-            paths = self.model_paths(seed, eps)
-            results = {method: self.evaluate(path, seed) for method, path in paths.items()}
+            results = {method: self.evaluate(path, seed) for method, path in self.model_paths(seed, eps).items()}
             for method, result in results.items():
                 rows += evaluation_rows(method, seed, eps, result, results["strong_base"])
         self.weak_pair_pool(seed), self.alpha_sweep(seed), self.attribute_probes(seed)
         return rows
+
+    def claims(self) -> pd.DataFrame:
+        """Claim 1 and 2 rows and the weak pair's precondition rows (tidy), for every seed, at epsilon = 0."""
+        from .evaluation import claim_rows
+
+        rows = [row for seed in self.config.seeds for row in claim_rows(
+            seed, self.weak_pair_pool(seed), self.alpha_sweep(seed), self.attribute_probes(seed), self.config.best_of)]  # fmt: skip
+        return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
     def run(self) -> pd.DataFrame:
         """All stages for all seeds and noise levels; the tidy results table (columns `RESULT_COLUMNS`). Writes
@@ -631,8 +474,7 @@ class Pipeline:
         from .evaluation import pgr_rows, preconditions, verdicts
 
         start = time.perf_counter()
-        rows = [row for seed in self.config.seeds for row in self.replicate(seed)]
-        rows += self.claims().to_dict("records")
+        rows = [row for seed in self.config.seeds for row in self.replicate(seed)] + self.claims().to_dict("records")
         table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
         table = pd.concat([table, pd.DataFrame(pgr_rows(table), columns=RESULT_COLUMNS)], ignore_index=True)
         conditions = preconditions(table, self.config)
@@ -641,6 +483,40 @@ class Pipeline:
             write_csv_atomic(frame, self.root / f"{name}.csv")
         self.timings["total"] = time.perf_counter() - start
         return table
+
+
+DATA_COLUMNS = {"plain_samples": ("prompt", "completion"), "cd_samples": ("prompt", "completion"),
+                "weak_chosen": ("prompt", "completion"), "cong_pairs": ("prompt", "chosen", "rejected"),
+                "gold": ("prompt",)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A cached stage's code version (in every key) and the functions whose code produces its artifact: a test
+    hashes them and fails when they change while the version stays (tests/stage_code.json)."""
+
+    version: int
+    code: tuple[Callable, ...]
+
+
+STAGES = {
+    "weak_pool": Stage(1, (CachedConG.weak_pool, cong.sample_pool, cong.draws)),
+    "strong_pool": Stage(1, (CachedConG.weak_pool, cong.sample_pool, cong.draws)),
+    "weak_aligned": Stage(1, (CachedConG.weak_aligned, CachedConG.weak_preferences, cong.preference_pairs, cong.dpo)),
+    "weak_samples": Stage(1, (CachedConG.weak_samples, cong.contrastive_samples, cong.plain_samples)),
+    "strong": Stage(1, (CachedConG.strong, CachedConG.training_data, cong.sft, cong.dpo, cong.auxconf, cong.wspo)),
+    "cong_pairs": Stage(1, (CachedConG.cong_pairs, cong.cong_pairs)),
+    "evaluate": Stage(1, (Pipeline.evaluate, measure.evaluate_model, measure.judged, measure.heldout_capability,
+                          measure.multiple_choice_accuracy)),  # fmt: skip
+    "weak_pair_pool": Stage(1, (Pipeline.weak_pair_pool, measure.weak_pair_pool, measure.judged)),
+    "attribute_probes": Stage(1, (Pipeline.attribute_probes, measure.attribute_probes)),
+    "alpha_sweep": Stage(1, (Pipeline.alpha_sweep, measure.alpha_sweep, measure.judged)),
+}
+
+
+def _model_key(model: str) -> str:
+    """A base model in a setting's key: a local folder by its content, a hub id as given."""
+    return f"folder:{folder_fingerprint(model)}" if model and Path(model).is_dir() else str(model)
 
 
 RESULT_COLUMNS = ["method", "seed", "eps", "alpha", "metric", "value"]
@@ -652,4 +528,4 @@ def content_key(ds: Dataset) -> str:
 
 
 def _seeded(cfg: TrainConfig, seed: int) -> TrainConfig:
-    return TrainConfig(**{**asdict(cfg), "seed": seed})
+    return TrainConfig(**{**vars(cfg), "seed": seed})

@@ -30,6 +30,7 @@ from pathlib import Path
 from .cache import swap_in
 from .regime import RegimeConfig, smoke_regime_config
 from .stages import Pipeline, PipelineConfig, Setting, smoke_pipeline_config
+from .workers import QUIET_ENV
 from .world_build import WorldConfig, build_world, smoke_world_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -136,9 +137,7 @@ def real_pipeline_config() -> PipelineConfig:
 
 def real_setting(real: RealCheckpoints) -> Setting:
     """A `Setting` on real checkpoints: prompts from a dataset (hub id or local folder), a reward model as judge."""
-    from datasets import load_from_disk
-
-    from .data import load_prompts
+    from .data import load_prompts, load_saved_dataset
     from .scorers import RewardModelScorer
 
     train = load_prompts(real.prompts, real.train_split, real.prompt_column, real.n_train_prompts)
@@ -150,7 +149,7 @@ def real_setting(real: RealCheckpoints) -> Setting:
         train_prompts=train,
         eval_prompts=evaluation,
         scorer=RewardModelScorer(real.reward_model, device=real.device),
-        multiple_choice=load_from_disk(real.multiple_choice) if real.multiple_choice else None,
+        multiple_choice=load_saved_dataset(real.multiple_choice) if real.multiple_choice else None,
         device=real.device,
     )
 
@@ -190,16 +189,32 @@ def _pipeline(setting: Setting, config: PipelineConfig, root: Path, progress: bo
 
 
 
-QUIET_ENV = {"CONGKIT_QUIET": "1", "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-             "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
+def unknown_injected_parameters() -> list[str]:
+    """Names papermill injected (its cell starts with "# Parameters") that the chapter's own parameters cell (the
+    first cell executed) does not declare: papermill only warns about them, and the chapter would run on defaults.
+    Read from the kernel's input history (`In`); outside IPython there is nothing to check."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return []
+    shell = get_ipython()
+    cells = [c for c in (shell.user_ns.get("In", []) if shell is not None else []) if c.strip()]
+    injected = [c for c in cells if c.lstrip().startswith("# Parameters")]
+    if not injected:
+        return []
+    declared = _assigned_names(cells[0])
+    return sorted({n for c in injected for n in _assigned_names(c)} - declared)
+
+
+def _assigned_names(source: str) -> set[str]:
+    import re
+
+    return {m.group(1) for m in re.finditer(r"^(\w+)\s*[:=]", source, re.M)}
 
 
 def notebook_parameters(nb) -> set[str]:
     """Names a notebook declares in its `parameters` cell."""
-    import re
-
-    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    return {m.group(1) for c in cells for m in re.finditer(r"^(\w+)\s*[:=]", c.source, re.M)}
+    return {n for c in nb.cells if "parameters" in c.metadata.get("tags", []) for n in _assigned_names(c.source)}
 
 
 def clean_executed(nb) -> None:
@@ -214,20 +229,9 @@ def clean_executed(nb) -> None:
             tags.append("remove-cell")
 
 
-def one_core_worker() -> None:
-    """Set up a build worker process: one torch thread, quiet, and the two models of a decoding step run in turn,
-    not in two threads (two one-thread processes do about twice the work of one two-thread process on 2 cores)."""
-    import torch
-
-    torch.set_num_threads(1)
-    os.environ.update(QUIET_ENV)
-    os.environ["CONGKIT_THREADS"] = "keep"
-
-
 def _build_replicate(job: tuple) -> tuple[int, float]:
-    """One seed's stages, in a worker process (`one_core_worker`)."""
+    """One seed's stages, in a build worker (`congkit.workers`)."""
     profile, runs_dir, real, seed = job
-    one_core_worker()
     start = time.perf_counter()
     _, _, pipe = study_objects(profile, runs_dir, progress=False, real=real)
     pipe.replicate(seed)
@@ -237,16 +241,14 @@ def _build_replicate(job: tuple) -> tuple[int, float]:
 def prebuild(profile: str, runs_dir: str | Path, real: dict | None = None, workers: int = 2) -> None:
     """Build every seed's stages in `workers` processes before the notebooks run (they then find them cached).
     Safe because the cache locks each artifact; the world is built first, once."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+    from .workers import run_in_workers
 
     _, _, pipe = study_objects(profile, runs_dir, progress=True, real=real)
     seeds = pipe.config.seeds
     print(f"[study] building {len(seeds)} seeds in {workers} processes", file=sys.stderr, flush=True)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        jobs = [(profile, str(runs_dir), real, seed) for seed in seeds]
-        for done, (seed, seconds) in enumerate(pool.map(_build_replicate, jobs), 1):
-            print(f"[study]   seed {seed} ready ({done}/{len(seeds)}, {seconds:.0f} s)", file=sys.stderr, flush=True)
+    jobs = [(profile, str(runs_dir), real, seed) for seed in seeds]
+    run_in_workers(_build_replicate, jobs, workers, lambda done, total, r: f"seed {r[0]} ready ({done}/{total}, "
+                                                                          f"{r[1]:.0f} s)")  # fmt: skip
 
 
 def run_notebooks(
@@ -424,10 +426,18 @@ def check_notebook_parameters(profile: str, runs_dir: str, seed: int | None = No
     (unknown profile, a seed the profile does not run, alpha or lam outside their range, a malformed `real`)."""
     from .inputs import check_int, check_number
 
+    unknown = unknown_injected_parameters()
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}: this chapter declares no such parameter (misspelt?); "
+                         "see `papermill --help-notebook`")  # fmt: skip
     if profile not in PROFILES:
         raise ValueError(f"parameter profile={profile!r}: unknown profile; choose one of {PROFILES}")
     if not isinstance(runs_dir, (str, os.PathLike)):
         raise TypeError(f"parameter runs_dir must be a folder path, got {runs_dir!r}")
+    if real is not None and not isinstance(real, dict):
+        raise TypeError(f"parameter real must be a dict of RealCheckpoints fields, got {type(real).__name__} {real!r}")
+    if real and profile != "real":
+        raise ValueError(f"parameter real is given but profile {profile!r} ignores it; use profile 'real'")
     prof = get_profile(profile, real or {})
     if seed is not None:
         check_int("parameter seed", seed, 0)
@@ -445,12 +455,36 @@ def check_notebook_parameters(profile: str, runs_dir: str, seed: int | None = No
 def select_notebooks(only: list[str] | None, profile: str | None = None) -> list[str]:
     """The chapters to execute: those of `profile` (all if None), narrowed to names starting with one of `only`."""
     pool = get_profile(profile).chapters() if profile else list(NOTEBOOKS)
-    if not only:
+    if only is None:
         return pool
+    if not only or not all(isinstance(o, str) and o.strip() for o in only):
+        raise ValueError("--only needs at least one non-empty notebook name prefix, e.g. --only 05")
     unmatched = [o for o in only if not any(n.startswith(o) for n in pool)]
     if unmatched:
         raise ValueError(f"--only {unmatched} matches no notebook of profile {profile!r}; its notebooks: {pool}")
     return [n for n in pool if any(n.startswith(o) for o in only)]
+
+
+def remove_dead_runs_leftovers(book: Path) -> list[Path]:
+    """Delete the `.notebooks-tmp-<pid>-*` folders of study runs that are no longer alive (a killed run's
+    leftovers); a live concurrent run's folder is kept. Returns what was removed."""
+    removed = []
+    for folder in book.glob(".notebooks-tmp-*"):
+        pid = folder.name.removeprefix(".notebooks-tmp-").split("-")[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -468,10 +502,15 @@ def main(argv: list[str] | None = None) -> None:
         real, names = parse_real(args.real), select_notebooks(args.only, args.profile)
     except ValueError as error:
         parser.error(str(error))
+    if real and args.profile != "real":
+        parser.error(f"--real is given but profile {args.profile!r} ignores it; use --profile real")
+    if Path(args.runs).exists() and not Path(args.runs).is_dir():
+        parser.error(f"--runs {args.runs!r} is a file, not a folder")
+    remove_dead_runs_leftovers(REPO / "book")
     start = time.perf_counter()
     out_dir = REPO / "book" / "notebooks"
     # executed into a temporary folder; the published notebooks are replaced only when every notebook succeeded
-    tmp = REPO / "book" / f".notebooks-tmp-{uuid.uuid4().hex[:8]}"
+    tmp = REPO / "book" / f".notebooks-tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         if args.workers > 1 and args.profile != "real":
             if any(n not in REGIME_CHAPTERS for n in names):

@@ -113,3 +113,20 @@ def style_cell_measures(measures: pd.DataFrame):
     for column in ("best baseline (R_pref)", "best baseline (R_cap)"):
         frame[column] = frame[column].map(label)
     return frame.style.format(precision=3).set_caption("Means over seeds.")
+
+
+def training_views(samples, preferences, cong_pairs, gold=None, n: int = 5) -> pd.DataFrame:
+    """What each strong method trained on, for the first `n` training prompts: the weak samples (`weak_samples`
+    dataset), the weak preference pairs, ConG's pairs, and `gold(prompt)` where the setting has gold responses."""
+    samples = samples.select(range(min(n, len(samples))))
+    own = dict(zip(cong_pairs["prompt"], cong_pairs["rejected"]))
+    chosen = dict(zip(preferences["prompt"], preferences["chosen"]))
+    gold = gold or (lambda p: "(DPO on own samples ranked by the explicit reward)")
+    return pd.DataFrame([{
+        "prompt": row["prompt"],
+        "WeakSFT / AuxConf: pi_r sample": row["plain"],
+        "WSPO: weak chosen response": chosen.get(row["prompt"], "(tie: no pair)"),
+        "ConG-S target, ConG chosen: CD sample": row["cd"],
+        "ConG rejected: ConG-S's own sample": own.get(row["prompt"], "(same as chosen: pair dropped)"),
+        "gold": gold(row["prompt"]),
+    } for row in samples])  # fmt: skip

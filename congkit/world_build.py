@@ -102,7 +102,7 @@ class World:
         return read_json(self.path / "card.json")
 
 
-def _pretrain(size: ModelSize, tokenizer, corpus: Dataset, cfg: TrainConfig, seed: int, out: Path):
+def pretrain(size: ModelSize, tokenizer, corpus: Dataset, cfg: TrainConfig, seed: int, out: Path):
     set_seed(seed)
     model = tiny_llama(
         len(tokenizer),
@@ -141,7 +141,7 @@ def build_world(config: WorldConfig | None = None, root: str | Path = "runs", pr
         ):
             if progress:
                 print(f"[world] pretraining {name} on {len(corpus)} corpus rows", flush=True)
-            models[name] = _pretrain(size, tokenizer, corpus, cfg, config.data.seed + offset, tmp / name)
+            models[name] = pretrain(size, tokenizer, corpus, cfg, config.data.seed + offset, tmp / name)
         card = world_card(models, tokenizer, prompt_sets, corpus, config)
         card["build_seconds"] = round(time.perf_counter() - start, 1)
         (tmp / "card.json").write_text(json.dumps(card, indent=2))

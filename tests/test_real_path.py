@@ -9,9 +9,10 @@ import torch
 from datasets import Dataset
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
+from congkit.methods import STRONG_METHODS
 from congkit.models import char_tokenizer, tiny_llama
 from congkit.scorers import RewardModelScorer
-from congkit.stages import STRONG_METHODS, Pipeline, Setting, smoke_pipeline_config
+from congkit.stages import Pipeline, Setting, smoke_pipeline_config
 
 
 def save_tiny_checkpoints(root):
@@ -67,7 +68,9 @@ def test_real_checkpoint_path_offline(tmp_path):
     assert not (table.metric == "r_cap").any() and not table.metric.str.startswith("probe:").any()
     assert (tmp_path / "runs" / "verdicts.csv").exists() and (tmp_path / "runs" / "preconditions.csv").exists()
     meta = json.loads(next((tmp_path / "runs" / "weak_aligned").glob("*/meta.json")).read_text())
-    assert meta["policy"] == "setting:weak_base"  # cache keys name roles and stages, never folders
+    assert meta["key"]["policy"] == "setting:weak_base"  # cache keys name roles and stages, never folders
+    assert meta["stage"] == "weak_aligned" and meta["summary"] == "weak_aligned seed=0 eps=0.0 (tiny-real)"
+    assert str(tmp_path) not in json.dumps(meta)
 
 
 def test_unresolvable_model_id_names_the_id_and_suggests_a_local_path():
@@ -92,7 +95,7 @@ def test_real_profile_loads_local_checkpoints_prompts_and_choices(tmp_path):
     from datasets import DatasetDict
 
     from congkit.data import load_prompts
-    from congkit.evaluation import multiple_choice_accuracy
+    from congkit.measure import multiple_choice_accuracy
     from congkit.study import study_objects
 
     save_tiny_checkpoints(tmp_path)
@@ -134,7 +137,7 @@ def test_real_profile_loads_local_checkpoints_prompts_and_choices(tmp_path):
 
 
 def test_multiple_choice_accuracy_picks_the_likeliest_choice(expert, tokenizer):
-    from congkit.evaluation import multiple_choice_accuracy
+    from congkit.measure import multiple_choice_accuracy
     from congkit.rewards import completion_logprobs
     from congkit.tokens import encode_pair
 

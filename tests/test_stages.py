@@ -9,9 +9,10 @@ import torch
 from datasets import Dataset
 
 from congkit.cache import CorruptArtifactWarning, verify
+from congkit.cong import preference_pairs
 from congkit.evaluation import main_table, summarise
 from congkit.methods import BY_NAME, STRONG_METHODS
-from congkit.stages import Pipeline, Setting, preference_pairs, smoke_pipeline_config
+from congkit.stages import Pipeline, Setting, smoke_pipeline_config
 from congkit.world_build import build_world, smoke_world_config
 
 
@@ -19,14 +20,15 @@ def test_preference_pairs_drop_ties_and_flip_exactly():
     prompts = [f"p{i}" for i in range(10)]
     samples = [[f"a{i}", f"b{i}", f"c{i}"] for i in range(10)]
     scores = [[0.1, 0.9, 0.5] for _ in range(9)] + [[0.5, 0.5, 0.5]]
-    clean = preference_pairs(prompts, samples, scores, 0.0, seed=0)
+    pool = Dataset.from_dict({"prompt": prompts, "samples": samples, "scores": scores})
+    clean = preference_pairs(pool, 0.0, seed=0)
     assert len(clean) == 9 and clean["chosen"][0] == "b0" and clean["rejected"][0] == "a0"
-    noisy = preference_pairs(prompts, samples, scores, 1 / 3, seed=0)
+    noisy = preference_pairs(pool, 1 / 3, seed=0)
     assert sum(noisy["flipped"]) == 3
     assert all((c < r) == f for c, r, f in zip(noisy["chosen_score"], noisy["rejected_score"], noisy["flipped"]))
-    assert noisy.to_dict() == preference_pairs(prompts, samples, scores, 1 / 3, seed=0).to_dict()
+    assert noisy.to_dict() == preference_pairs(pool, 1 / 3, seed=0).to_dict()
     with pytest.raises(ValueError, match="no preference pair"):
-        preference_pairs(["p"], [["x", "y"]], [[0.2, 0.2]], 0.0, 0)
+        preference_pairs(Dataset.from_dict({"prompt": ["p"], "samples": [["x", "y"]], "scores": [[0.2, 0.2]]}), 0.0, 0)
 
 
 @pytest.fixture(scope="module")

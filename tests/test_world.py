@@ -154,7 +154,7 @@ def test_saved_models_reload_and_generate(smoke_world):
     for name in ("weak_base", "strong_base"):
         model = AutoModelForCausalLM.from_pretrained(smoke_world.path / name)
         prompts = smoke_world.prompts("eval")["prompt"][:4]
-        out = sample(model, tok, prompts, max_new_tokens=8, do_sample=False, repetition_penalty=1.0, progress=False)
+        out = sample(model, tok, prompts, max_new_tokens=8, apply_chat_template=True, progress=False)
         for prompt, ids in zip(prompts, out.token_ids):  # the reloaded model decodes as transformers' generate does
             x = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                         return_tensors="pt", return_dict=True)  # fmt: skip
