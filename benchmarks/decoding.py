@@ -35,7 +35,7 @@ from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 import congkit  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
 from congkit import contrastive_generate, sample
-from congkit.decoding import ThreadPlan, _Stepper, new_cache, step_models
+from congkit.decoding import Stepper, ThreadPlan, new_cache, step_models
 from congkit.models import char_tokenizer, n_parameters, tiny_llama
 from congkit.tokens import encode_prompt, pad, positions
 
@@ -60,7 +60,7 @@ def prompts_for(n: int) -> list[str]:
 def two_forwards(expert, amateur, ids, mask, new_tokens: int, cache: str) -> None:
     """The ceiling: the two models' forwards, stepped as congkit steps them (same cache, `step_models` with a
     `ThreadPlan`), and a greedy token from the expert's log-probabilities, nothing else."""
-    steppers = [_Stepper(m, new_cache(m, cache, ids.shape[1] + new_tokens)) for m in (expert, amateur)]
+    steppers = [Stepper(m, new_cache(m, cache, ids.shape[1] + new_tokens)) for m in (expert, amateur)]
     pos = positions(mask)
     logps = step_models(steppers, "first", ids, mask, pos)
     pos = pos[:, -1:]

@@ -43,9 +43,17 @@ from transformers import (
 )
 from transformers.masking_utils import create_masks_for_generate
 
-from .inputs import as_prompts, check_causal_lm, check_int, check_number, check_same_device, check_token_ids
+from .inputs import (
+    as_prompts,
+    check_causal_lm,
+    check_int,
+    check_number,
+    check_same_device,
+    check_token_ids,
+    model_device,
+)
 from .models import n_parameters
-from .rewards import ImplicitReward, _device, check_same_vocab
+from .rewards import ImplicitReward, check_same_vocab
 from .tokens import UNSET, chat_template_choice, encode_prompt, pad, pad_token_id, positions
 
 _LAM_DEPRECATED = "`lam` is deprecated: the plausibility head's threshold is `min_p`, as in `generate`"
@@ -404,7 +412,7 @@ def decode_threads(model: PreTrainedModel, rows: int):
     kept that speed with a busy process beside it), torch's setting otherwise; restored afterwards. Together with
     `OMP_WAIT_POLICY=PASSIVE` (set by `import congkit`), a competing process does not collapse decoding. Set
     `CONGKIT_THREADS=keep` to leave torch's setting alone."""
-    small = _device(model).type == "cpu" and n_parameters(model) * rows < SMALL_STEP
+    small = model_device(model).type == "cpu" and n_parameters(model) * rows < SMALL_STEP
     if not small or os.environ.get("CONGKIT_THREADS") == "keep" or torch.get_num_threads() == 1:
         yield
         return
@@ -432,7 +440,7 @@ def new_cache(model: PreTrainedModel, kind: str, max_length: int, compiled: bool
         length = -(-max_length // COMPILED_LENGTH_STEP) * COMPILED_LENGTH_STEP
         return StaticCache(config=model.config, max_cache_len=length)
     if kind == "auto":
-        kind = "static" if _device(model).type == "cpu" else "dynamic"
+        kind = "static" if model_device(model).type == "cpu" else "dynamic"
     config = model.config.get_text_config(decoder=True)
     layer_types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
     if (kind == "static" and type(model)._supports_default_dynamic_cache() and not model.config.is_encoder_decoder
@@ -441,7 +449,7 @@ def new_cache(model: PreTrainedModel, kind: str, max_length: int, compiled: bool
     return None
 
 
-class _Stepper:
+class Stepper:
     """One model's forward passes with its own KV cache (a new one, or `cache`, e.g. the one `generate` prepared):
     the prompt once, then only the newest token. Returns next-token log-probabilities (and the raw logits with
     `keep_logits`). `compiled`: the steps after the prompt run the model's compiled forward on a `StaticCache`, with
@@ -507,13 +515,13 @@ class ThreadPlan:
         self.timed[threaded] += 1
 
 
-def step_models(steppers: list[_Stepper], method: str, *args, plan: ThreadPlan | None = None, **kwargs) -> list:
+def step_models(steppers: list[Stepper], method: str, *args, plan: ThreadPlan | None = None, **kwargs) -> list:
     """`method` ("first" or "next") of every model's stepper, in order. On a CPU the amateur's forward may run in a
     worker thread while the expert's runs in this one: torch releases the GIL inside its kernels, so one model's
     Python overhead overlaps the other's compute (the pair's forwards measured 1.35-1.4x faster at batch 32 here).
     `plan` chooses two threads or one after the other step by step, timing both (`ThreadPlan`); without a plan, two
     threads. Both ways are the same computations; CONGKIT_THREADS=keep always runs the models in turn."""
-    can_thread = (len(steppers) == 2 and _device(steppers[0].model).type == "cpu"
+    can_thread = (len(steppers) == 2 and model_device(steppers[0].model).type == "cpu"
                   and os.environ.get("CONGKIT_THREADS") != "keep")  # fmt: skip
     threaded = can_thread and (plan.threaded() if plan is not None else True)
     start = time.perf_counter()
@@ -526,7 +534,7 @@ def step_models(steppers: list[_Stepper], method: str, *args, plan: ThreadPlan |
     return out
 
 
-def _step_two_threads(steppers: list[_Stepper], method: str, *args, **kwargs) -> list:
+def _step_two_threads(steppers: list[Stepper], method: str, *args, **kwargs) -> list:
     global _WORKER
     if _WORKER is None or _WORKER[0] != os.getpid():  # a forked child has no copy of the parent's thread
         _WORKER = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="congkit-amateur"))
@@ -551,12 +559,12 @@ def _decode_batch(
     pad_id: int,
     eos: set[int],
 ) -> tuple[list[list[int]], list[list[float]] | None]:
-    device = _device(expert)
+    device = model_device(expert)
     ids, mask = pad(prompt_ids, pad_id, side="left")
     ids, mask = ids.to(device), mask.to(device)
     pos = positions(mask)
     length = ids.shape[1] + config.max_new_tokens
-    steppers = [_Stepper(m, new_cache(m, config.cache, length, config.compile), config.compile)
+    steppers = [Stepper(m, new_cache(m, config.cache, length, config.compile), config.compile)
                 for m in (expert, amateur) if m is not None]  # fmt: skip
     # no row padded (e.g. batch 1): no mask or positions, so the model takes its plain causal path (compiled steps
     # always take both: their mask is built outside the model)

@@ -19,7 +19,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .decoding import contrastive_scores, plausibility_head
-from .rewards import _device
+from .inputs import model_device
 from .tokens import as_chat, encode_prompt, pad, positions
 
 
@@ -29,7 +29,7 @@ def next_token_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     tokenizer has a chat template, as the pipeline gives them): a (len(prompts), V) tensor."""
     ids, mask = pad([encode_prompt(tokenizer, p) for p in as_chat(tokenizer, prompts)], tokenizer.pad_token_id or 0,
                     side="left")  # fmt: skip
-    ids, mask = ids.to(_device(model)), mask.to(_device(model))
+    ids, mask = ids.to(model_device(model)), mask.to(model_device(model))
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits[:, -1]
     return torch.log_softmax(logits.float(), -1).cpu()
 
@@ -40,7 +40,7 @@ def step_logprobs(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]], r
     """log pi(. | x, y_<t) at every generated step t of every response, stacked: a (total steps, V) tensor."""
     seqs = [list(p) + list(r) for p, r in zip(prompt_ids, response_ids)]
     ids, mask = pad(seqs, pad_id, side="right")
-    ids, mask = ids.to(_device(model)), mask.to(_device(model))
+    ids, mask = ids.to(model_device(model)), mask.to(model_device(model))
     logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask, position_ids=positions(mask)).logits.float(), -1)
     # the distribution that chose response token t sits at position len(prompt) + t - 1
     rows = [logp[i, len(p) - 1 : len(p) - 1 + len(r)] for i, (p, r) in enumerate(zip(prompt_ids, response_ids))]

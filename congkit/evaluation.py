@@ -62,6 +62,11 @@ def evaluation_rows(method: str, seed: int, eps: float, result: dict, reference:
     return [_row(method, seed, k, v, eps=eps) for k, v in metrics.items()]
 
 
+def is_difference(quantity: str) -> bool:
+    """Whether a quantity is a paired difference, judged against 0 (the gains and the `_vs_` margins)."""
+    return "_vs_" in quantity or "gain" in quantity
+
+
 def _models(table: pd.DataFrame) -> pd.DataFrame:
     return table[table.alpha.isna() & table.eps.notna()]
 

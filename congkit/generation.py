@@ -52,8 +52,8 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from .decoding import (
     AMATEUR,
     EXPERT,
+    Stepper,
     ThreadPlan,
-    _Stepper,
     chosen_log_ratio,
     contrastive_scores,
     plausibility_head,
@@ -148,7 +148,7 @@ def contrastive_decoding(
     mask = model_kwargs.get("attention_mask")
     mask = torch.ones_like(input_ids) if mask is None else mask
     pos = positions(mask)
-    expert, amateur = _Stepper(model, model_kwargs.get("cache")), _Stepper(amateur_model)
+    expert, amateur = Stepper(model, model_kwargs.get("cache")), Stepper(amateur_model)
     (expert_logp, expert_logits), (amateur_logp, _) = step_models([expert, amateur], "first", input_ids, mask, pos,
                                                              keep_logits=True)  # fmt: skip
 

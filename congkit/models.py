@@ -122,7 +122,7 @@ def default_dtype(device: str) -> torch.dtype:
     return torch.float32
 
 
-def _resolve(name_or_path: str | os.PathLike) -> str:
+def resolve_name(name_or_path: str | os.PathLike) -> str:
     path = Path(name_or_path)
     if path.exists():
         return str(path)
@@ -132,7 +132,7 @@ def _resolve(name_or_path: str | os.PathLike) -> str:
     return text
 
 
-def _offline_hint(name: str, error: Exception) -> OSError:
+def offline_hint(name: str, error: Exception) -> OSError:
     return OSError(
         f"cannot load {name!r}: it is not a local folder and could not be resolved from the hub "
         f"(offline or unknown id). Download it where the hub is reachable and pass its local path instead. ({error})"
@@ -155,7 +155,7 @@ def _check_local_folder(path: Path, what: str) -> None:
 
 def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
     """AutoTokenizer from a folder or hub id; a clear error when an id cannot be resolved offline."""
-    name = _resolve(name_or_path)
+    name = resolve_name(name_or_path)
     local = Path(name).exists()
     if local:
         _check_local_folder(Path(name), "tokenizer folder")
@@ -164,7 +164,7 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerBase:
     except (OSError, ValueError) as error:
         if local:
             raise OSError(f"cannot read the tokenizer in {name!r}: {error}") from error
-        raise _offline_hint(name, error) from error
+        raise offline_hint(name, error) from error
     if tok.pad_token_id is None and tok.eos_token_id is not None:
         tok.pad_token = tok.eos_token
     return tok
@@ -174,7 +174,7 @@ def load_causal_lm(
     name_or_path: str | os.PathLike, device: str | None = None, dtype: torch.dtype | None = None
 ) -> PreTrainedModel:
     """AutoModelForCausalLM from a folder or hub id, placed on `device` (auto: cuda if present) in `dtype` (auto)."""
-    name = _resolve(name_or_path)
+    name = resolve_name(name_or_path)
     local = Path(name).exists()
     if local:
         _check_local_folder(Path(name), "model folder")
@@ -188,6 +188,6 @@ def load_causal_lm(
             raise OSError(f"cannot load the model in {name!r} (weight files {weights}): "
                           f"{type(error).__name__}: {error}") from error  # fmt: skip
         if isinstance(error, (OSError, ValueError)):
-            raise _offline_hint(name, error) from error
+            raise offline_hint(name, error) from error
         raise
     return model.to(device).eval()

@@ -197,7 +197,7 @@ def regime_heatmaps(summary: pd.DataFrame, quantities: list[str], labels: dict[s
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.patches import Rectangle
 
-    from .regime import is_difference
+    from .evaluation import is_difference
 
     sizes, noise = sorted(summary.weak_size.unique()), sorted(summary.eps.unique())
     cols = 2

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,11 +154,6 @@ QUANTITIES = {  # name -> what it is (the chapter's tables and figures use these
     "pi_r_r_pref": "π_r's R_pref",
     "capability_gap": "strong base − weak base, R_cap",
 }
-
-
-def is_difference(quantity: str) -> bool:
-    """Whether a `QUANTITIES` entry is a paired difference, judged against 0 (the gains and the `_vs_` margins)."""
-    return "_vs_" in quantity or "gain" in quantity
 
 
 PREDICTORS = ("spearman", "cd_gain_implicit", "cd_gain_r_pref", "pi_r_r_pref", "capability_gap")
@@ -352,32 +346,3 @@ def regime_findings(summary: pd.DataFrame, correlations: pd.DataFrame) -> dict[s
         out["rule_of_thumb"] = (f"The data support no rule of thumb: the strongest predictor, {top.label} "
                                 f"({interval}), fails the rule: {' and '.join(why)}.")  # fmt: skip
     return out
-
-
-# --- building the grid in parallel --------------------------------------------------------------------------------
-
-
-def _column_job(job: tuple) -> tuple[int, int, float]:
-    """One (weak size, seed) column in a build worker (`congkit.workers`)."""
-    import time
-
-    from .study import regime_objects
-
-    profile, runs_dir, hidden_size, seed = job
-    start = time.perf_counter()
-    world, grid, pipes = regime_objects(profile, runs_dir, progress=False)
-    column_rows(pipes[hidden_size], grid, hidden_size, seed)
-    return hidden_size, seed, time.perf_counter() - start
-
-
-def prebuild_regime(profile: str, runs_dir: str | Path, workers: int = 2) -> None:
-    """Build every (weak size, seed) column in `workers` processes (the world and the weak bases first, once)."""
-    from .study import regime_objects
-    from .workers import run_in_workers
-
-    _, grid, _ = regime_objects(profile, runs_dir, progress=True)
-    jobs = [(profile, str(runs_dir), h, s) for s in grid.seeds for h in grid.weak_sizes]
-    print(f"[regime] building {len(jobs)} (weak size, seed) columns in {workers} processes", file=sys.stderr,
-          flush=True)  # fmt: skip
-    run_in_workers(_column_job, jobs, workers, lambda done, total, r: f"weak width {r[0]}, seed {r[1]} ready "
-                                                                      f"({done}/{total}, {r[2]:.0f} s)", "regime")  # fmt: skip

@@ -19,7 +19,15 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .inputs import as_prompts, as_responses, check_int, check_number, check_same_device, check_token_ids
+from .inputs import (
+    as_prompts,
+    as_responses,
+    check_int,
+    check_number,
+    check_same_device,
+    check_token_ids,
+    model_device,
+)
 from .tokens import encode_pair, pad, positions
 
 
@@ -41,10 +49,6 @@ def check_same_vocab(a: PreTrainedModel, b: PreTrainedModel, names: tuple[str, s
         )
 
 
-def _device(model: PreTrainedModel) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.inference_mode()
 def completion_logprobs(
     model: PreTrainedModel,
@@ -63,7 +67,7 @@ def completion_logprobs(
         raise ValueError(f"{len(prompt_ids)} prompts but {len(completion_ids)} completions")
     check_int("batch_size", batch_size, 1)
     check_token_ids(model, [*prompt_ids, *completion_ids], "the token ids to score")
-    device, out = _device(model), []
+    device, out = model_device(model), []
     for start in tqdm(range(0, len(prompt_ids), batch_size), desc="log-probs", disable=not progress):
         p_batch = prompt_ids[start : start + batch_size]
         c_batch = completion_ids[start : start + batch_size]

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification
 
-from .models import _offline_hint, _resolve, default_device, load_tokenizer
+from .models import default_device, load_tokenizer, offline_hint, resolve_name
 from .tokens import as_conversation, has_chat_template
 
 
@@ -30,14 +30,14 @@ class RewardModelScorer:
     """
 
     def __init__(self, name_or_path: str | os.PathLike, device: str | None = None, batch_size: int = 16):
-        name = _resolve(name_or_path)
+        name = resolve_name(name_or_path)
         self.name, self.batch_size = str(name_or_path), batch_size
         self.device = device or default_device()
         self.tokenizer = load_tokenizer(name)
         try:
             self.model = AutoModelForSequenceClassification.from_pretrained(name).to(self.device).eval()
         except (OSError, ValueError) as error:
-            raise _offline_hint(name, error) from error
+            raise offline_hint(name, error) from error
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import swap_in
-from .regime import RegimeConfig, smoke_regime_config
+from .regime import RegimeConfig, column_rows, regime_pipeline, smoke_regime_config
 from .stages import Pipeline, PipelineConfig, Setting, smoke_pipeline_config
 from .workers import QUIET_ENV
 from .world_build import WorldConfig, build_world, smoke_world_config
@@ -37,16 +38,18 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RUNS = REPO / "runs"
 
 
-def chapters(toc: Path = REPO / "book" / "_toc.yml") -> list[str]:
-    """The notebook chapters in book order (`notebooks/<name>` entries of the book's table of contents)."""
+@functools.cache
+def chapters(toc: Path = REPO / "book" / "_toc.yml") -> tuple[str, ...]:
+    """The notebook chapters in book order (`notebooks/<name>` entries of the book's table of contents), read on
+    first use (not at import: `import congkit.study` works outside a checkout)."""
     import yaml
 
+    if not toc.exists():
+        raise FileNotFoundError(f"{toc}: the book's table of contents is not here; the study runs from a checkout "
+                                "of the congkit repository")  # fmt: skip
     data = yaml.safe_load(toc.read_text())
     files = [data["root"]] + [c["file"] for c in data.get("chapters", [])]
-    return [f"{Path(f).name}.md" for f in files if f.startswith("notebooks/")]
-
-
-NOTEBOOKS = chapters()
+    return tuple(f"{Path(f).name}.md" for f in files if f.startswith("notebooks/"))
 
 
 @dataclass
@@ -86,10 +89,10 @@ class Profile:
     def chapters(self) -> list[str]:
         """The chapters this profile executes."""
         if self.name == "smoke":
-            return list(NOTEBOOKS)
+            return list(chapters())
         if self.name == "regime":
-            return [n for n in NOTEBOOKS if n in REGIME_CHAPTERS]
-        return [n for n in NOTEBOOKS if n not in REGIME_CHAPTERS]
+            return [n for n in chapters() if n in REGIME_CHAPTERS]
+        return [n for n in chapters() if n not in REGIME_CHAPTERS]
 
 
 def get_profile(name: str, real_overrides: dict | None = None) -> Profile:
@@ -172,8 +175,6 @@ def pipeline_root(prof: Profile, runs_dir: str | Path) -> Path:
 
 def regime_objects(profile: str = "regime", runs_dir: str | Path = "runs", progress: bool = True):
     """(world, grid, {weak width: pipeline}) of the regime map; building the world and the weak bases on first use."""
-    from .regime import regime_pipeline
-
     prof = get_profile(profile)
     if prof.regime is None:
         raise ValueError(f"profile {profile!r} has no regime map: it needs the synthetic world (smoke or regime)")
@@ -249,6 +250,32 @@ def prebuild(profile: str, runs_dir: str | Path, real: dict | None = None, worke
     jobs = [(profile, str(runs_dir), real, seed) for seed in seeds]
     run_in_workers(_build_replicate, jobs, workers, lambda done, total, r: f"seed {r[0]} ready ({done}/{total}, "
                                                                           f"{r[1]:.0f} s)")  # fmt: skip
+
+
+# --- building the grid in parallel --------------------------------------------------------------------------------
+
+
+def _column_job(job: tuple) -> tuple[int, int, float]:
+    """One (weak size, seed) column in a build worker (`congkit.workers`)."""
+    import time
+
+    profile, runs_dir, hidden_size, seed = job
+    start = time.perf_counter()
+    world, grid, pipes = regime_objects(profile, runs_dir, progress=False)
+    column_rows(pipes[hidden_size], grid, hidden_size, seed)
+    return hidden_size, seed, time.perf_counter() - start
+
+
+def prebuild_regime(profile: str, runs_dir: str | Path, workers: int = 2) -> None:
+    """Build every (weak size, seed) column in `workers` processes (the world and the weak bases first, once)."""
+    from .workers import run_in_workers
+
+    _, grid, _ = regime_objects(profile, runs_dir, progress=True)
+    jobs = [(profile, str(runs_dir), h, s) for s in grid.seeds for h in grid.weak_sizes]
+    print(f"[regime] building {len(jobs)} (weak size, seed) columns in {workers} processes", file=sys.stderr,
+          flush=True)  # fmt: skip
+    run_in_workers(_column_job, jobs, workers, lambda done, total, r: f"weak width {r[0]}, seed {r[1]} ready "
+                                                                      f"({done}/{total}, {r[2]:.0f} s)", "regime")  # fmt: skip
 
 
 def run_notebooks(
@@ -454,7 +481,7 @@ def check_notebook_parameters(profile: str, runs_dir: str, seed: int | None = No
 
 def select_notebooks(only: list[str] | None, profile: str | None = None) -> list[str]:
     """The chapters to execute: those of `profile` (all if None), narrowed to names starting with one of `only`."""
-    pool = get_profile(profile).chapters() if profile else list(NOTEBOOKS)
+    pool = get_profile(profile).chapters() if profile else list(chapters())
     if only is None:
         return pool
     if not only or not all(isinstance(o, str) and o.strip() for o in only):
@@ -516,11 +543,9 @@ def main(argv: list[str] | None = None) -> None:
             if any(n not in REGIME_CHAPTERS for n in names):
                 prebuild(args.profile, Path(args.runs).resolve(), real, args.workers)
             if any(n in REGIME_CHAPTERS for n in names):
-                from .regime import prebuild_regime
-
                 prebuild_regime(args.profile, Path(args.runs).resolve(), args.workers)
         run_notebooks(args.profile, Path(args.runs), tmp, names, real=real)
-        if names != NOTEBOOKS:  # a part of the book: the other executed chapters stay as they are
+        if names != list(chapters()):  # a part of the book: the other executed chapters stay as they are
             out_dir.mkdir(parents=True, exist_ok=True)
             for name in names:
                 executed = Path(name).with_suffix(".ipynb").name

@@ -69,7 +69,7 @@ def _cell_index(cells) -> pd.MultiIndex:
 def style_regime_cells(summary: pd.DataFrame, quantities: list[str], labels: dict[str, str]):
     """The regime map as one row per cell (weak width, eps), one column per quantity: "mean [95% CI]"; differences
     whose interval excludes 0 in bold."""
-    from .regime import is_difference
+    from .evaluation import is_difference
 
     part = summary[summary.quantity.isin(quantities)]
     cells = part.pivot_table(index=["weak_size", "eps"], columns="quantity", values="mean").index

@@ -14,7 +14,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from congkit.study import NOTEBOOKS, REPO, build_book, run_notebooks
+from congkit.study import REPO, build_book, chapters, run_notebooks
+
+NOTEBOOKS = chapters()
 
 pytestmark = pytest.mark.slow
 NOISE = [r"it/s\]", r"examples/s", r"\d+%\|", "Warning", r"\[congkit\]", "Loading weights", "/tmp/", "/root/", "/work/"]
