@@ -44,22 +44,65 @@ def _row(method: str, seed: int, metric: str, value: float, eps: float = math.na
     return dict(method=method, seed=seed, eps=float(eps), alpha=float(alpha), metric=metric, value=float(value))
 
 
-def evaluation_rows(method: str, seed: int, eps: float, result: dict, reference: dict) -> list[dict]:
-    """One model's evaluation (`Pipeline.evaluate`) as tidy rows; `reference` is the strong base's, for win rates."""
-    metrics = {"reward": float(np.mean(result["scores"])), "length": float(np.mean(result["lengths"]))}
-    for channel in ("r_pref", "r_cap"):
-        if channel in result:
-            metrics[channel] = float(np.mean(result[channel]))
+@dataclass(frozen=True)
+class Metric:
+    """A per-model metric: its name in the results table, its label in the book, whether higher is better (None:
+    neither, e.g. length), and how it is computed from one model's evaluation (`measure.evaluate_model`) and the
+    strong base's (`compute(result, reference)`, None when the evaluation lacks what it needs). `compute=None`: derived
+    later from the whole table (the PGRs, `pgr_rows`)."""
+
+    name: str
+    label: str
+    higher_is_better: bool | None
+    compute: Callable[[dict, dict], float | None] | None = None
+
+
+def _mean(key: str) -> Callable[[dict, dict], float | None]:
+    return lambda result, reference: float(np.mean(result[key])) if key in result else None
+
+
+def _value(key: str) -> Callable[[dict, dict], float | None]:
+    return lambda result, reference: float(result[key]) if key in result else None
+
+
+def _win_rate(result: dict, reference: dict) -> float:
     key = "r_pref" if "r_pref" in result and "r_pref" in reference else "scores"
-    metrics["win_rate"] = win_rate(result[key], reference[key])
-    for name in ("heldout_accuracy", "heldout_answer_logprob", "mc_accuracy"):
-        if name in result:
-            metrics[name] = result[name]
-    if "heldout_accuracy" in result and reference.get("heldout_accuracy"):
-        metrics["retention"] = result["heldout_accuracy"] / reference["heldout_accuracy"]
-    elif "mc_accuracy" in result and reference.get("mc_accuracy"):
-        metrics["retention"] = result["mc_accuracy"] / reference["mc_accuracy"]
-    return [_row(method, seed, k, v, eps=eps) for k, v in metrics.items()]
+    return win_rate(result[key], reference[key])
+
+
+def _retention(result: dict, reference: dict) -> float | None:
+    for key in ("heldout_accuracy", "mc_accuracy"):
+        if key in result and reference.get(key):
+            return result[key] / reference[key]
+    return None
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("r_pref", "R_pref", True, _mean("r_pref")),
+    Metric("win_rate", "win rate vs strong base", True, _win_rate),
+    Metric("r_cap", "R_cap (correct rate)", True, _mean("r_cap")),
+    Metric("pgr", "PGR from π_r", True),
+    Metric("pgr_strong", "PGR from strong base", True),
+    Metric("heldout_accuracy", "held-out family accuracy", True, _value("heldout_accuracy")),
+    Metric("heldout_answer_logprob", "held-out answer log-prob", True, _value("heldout_answer_logprob")),
+    Metric("mc_accuracy", "multiple-choice accuracy", True, _value("mc_accuracy")),
+    Metric("retention", "capability retention", True, _retention),
+    Metric("length", "length (chars)", None, _mean("lengths")),
+    Metric("reward", "r*", True, _mean("scores")),
+)
+METRIC = {m.name: m for m in METRICS}
+CAPABILITY_METRICS = ("r_cap", "heldout_accuracy", "mc_accuracy")  # what can show a capability loss, best first
+
+
+def evaluation_rows(method: str, seed: int, eps: float, result: dict, reference: dict) -> list[dict]:
+    """One model's evaluation as tidy rows, one per `METRICS` entry it can be computed for; `reference` is the
+    strong base's evaluation (win rates, retention)."""
+    rows = []
+    for metric in METRICS:
+        value = metric.compute(result, reference) if metric.compute is not None else None
+        if value is not None:
+            rows.append(_row(method, seed, metric.name, value, eps=eps))
+    return rows
 
 
 def is_difference(quantity: str) -> bool:
@@ -225,13 +268,22 @@ def _t_pvalue(diffs: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Condition:
-    """A precondition of a fair test: per-seed values from the results table, the range they must lie in."""
+    """A precondition of a fair test: its id (what claims name), its description, the range its mean over seeds
+    must lie in, per-seed values from the results table, and the metrics it reads (`needs`): without them (e.g. a
+    reward-model judge has no R_cap) it is not applicable, which blocks no claim."""
 
+    id: str
     name: str
-    required: str
     low: float
     high: float
     per_seed: Callable[[pd.DataFrame], pd.Series | np.ndarray | float]
+    needs: tuple[str, ...] = ()
+
+    @property
+    def required(self) -> str:
+        if self.high == math.inf:
+            return f">= {self.low:g}"
+        return f"<= {self.high:g}" if self.low == -math.inf else f"{self.low:g} - {self.high:g}"
 
 
 def _clean(table: pd.DataFrame) -> float:
@@ -261,45 +313,60 @@ def smallest_detectable_effect(table: pd.DataFrame, metric: str = "r_pref") -> f
     return float(np.median(widths)) if widths and np.isfinite(widths).all() else math.nan
 
 
-def _probe(attribute: str) -> Condition:
-    return Condition(f"attribute probe: {attribute}", ">= 0.9", 0.9, math.inf,
-                     lambda t: per_seed(t, "weak_pair", f"probe:{attribute}"))  # fmt: skip
+def _gap(a: str, b: str, metric: str = "r_pref") -> Callable[[pd.DataFrame], pd.Series]:
+    return lambda t: pd.Series(paired_differences(_r(t, a, metric), _r(t, b, metric)))
+
+
+def _pair_metric(metric: str) -> Callable[[pd.DataFrame], pd.Series]:
+    return lambda t: per_seed(t, "weak_pair", metric)
+
+
+CONDITIONS: tuple[Condition, ...] = (
+    Condition("ranking_spearman", "Spearman(implicit reward, R_pref) within pi_r's samples, per prompt", 0.5, math.inf,
+              _pair_metric("spearman_within_pi_r"), ("spearman_within_pi_r",)),
+    Condition("ranking_best_of_k", "best-of-k by implicit reward: share of the oracle best-of-k R_pref gain", 0.5,
+              math.inf, _pair_metric("best_of_k_recovery"), ("best_of_k_recovery",)),
+    Condition("headroom", "share of the R_pref headroom (weak base -> 1) that pi_r captures", 0.3, 0.7, _headroom,
+              ("r_pref",)),
+    Condition("strong_capability", "strong base correct rate (R_cap)", 0.8, math.inf,
+              lambda t: _r(t, "strong_base", "r_cap"), ("r_cap",)),
+    Condition("capability_gap", "strong base minus weak base correct rate", 0.3, math.inf,
+              _gap("strong_base", "weak_base", "r_cap"), ("r_cap",)),
+    Condition("ceiling_vs_weak", "gold ceiling minus weak aligned (R_pref)", 0.15, math.inf,
+              _gap("gold", "weak_aligned"), ("r_pref",)),
+    Condition("ceiling_vs_strong", "gold ceiling minus strong base (R_pref)", 0.10, math.inf,
+              _gap("gold", "strong_base"), ("r_pref",)),
+    Condition("detectable_effect", "smallest detectable paired effect on R_pref (95% CI half-width)", -math.inf, 0.01,
+              smallest_detectable_effect, ("r_pref",)),
+)  # fmt: skip
+PROBE = "probe"  # the group id of the attribute probes: one condition "probe:<attribute>" per probed attribute
 
 
 def conditions_for(table: pd.DataFrame) -> list[Condition]:
+    """`CONDITIONS`, preceded by one attribute-probe condition per attribute the table has probes for."""
     probes = sorted({m.split(":", 1)[1] for m in table.metric.unique() if m.startswith("probe:")})
-    return [_probe(a) for a in probes] + [
-        Condition("Spearman(implicit reward, R_pref) within pi_r's samples, per prompt", ">= 0.5", 0.5, math.inf,
-                  lambda t: per_seed(t, "weak_pair", "spearman_within_pi_r")),
-        Condition("best-of-k by implicit reward: share of the oracle best-of-k R_pref gain", ">= 0.5", 0.5, math.inf,
-                  lambda t: per_seed(t, "weak_pair", "best_of_k_recovery")),
-        Condition("share of the R_pref headroom (weak base -> 1) that pi_r captures", "0.3 - 0.7", 0.3, 0.7, _headroom),
-        Condition("strong base correct rate (R_cap)", ">= 0.8", 0.8, math.inf, lambda t: _r(t, "strong_base", "r_cap")),
-        Condition("strong base minus weak base correct rate", ">= 0.3", 0.3, math.inf,
-                  lambda t: pd.Series(paired_differences(_r(t, "strong_base", "r_cap"), _r(t, "weak_base", "r_cap")))),
-        Condition("gold ceiling minus weak aligned (R_pref)", ">= 0.15", 0.15, math.inf,
-                  lambda t: pd.Series(paired_differences(_r(t, "gold"), _r(t, "weak_aligned")))),
-        Condition("gold ceiling minus strong base (R_pref)", ">= 0.10", 0.10, math.inf,
-                  lambda t: pd.Series(paired_differences(_r(t, "gold"), _r(t, "strong_base")))),
-        Condition("smallest detectable paired effect on R_pref (95% CI half-width)", "<= 0.01", -math.inf, 0.01,
-                  smallest_detectable_effect),
-    ]  # fmt: skip
+    return [Condition(f"{PROBE}:{a}", f"attribute probe: {a}", 0.9, math.inf, _pair_metric(f"probe:{a}"),
+                      (f"probe:{a}",)) for a in probes] + list(CONDITIONS)  # fmt: skip
 
 
 def preconditions(table: pd.DataFrame, config=None) -> pd.DataFrame:
-    """The preconditions table: condition, required, measured (mean over seeds), ci_low, ci_high, met.
+    """The preconditions table: id, condition, required, measured (mean over seeds), ci_low, ci_high, met, applicable.
 
-    `met` judges the mean over seeds against the requirement; a condition that cannot be measured is not met."""
+    `met` judges the mean over seeds against the requirement; a condition that cannot be measured is not met; one
+    whose metrics the table lacks (the judge has no such channel) is not applicable (and not met)."""
     rows = []
     for c in conditions_for(table):
-        values = c.per_seed(table)
+        applicable = all((table.metric == m).any() for m in c.needs)
+        values = c.per_seed(table) if applicable else math.nan
         if np.isscalar(values):
             mean, lo, hi = float(values), math.nan, math.nan
         else:
             mean, lo, hi = mean_ci(np.asarray(values, dtype=float))
-        met = bool(np.isfinite(mean) and c.low <= mean <= c.high)
-        rows.append(dict(condition=c.name, required=c.required, measured=mean, ci_low=lo, ci_high=hi, met=met))
-    return pd.DataFrame(rows, columns=["condition", "required", "measured", "ci_low", "ci_high", "met"])
+        met = bool(applicable and np.isfinite(mean) and c.low <= mean <= c.high)
+        rows.append(dict(id=c.id, condition=c.name, required=c.required, measured=mean, ci_low=lo, ci_high=hi,
+                         met=met, applicable=applicable))  # fmt: skip
+    return pd.DataFrame(rows, columns=["id", "condition", "required", "measured", "ci_low", "ci_high", "met",
+                                       "applicable"])  # fmt: skip
 
 
 # --- the pre-registered verdicts ----------------------------------------------------------------------------------
@@ -326,10 +393,16 @@ def holm_intervals(diffs: dict[str, np.ndarray], confidence: float = CONFIDENCE)
 
 @dataclass(frozen=True)
 class Claim:
+    """A pre-registered claim: its text, its rule (a template filled from the run's settings: {alpha}, {margin},
+    {eps_low}, {eps_high}, {capability}), the ids of the preconditions a fair test needs (`CONDITIONS`; "probe" names
+    every attribute probe), the metrics it needs at least one of (`needs_any`: without them it is untestable here,
+    e.g. a capability claim under a judge with no capability channel), and its decision."""
+
     claim: str
     rule: str
-    conditions: tuple[str, ...]  # condition names (prefixes) that must be met for a fair test
+    conditions: tuple[str, ...]
     decide: Callable  # (table, config) -> (verdict, estimate, ci_low, ci_high)
+    needs_any: tuple[str, ...] = ("r_pref",)
 
 
 def _claim1(table, config):
@@ -349,6 +422,12 @@ def _claim2(table, config):
     return (verdict, *out["r_pref"])
 
 
+def capability_metrics(table: pd.DataFrame) -> list[str]:
+    """The capability metrics the table has (`CAPABILITY_METRICS` order): R_cap with the world's judge, held-out or
+    multiple-choice accuracy with a reward model."""
+    return [m for m in CAPABILITY_METRICS if (table.metric == m).any()]
+
+
 def _claim3(ours):
     def decide(table, config):
         eps = _clean(table)
@@ -356,15 +435,12 @@ def _claim3(ours):
                  for b in BASELINES}  # fmt: skip
         holm = holm_intervals(diffs)
         best = max(BASELINES, key=lambda b: metric_mean(table, b, "r_pref", eps))
-        cap = mean_ci(paired_differences(per_seed(table, ours, "r_cap", eps), per_seed(table, best, "r_cap", eps)))
-        pref = [three_way(lo, hi) for _, lo, hi in holm.values()]
-        cap_verdict = three_way(cap[1], cap[2], -NON_INFERIORITY_MARGIN)
-        if all(v == HOLDS for v in pref) and cap_verdict == HOLDS:
-            verdict = HOLDS
-        elif DOES_NOT_HOLD in pref or cap_verdict == DOES_NOT_HOLD:
-            verdict = DOES_NOT_HOLD
-        else:
-            verdict = INCONCLUSIVE
+        verdicts_ = [three_way(lo, hi) for _, lo, hi in holm.values()]
+        for metric in capability_metrics(table)[:1]:  # the capability guard, where the judge or setting has one
+            cap = mean_ci(paired_differences(per_seed(table, ours, metric, eps), per_seed(table, best, metric, eps)))
+            verdicts_.append(three_way(cap[1], cap[2], -NON_INFERIORITY_MARGIN))
+        verdict = (HOLDS if all(v == HOLDS for v in verdicts_)
+                   else DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts_ else INCONCLUSIVE)  # fmt: skip
         return (verdict, *holm[best])
 
     return decide
@@ -373,17 +449,19 @@ def _claim3(ours):
 def _claim4(table, config):
     eps = _clean(table)
     results = [mean_ci(paired_differences(per_seed(table, "cong", m, eps), per_seed(table, "weaksft", m, eps)))
-               for m in ("r_cap", "heldout_accuracy") if (table.metric == m).any()]  # fmt: skip
-    if not results:
-        return INCONCLUSIVE, math.nan, math.nan, math.nan
+               for m in capability_metrics(table)]  # fmt: skip
     verdicts_ = [three_way(lo, hi, -NON_INFERIORITY_MARGIN) for _, lo, hi in results]
     verdict = HOLDS if all(v == HOLDS for v in verdicts_) else DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts_ else INCONCLUSIVE
     worst = min(results, key=lambda r: r[1] if np.isfinite(r[1]) else r[0])
     return (verdict, *worst)
 
 
+def _noise_levels(table: pd.DataFrame) -> list[float]:
+    return sorted(_models(table).eps.dropna().unique())
+
+
 def _claim5(table, config):
-    levels = sorted(_models(table).eps.dropna().unique())
+    levels = _noise_levels(table)
     if len(levels) < 2:
         return INCONCLUSIVE, math.nan, math.nan, math.nan
     lo_eps, hi_eps = levels[0], levels[-1]
@@ -396,53 +474,80 @@ def _claim5(table, config):
     return verdict, mean, lo, hi
 
 
-RANKING = ("attribute probe", "Spearman", "best-of-k", "share of the R_pref headroom")
-CEILING = ("gold ceiling minus weak aligned", "gold ceiling minus strong base", "smallest detectable")
-CAPABILITY = ("strong base correct rate", "strong base minus weak base")
+RANKING = (PROBE, "ranking_spearman", "ranking_best_of_k", "headroom")
+CEILING = ("ceiling_vs_weak", "ceiling_vs_strong", "detectable_effect")
+CAPABILITY = ("strong_capability", "capability_gap")
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("1. the weak pair's implicit reward correlates with the preference reward",
           "per prompt, Spearman(implicit reward, R_pref) among pi_r's own samples; mean over prompts per seed; holds if "
           "the 95% t-interval over seeds lies above 0, does not hold if below, else inconclusive",
-          ("share of the R_pref headroom",), _claim1),
+          ("headroom",), _claim1),
     Claim("2. CD samples beat naive pi_r samples on implicit reward and R_pref",
-          "at the alpha fixed in the config (0.5): paired 95% intervals over seeds of CD minus naive, on the implicit "
-          "reward and on R_pref; holds if both lie above 0, does not hold if either lies below 0, else inconclusive "
-          "(estimate shown: R_pref)",
-          ("attribute probe", "share of the R_pref headroom"), _claim2),
+          "at the alpha fixed in the config ({alpha}): paired 95% intervals over seeds of CD minus naive, on the "
+          "implicit reward and on R_pref; holds if both lie above 0, does not hold if either lies below 0, else "
+          "inconclusive (estimate shown: R_pref)",
+          (PROBE, "headroom"), _claim2),
     Claim("3a. ConG beats the best baseline (WeakSFT, AuxConf, WSPO)",
           "ConG minus each baseline on R_pref, paired over seeds, Holm-corrected intervals over the 3 baselines; holds "
-          "if all lie above 0 and ConG's R_cap minus the best baseline's has its 95% interval above -0.02; does not "
-          "hold if any R_pref interval lies below 0 or the R_cap interval below -0.02; else inconclusive (estimate: vs "
-          "the best baseline)",
+          "if all lie above 0 and {capability}; does not hold if any R_pref interval lies below 0 or the capability "
+          "interval below -{margin}; else inconclusive (estimate: vs the best baseline)",
           RANKING + CEILING, _claim3("cong")),
     Claim("3b. ConG-S beats the best baseline (WeakSFT, AuxConf, WSPO)", "as 3a, for ConG-S",
           RANKING + CEILING, _claim3("cong_s")),
     Claim("4. capabilities are preserved (ConG vs WeakSFT)",
-          "ConG minus WeakSFT on R_cap (eval prompts) and on held-out-family accuracy, paired 95% intervals; holds if "
-          "both lie above -0.02 (non-inferior), does not hold if either lies below -0.02, else inconclusive (estimate: "
-          "the less favourable of the two)",
-          CAPABILITY + ("smallest detectable",), _claim4),
+          "ConG minus WeakSFT on each capability metric ({capability_metrics}), paired 95% intervals; holds if all lie "
+          "above -{margin} (non-inferior), does not hold if any lies below -{margin}, else inconclusive (estimate: the "
+          "less favourable)",
+          CAPABILITY + ("detectable_effect",), _claim4, needs_any=CAPABILITY_METRICS),
     Claim("5. ConG is more robust to label noise than WeakSFT",
-          "drop in R_pref from the cleanest to the noisiest weak labels (eps 0 -> 0.4), per seed; ConG's drop minus "
-          "WeakSFT's, paired 95% interval; holds if it lies below 0, does not hold if above 0, else inconclusive",
+          "drop in R_pref from the cleanest to the noisiest weak labels (eps {eps_low} -> {eps_high}), per seed; ConG's "
+          "drop minus WeakSFT's, paired 95% interval; holds if it lies below 0, does not hold if above 0, else "
+          "inconclusive",
           RANKING + CEILING, _claim5),
 )  # fmt: skip
 
 
+def _check_registries() -> None:
+    """Every id a claim names is a precondition's (a typo would silently drop a gate)."""
+    known = {c.id for c in CONDITIONS} | {PROBE}
+    for claim in CLAIMS:
+        unknown = set(claim.conditions) - known
+        if unknown:
+            raise ValueError(f"claim {claim.claim!r} names unknown precondition id(s) {sorted(unknown)}")
+
+
+_check_registries()
+
+
+def rule_text(claim: Claim, table: pd.DataFrame, config=None) -> str:
+    """The claim's rule with this run's numbers filled in."""
+    levels = _noise_levels(table) or [math.nan]
+    caps = capability_metrics(table)
+    capability = (f"its {caps[0]} minus the best baseline's has its 95% interval above -{NON_INFERIORITY_MARGIN:g}"
+                  if caps else "(no capability metric: judged on R_pref alone)")  # fmt: skip
+    return claim.rule.format(alpha=config.cd_alpha if config is not None else 0.5, margin=f"{NON_INFERIORITY_MARGIN:g}",
+                             eps_low=f"{levels[0]:g}", eps_high=f"{levels[-1]:g}", capability=capability,
+                             capability_metrics=", ".join(caps) or "none")  # fmt: skip
+
+
 def verdicts(table: pd.DataFrame, conditions: pd.DataFrame | None = None, config=None) -> pd.DataFrame:
-    """One three-way verdict per claim (holds / does not hold / inconclusive), or "untestable here" when one of the
-    claim's preconditions is not met. Columns: claim, verdict, estimate, ci_low, ci_high, rule, unmet."""
+    """One three-way verdict per claim (holds / does not hold / inconclusive), or "untestable here" when the table
+    lacks every metric the claim needs (said why) or one of its applicable preconditions is not met. Columns: claim,
+    verdict, estimate, ci_low, ci_high, rule, unmet."""
     conditions = preconditions(table, config) if conditions is None else conditions
     rows = []
     for c in CLAIMS:
-        verdict, estimate, lo, hi = c.decide(table, config)
-        needed = conditions[conditions.condition.str.startswith(c.conditions)]
-        unmet = list(needed.condition[~needed.met])
-        if unmet:
-            verdict = UNTESTABLE
-        rows.append(dict(claim=c.claim, verdict=verdict, estimate=estimate, ci_low=lo, ci_high=hi, rule=c.rule,
-                         unmet="; ".join(unmet)))  # fmt: skip
+        needed = conditions[conditions.id.apply(lambda i, ids=c.conditions: i in ids or i.split(":")[0] in ids)]
+        unmet = list(needed.condition[needed.applicable & ~needed.met])
+        if not any((table.metric == m).any() for m in c.needs_any):
+            verdict, estimate, lo, hi = UNTESTABLE, math.nan, math.nan, math.nan
+            unmet = [f"the judge has no channel for {' / '.join(c.needs_any)} and the setting no held-out set"]
+        else:
+            verdict, estimate, lo, hi = c.decide(table, config)
+            verdict = UNTESTABLE if unmet else verdict
+        rows.append(dict(claim=c.claim, verdict=verdict, estimate=estimate, ci_low=lo, ci_high=hi,
+                         rule=rule_text(c, table, config), unmet="; ".join(unmet)))  # fmt: skip
     return pd.DataFrame(rows)
 
 

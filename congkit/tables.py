@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-HEADERS = {
-    "r_pref": "R_pref",
-    "win_rate": "win rate vs strong base",
-    "r_cap": "R_cap (correct rate)",
-    "pgr": "PGR from π_r",
-    "pgr_strong": "PGR from strong base",
-    "heldout_accuracy": "held-out family accuracy",
-    "length": "length (chars)",
-    "reward": "r*",
-}
-HIGHER_IS_BETTER = {"r_pref", "win_rate", "r_cap", "pgr", "pgr_strong", "heldout_accuracy", "reward"}
+from . import evaluation
+
+
+def header(metric: str) -> str:
+    """A metric's label, from its registry entry (`congkit.evaluation.METRICS`)."""
+    return next((m.label for m in evaluation.METRICS if m.name == metric), metric)
+
+
+def higher_is_better(metric: str) -> bool:
+    return any(m.name == metric and m.higher_is_better for m in evaluation.METRICS)
+
 TRAINED = ("WeakSFT", "AuxConf", "WSPO", "ConG-S", "ConG")  # the rows among which "best" is marked
 
 
@@ -22,19 +22,19 @@ def style_main_table(main: pd.DataFrame, n_seeds: int) -> pd.io.formats.style.St
     """`evaluation.main_table` (metric x (mean, ±95%) columns) as one cell per metric, "mean ±half-width" kept on one
     line, readable headers, and the best of the five weak-to-strong methods per metric in bold."""
     metrics = list(main.columns.get_level_values(0).unique())
-    cells = pd.DataFrame(index=main.index, columns=[HEADERS.get(m, m) for m in metrics], dtype=object)
+    cells = pd.DataFrame(index=main.index, columns=[header(m) for m in metrics], dtype=object)
     for metric in metrics:
         mean, half = main[(metric, "mean")], main[(metric, "±95%")]
-        cells[HEADERS.get(metric, metric)] = [
+        cells[header(metric)] = [
             "" if pd.isna(m) else f"{m:.3f}" + ("" if pd.isna(h) else f"\u00a0±{h:.3f}") for m, h in zip(mean, half)
         ]
     styler = cells.style.set_properties(**{"white-space": "nowrap", "font-size": "0.9em"})
     for metric in metrics:
-        if metric in HIGHER_IS_BETTER:
+        if higher_is_better(metric):
             rows = [r for r in TRAINED if r in main.index and pd.notna(main.loc[r, (metric, "mean")])]
             if rows:
                 best = max(rows, key=lambda r: main.loc[r, (metric, "mean")])
-                styler = styler.set_properties(subset=pd.IndexSlice[[best], [HEADERS.get(metric, metric)]],
+                styler = styler.set_properties(subset=pd.IndexSlice[[best], [header(metric)]],
                                                **{"font-weight": "bold"})  # fmt: skip
     caption = (f"Mean over {n_seeds} seeds ± 95% t-interval half-width, eps = 0. Bold: the best of the five "
                "weak-to-strong methods in each column.")  # fmt: skip

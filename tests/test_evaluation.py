@@ -221,3 +221,49 @@ def test_summarise_and_main_table():
     assert list(main.index)[:3] == ["weak base (π_ref)", "weak aligned (π_r)", "strong base"]
     assert main.loc["ConG", ("r_pref", "mean")] == pytest.approx(hit["mean"])
     assert main.loc["ConG", ("r_pref", "±95%")] == pytest.approx((hit.ci_high - hit.ci_low) / 2)
+
+
+def test_a_judge_without_a_capability_channel_makes_the_capability_claim_untestable_not_false():
+    """A reward-model judge: no R_cap and no held-out set. Claim 4 is untestable here, saying why; claim 3 is judged
+    on R_pref alone (and can hold); the R_cap preconditions are not applicable and block nothing."""
+    table = study_table()
+    table = table[~table.metric.isin(["r_cap", "heldout_accuracy"])]
+    conditions = preconditions(table)
+    capability = conditions[conditions.id.isin(["strong_capability", "capability_gap"])]
+    assert not capability.applicable.any() and conditions[conditions.applicable].met.all()
+    v = verdicts(table, conditions, smoke_pipeline_config()).set_index("claim")
+    four = v.loc[v.index.str.startswith("4.")].iloc[0]
+    assert four.verdict == UNTESTABLE and "no channel for r_cap / heldout_accuracy / mc_accuracy" in four.unmet
+    three = v.loc[v.index.str.startswith("3a.")].iloc[0]
+    assert three.verdict == HOLDS and "judged on R_pref alone" in three.rule
+
+
+def test_rule_texts_are_filled_from_the_run():
+    config = smoke_pipeline_config()
+    config.cd_alpha = 0.3
+    table = study_table()
+    table.loc[table.eps == 0.4, "eps"] = 0.2
+    rules = verdicts(table, config=config).set_index(verdicts(table, config=config).claim.str.split(".").str[0]).rule
+    assert "(0.3)" in rules["2"] and "eps 0 -> 0.2" in rules["5"] and "-0.02" in rules["4"]
+    assert "{" not in "".join(rules)
+
+
+def test_a_claim_naming_an_unknown_precondition_is_refused(monkeypatch):
+    from congkit import evaluation
+
+    typo = evaluation.Claim("x", "rule", ("ranking_spearmann",), lambda t, c: None)
+    monkeypatch.setattr(evaluation, "CLAIMS", (*evaluation.CLAIMS, typo))
+    with pytest.raises(ValueError, match=r"unknown precondition id\(s\) \['ranking_spearmann'\]"):
+        evaluation._check_registries()
+
+
+def test_a_metric_is_one_registry_entry(monkeypatch):
+    """Adding a metric: one `Metric` entry; evaluation rows and the book's table headers follow."""
+    from congkit import evaluation, tables
+
+    extra = evaluation.Metric("short", "share of short answers", True, lambda r, ref: float(np.mean(
+        [[n < 5 for n in row] for row in r["lengths"]])))  # fmt: skip
+    monkeypatch.setattr(evaluation, "METRICS", (*evaluation.METRICS, extra))
+    rows = evaluation.evaluation_rows("cong", 0, 0.0, {"scores": [[1.0]], "lengths": [[3, 9]]}, {"scores": [[0.5]]})
+    assert {r["metric"]: r["value"] for r in rows}["short"] == 0.5
+    assert tables.header("short") == "share of short answers" and tables.higher_is_better("short")
