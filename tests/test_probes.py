@@ -6,8 +6,14 @@ folder and corrupt stages on the smoke world in test_stages.py; two concurrent p
 release-compatible CD step in test_decoding.py.)
 """
 
+import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -267,3 +273,159 @@ def test_the_quiet_environment_is_the_kernels_not_the_callers(monkeypatch):
     with study.quiet_environment():
         assert os.environ["PYTHONWARNINGS"] == "ignore" and os.environ["CONGKIT_QUIET"] == "1"
     assert os.environ["PYTHONWARNINGS"] == "default" and "CONGKIT_QUIET" not in os.environ
+
+
+# --- nothing lost, nothing stale (issue: the CLI never replaces what it did not write; artifacts fully verified) ------
+
+
+def _generate_argv(saved_model, prompts_folder, output, *extra):
+    return ["generate", "--expert", str(saved_model), "--prompts", str(prompts_folder), "--output", str(output),
+            "--max-new-tokens", "3", *extra]  # fmt: skip
+
+
+def test_cli_never_replaces_what_it_did_not_write(tmp_path, saved_model, prompts_folder):
+    folder = tmp_path / "runs"
+    (folder / "stage").mkdir(parents=True)
+    (folder / "stage" / "keep.txt").write_text("precious")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    for target, match in ((folder, "was not written by `congkit.cli generate`"), (a_file, "is an existing file")):
+        for extra in ((), ("--overwrite",)):
+            with pytest.raises(SystemExit, match=match):
+                cli.main(_generate_argv(saved_model, prompts_folder, target, *extra))
+    assert (folder / "stage" / "keep.txt").read_text() == "precious" and a_file.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "notes.txt", "prompts", "runs"]  # nothing beside
+
+
+def test_cli_replaces_its_own_output_only_with_overwrite(tmp_path, saved_model, prompts_folder):
+    out = tmp_path / "cd"
+    cli.main(_generate_argv(saved_model, prompts_folder, out))
+    mark = json.loads((out / ".congkit-cli.json").read_text())
+    assert mark["command"] == "generate" and load_saved_dataset(out).column_names == ["prompt", "completion"]
+    with pytest.raises(SystemExit, match="pass --overwrite to replace it"):
+        cli.main(_generate_argv(saved_model, prompts_folder, out))
+    with pytest.raises(SystemExit, match="was not written by `congkit.cli train`"):
+        cli.main(["train", "--method", "sft", "--model", str(saved_model), "--data", str(prompts_folder),
+                  "--output", str(out), "--overwrite"])  # fmt: skip
+    cli.main(_generate_argv(saved_model, prompts_folder, out, "--overwrite", "--seed", "3"))
+    assert json.loads((out / ".congkit-cli.json").read_text())["arguments"]["seed"] == 3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial or old copy left
+
+
+def test_cli_refuses_zero_epochs_and_non_text_completions(tmp_path, saved_model, capsys):
+    Dataset.from_dict({"prompt": ["a", "b"], "completion": [1, 2]}).save_to_disk(str(tmp_path / "ints"))
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--method", "sft", "--model", str(saved_model), "--data", str(tmp_path / "ints"),
+                  "--output", str(tmp_path / "o"), "--epochs", "0"])  # fmt: skip
+    assert "argument --epochs: invalid number > 0 value: '0'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="column 'completion' must hold text"):
+        cli.main(["train", "--method", "sft", "--model", str(saved_model), "--data", str(tmp_path / "ints"),
+                  "--output", str(tmp_path / "o")])  # fmt: skip
+
+
+def test_a_file_added_to_a_finished_artifact_is_named_and_the_artifact_rebuilt(tmp_path, capsys):
+    from congkit.cache import artifacts, main
+
+    path = build_once(tmp_path / "stage" / "abc", lambda tmp: (tmp / "data.txt").write_text("x"),
+                      meta={"stage": "stage", "summary": "stage seed=0"})  # fmt: skip
+    (path / "cache-1234.arrow").write_bytes(b"written later")
+    assert verify(path) == [f"{path / 'cache-1234.arrow'}: not in the manifest (written after the artifact was finished)"]
+    assert main(["verify", str(tmp_path)]) == 1
+    assert "cache-1234.arrow: not in the manifest" in capsys.readouterr().out
+    assert [(r["summary"], r["intact"]) for r in artifacts(tmp_path)] == [("stage seed=0", False)]
+    with pytest.warns(UserWarning, match="cache-1234.arrow: not in the manifest"):
+        build_once(path, lambda tmp: (tmp / "data.txt").write_text("x"), meta={"stage": "stage",
+                                                                              "summary": "stage seed=0"})  # fmt: skip
+    assert not (path / "cache-1234.arrow").exists() and verify(path) == []
+    main(["ls", str(tmp_path)])
+    assert "stage/abc  stage seed=0  (2 files" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--only", ""], "--only needs at least one non-empty notebook name prefix"),
+        (["--only"], "--only needs at least one non-empty notebook name prefix"),
+        (["--profile", "smoke", "--real", '{"weak_model": "x"}'], "--real is given but profile 'smoke' ignores it"),
+    ],
+)
+def test_study_arguments_that_would_mean_something_else_are_refused(fake_repo, capsys, argv, match):
+    with pytest.raises(SystemExit):
+        study.main(argv)
+    assert match in capsys.readouterr().err
+
+
+def test_study_runs_that_is_a_file_is_named(fake_repo, tmp_path, capsys):
+    (tmp_path / "runs.txt").write_text("")
+    with pytest.raises(SystemExit):
+        study.main(["--runs", str(tmp_path / "runs.txt"), "--no-book"])
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_killed_runs_leftovers_are_removed_and_a_live_runs_kept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # fmt: skip
+    (tmp_path / f".notebooks-tmp-{dead}-abcd1234").mkdir()
+    (tmp_path / f".notebooks-tmp-{os.getpid()}-abcd1234").mkdir()
+    removed = study.remove_dead_runs_leftovers(tmp_path)
+    assert [p.name for p in removed] == [f".notebooks-tmp-{dead}-abcd1234"]
+    assert [p.name for p in tmp_path.iterdir()] == [f".notebooks-tmp-{os.getpid()}-abcd1234"]
+
+
+@pytest.mark.parametrize("injected, match", [({"alpah": 0.3}, r"unknown parameter\(s\) \['alpah'\]"),
+                                             ({"real": "x"}, "parameter real must be a dict")])  # fmt: skip
+def test_a_chapter_given_an_unknown_parameter_fails_at_its_first_cell(injected, match):
+    """As papermill runs it: the parameters cell, then the injected one ("# Parameters"), then the setup cell."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_cell('profile: str = "smoke"\nruns_dir: str = ""\nalpha: float = 0.5\nreal: dict = {}\n',
+                       store_history=True)  # fmt: skip
+        shell.run_cell("# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in injected.items()), store_history=True)
+        result = shell.run_cell("from congkit.study import check_notebook_parameters\n"
+                                "check_notebook_parameters(profile, runs_dir, None, real, alpha=alpha)",
+                                store_history=True)  # fmt: skip
+        assert isinstance(result.error_in_exec, (ValueError, TypeError))
+        assert re.search(match, str(result.error_in_exec))
+    finally:
+        InteractiveShell.clear_instance()
+
+
+WATCHED_WORKER = """
+import os, sys, time
+from congkit.workers import run_in_workers
+
+def job(seconds):
+    print(os.getpid(), flush=True)
+    time.sleep(seconds)
+    return seconds
+
+if __name__ == "__main__":
+    print("parent", os.getpid(), flush=True)
+    run_in_workers(job, [120, 120], 2, lambda d, t, r: "done")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_", [signal.SIGKILL, signal.SIGTERM])
+def test_build_workers_die_with_their_parent(tmp_path, signal_):
+    script = tmp_path / "run.py"
+    script.write_text(WATCHED_WORKER)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    lines = [parent.stdout.readline().strip() for _ in range(3)]  # the parent, then each worker's pid
+    workers = [int(line) for line in lines[1:]]
+    parent.send_signal(signal_)
+    parent.wait(timeout=30)
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_running(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not any(_running(pid) for pid in workers), "a worker outlived its parent"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -56,7 +57,8 @@ def test_smoke_pipeline_produces_every_method_and_metric(smoke_run):
     saved = pd.read_csv(pipe.root / "results.csv")
     assert len(saved) == len(table)
     conditions, verdict_table = (pd.read_csv(pipe.root / f"{n}.csv") for n in ("preconditions", "verdicts"))
-    assert list(conditions.columns) == ["condition", "required", "measured", "ci_low", "ci_high", "met"]
+    assert list(conditions.columns) == ["id", "condition", "required", "measured", "ci_low", "ci_high", "met",
+                                        "applicable"]  # fmt: skip
     assert len(conditions) == 12 and len(verdict_table) == 6
     assert set(verdict_table.verdict) <= {"holds", "does not hold", "inconclusive", "untestable here"}
     # one seed: no interval, so nothing is detectable, and every claim that needs it is untestable
@@ -110,17 +112,39 @@ def test_interrupted_stage_is_rebuilt_not_trusted(smoke_run, tmp_path):
 
 
 def test_stage_input_errors_name_stage_and_column(smoke_run):
+    from congkit.stages import require_columns
+
     pipe, _ = smoke_run
     bad = Dataset.from_dict({"prompt": ["a"], "response": ["b"]})
     with pytest.raises(ValueError, match=r"stage 'weaksft'.*\['completion'\]"):
-        pipe._sft_stage("weaksft", bad, pipe.config.strong_sft, {}, 0)
-    no_rejected = Dataset.from_dict({"prompt": ["a"], "chosen": ["b"]})
-    with pytest.raises(ValueError, match=r"stage 'weak_aligned'.*\['rejected'\]"):
-        pipe._dpo_stage("weak_aligned", pipe.setting.weak_base, no_rejected, pipe.config.weak_dpo, {}, 0)
-    with pytest.raises(ValueError, match="unknown method"):
+        require_columns(bad, ("prompt", "completion"), "weaksft")
+    with pytest.raises(ValueError, match="unknown method 'sft_on_vibes'"):
         pipe.strong("sft_on_vibes", 0)
+    with pytest.raises(ValueError, match="method 'strong_base' has no training recipe"):
+        pipe.strong("strong_base", 0)
     with pytest.raises(ValueError, match="eval_prompts is empty"):
         Setting("x", "w", "s", Dataset.from_dict({"prompt": ["a"]}), Dataset.from_dict({"prompt": []}), scorer=None)
+
+
+def test_a_registered_method_runs_only_with_its_own_recipe(smoke_run, monkeypatch):
+    """A method added to the registry without a recipe cannot be trained (it never falls through to another
+    method's); with a recipe it is trained by that recipe, cached under its own name, and runs when configured."""
+    import dataclasses
+
+    from congkit import methods
+
+    pipe, _ = smoke_run
+    bare = methods.Method("sft_on_chosen", "SFT on the weak chosen responses", "arm")
+    monkeypatch.setitem(methods.BY_NAME, bare.name, bare)
+    with pytest.raises(ValueError, match="'sft_on_chosen' has no training recipe"):
+        pipe.strong("sft_on_chosen", 0)
+    with pytest.raises(ValueError, match="'sft_on_chosen' has no training recipe"):
+        dataclasses.replace(smoke_pipeline_config(), methods=["sft_on_chosen"]).validate()
+    recipe = methods.Recipe("weak_chosen", methods._sft, "strong_sft")
+    monkeypatch.setitem(methods.BY_NAME, bare.name, dataclasses.replace(bare, recipe=recipe))
+    path = pipe.strong("sft_on_chosen", 0)
+    meta = json.loads((Path(path) / "meta.json").read_text())
+    assert meta["key"]["method"] == "sft_on_chosen" and path not in {pipe.strong(m, 0) for m in pipe.config.methods}
 
 
 def test_cache_does_not_depend_on_how_the_root_is_spelled(smoke_run, monkeypatch):
@@ -164,7 +188,7 @@ def test_corrupt_artifacts_are_named_and_rebuilt_never_trusted(moved_run):
     # an evaluation this pipeline reads (the runs folder may also hold other pipelines', e.g. the regime map's)
     used = again._ref(path)
     evaluation = next(p for p in (again.root / "evaluate").glob("*/eval.json")
-                      if json.loads((p.parent / "meta.json").read_text()).get("model") == used)  # fmt: skip
+                      if json.loads((p.parent / "meta.json").read_text())["key"].get("model") == used)  # fmt: skip
     evaluation.write_text(evaluation.read_text().replace("0.", "0.9", 1))  # numbers altered by hand
     with pytest.warns(CorruptArtifactWarning, match=r"stage 'evaluate'.*eval\.json: "):
         pd.testing.assert_frame_equal(again.run(), table)
@@ -187,7 +211,52 @@ def test_wspo_and_gold_train_on_what_the_paper_says(smoke_run):
 
     pipe, _ = smoke_run
     chosen = pipe.weak_preferences(0, 0.0).select_columns(["prompt", "chosen"]).rename_column("chosen", "completion")
-    assert read_json(Path(pipe.strong("wspo", 0, 0.0)) / "meta.json")["data"] == content_key(chosen)
+    assert read_json(Path(pipe.strong("wspo", 0, 0.0)) / "meta.json")["key"]["data"] == content_key(chosen)
     prompts = list(pipe.setting.train_prompts["prompt"])
     gold = Dataset.from_dict({"prompt": prompts, "completion": [pipe.setting.gold_responses(p) for p in prompts]})
-    assert read_json(Path(pipe.strong("gold", 0)) / "meta.json")["data"] == content_key(gold)
+    assert read_json(Path(pipe.strong("gold", 0)) / "meta.json")["key"]["data"] == content_key(gold)
+
+
+def test_fields_outside_every_key_rebuild_nothing_and_a_result_changing_field_does(smoke_run):
+    """The documented exclusions (a trainer's logging_steps, the decoding cache kind and token-choice path) change
+    no key: a run with them changed reuses every stage. A learning rate changes the keys of what it trains."""
+    import dataclasses
+
+    pipe, table = smoke_run
+    config = smoke_pipeline_config()
+    config.weak_dpo = dataclasses.replace(config.weak_dpo, logging_steps=7)
+    config.strong_sft = dataclasses.replace(config.strong_sft, logging_steps=5)
+    config.sampling = dataclasses.replace(config.sampling, cache="dynamic", token_choice="vocabulary")
+    again = Pipeline(pipe.setting, config, root=pipe.root, progress=False)
+    pd.testing.assert_frame_equal(again.run(), table)
+    assert set(again.timings) == {"total"}
+    changed = dataclasses.replace(smoke_pipeline_config(), strong_sft=dataclasses.replace(config.strong_sft,
+                                                                                          learning_rate=1e-4))  # fmt: skip
+    other = Pipeline(pipe.setting, changed, root=pipe.root, progress=False)
+    assert other.weak_aligned(0, 0.0) == pipe.weak_aligned(0, 0.0)  # upstream of the change: the same artifact
+    key = json.loads((Path(other.strong("weaksft", 0)) / "meta.json").read_text())["key"]
+    assert key["train"]["learning_rate"] == 1e-4 and other.strong("weaksft", 0) != pipe.strong("weaksft", 0)
+
+
+def test_finished_artifacts_hold_only_their_manifests_files(smoke_run):
+    """No library writes into a finished artifact (datasets' cache-*.arrow files among them): every artifact of the
+    smoke world and pipeline verifies, and none holds a file its manifest does not list."""
+    from congkit.cache import verify_tree
+
+    pipe, _ = smoke_run
+    root = pipe.root.parent
+    assert verify_tree(root) == {}
+    assert not list(root.rglob("cache-*.arrow"))
+
+
+def test_an_evaluation_follows_the_models_content(smoke_run, tmp_path):
+    """A model outside the runs folder enters keys by its content: retrained in place, it gets a new evaluation."""
+    pipe, _ = smoke_run
+    outside = tmp_path / "model"
+    shutil.copytree(pipe.strong("weaksft", 0), outside)
+    first = pipe._ref(outside)
+    model = pipe.load(outside)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    model.save_pretrained(outside)
+    assert pipe._ref(outside) != first and first.startswith("folder:")
