@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -45,6 +46,12 @@ def step_logprobs(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]], r
     # the distribution that chose response token t sits at position len(prompt) + t - 1
     rows = [logp[i, len(p) - 1 : len(p) - 1 + len(r)] for i, (p, r) in enumerate(zip(prompt_ids, response_ids))]
     return torch.cat(rows).cpu()
+
+
+def head_sizes(expert_logp: torch.Tensor, lambdas=None) -> tuple[np.ndarray, list[float]]:
+    """(lambdas, mean size of the plausibility head at each) over a batch of next-token distributions."""
+    lambdas = np.asarray(lambdas if lambdas is not None else np.geomspace(1e-4, 1.0, 40))
+    return lambdas, [float(plausibility_head(expert_logp, lam).sum(-1).float().mean()) for lam in lambdas]
 
 
 def stepwise_identity_checks(expert, amateur, tokenizer, prompts: Sequence[str], alpha: float, lam: float,

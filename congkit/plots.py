@@ -12,7 +12,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 
 from .evaluation import mean_ci
 from .methods import BY_NAME, METHOD_LABELS, METHOD_ORDER
@@ -37,11 +36,9 @@ def _legend_outside(ax, **kwargs) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
 
 
-def head_size_vs_lambda(expert_logp: torch.Tensor, lambdas=None) -> plt.Figure:
-    """Mean size of the plausibility head {v : pi_r(v) >= lambda max pi_r} over a batch of next-token distributions."""
-    lambdas = np.asarray(lambdas if lambdas is not None else np.geomspace(1e-4, 1.0, 40))
-    max_logp = expert_logp.max(-1, keepdim=True).values
-    sizes = [float((expert_logp >= max_logp + np.log(lam)).sum(-1).float().mean()) for lam in lambdas]
+def head_size_vs_lambda(lambdas, sizes) -> plt.Figure:
+    """Mean size of the plausibility head {v : pi_r(v) >= lambda max pi_r} against lambda
+    (`congkit.derivation.head_sizes`)."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.plot(lambdas, sizes, marker=".")
     ax.set_xscale("log")

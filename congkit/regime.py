@@ -38,7 +38,7 @@ import pandas as pd
 from scipy import stats
 
 from .cache import build_once, fingerprint, folder_fingerprint, write_csv_atomic
-from .evaluation import claim_rows, evaluation_rows, mean_ci, per_seed, pgr_rows
+from .evaluation import claim_rows, mean_ci, per_seed, pgr_rows
 from .methods import BASELINES
 from .stages import RESULT_COLUMNS, Pipeline, PipelineConfig, Setting
 from .world_build import ModelSize, World, pretrain
@@ -109,11 +109,7 @@ def regime_pipeline(world: World, config: PipelineConfig, grid: RegimeConfig, hi
 def cell_rows(pipe: Pipeline, seed: int, eps: float, hidden_size: int) -> list[dict]:
     """Every stage of one cell and seed: all methods trained at `eps` and evaluated, PGR, pi_r's own-sample pool
     (the within-pi_r Spearman) and the alpha sweep; tidy rows (`REGIME_COLUMNS`), all carrying the cell's eps."""
-    paths = pipe.model_paths(seed, eps, every_method=True)
-    results = {method: pipe.evaluate(path, seed) for method, path in paths.items()}
-    rows = []
-    for method, result in results.items():
-        rows += evaluation_rows(method, seed, eps, result, results["strong_base"])
+    rows = pipe.evaluation_rows(seed, eps, every_method=True)
     rows += pgr_rows(pd.DataFrame(rows, columns=RESULT_COLUMNS))
     rows += claim_rows(seed, pipe.weak_pair_pool(seed, eps), pipe.alpha_sweep(seed, eps), None, pipe.config.best_of,
                        eps=eps)  # fmt: skip

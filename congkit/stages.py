@@ -233,7 +233,9 @@ class Runner:
         def build(tmp: Path) -> None:
             set_seed(seed)
             _, history = train(str(tmp / "_trainer"), str(tmp))
-            shutil.rmtree(tmp / "_trainer", ignore_errors=True)  # the trainer's scratch is not part of the artifact
+            shutil.rmtree(tmp / "_trainer", ignore_errors=True)  # the trainer's scratch is not part of the artifact,
+            (tmp / "training_args.bin").unlink(missing_ok=True)  # nor its pickled arguments (with this tmp folder's
+            # name in them): a model retrained with the same seed is then byte-identical, and so are the keys after it
             (tmp / "train_history.json").write_text(json.dumps(history))
 
         return str(self._stage(stage, {**key, "seed": seed}, build))
@@ -447,16 +449,18 @@ class Pipeline(CachedConG):
 
     # --- everything -------------------------------------------------------------------------------------------------
 
+    def evaluation_rows(self, seed: int, eps: float, every_method: bool = False) -> list[dict]:
+        """Every model of one seed and noise level (`model_paths`) evaluated, as tidy rows."""
+        from .evaluation import evaluation_rows
+
+        results = {m: self.evaluate(path, seed) for m, path in self.model_paths(seed, eps, every_method).items()}
+        return [row for m, result in results.items()
+                for row in evaluation_rows(m, seed, eps, result, results["strong_base"])]  # fmt: skip
+
     def replicate(self, seed: int) -> list[dict]:
         """Every stage of one seed (all noise levels, evaluations, the weak pair's pool, sweep and probes); returns
         the seed's evaluation rows. Seeds are independent: separate processes may build them concurrently."""
-        from .evaluation import evaluation_rows
-
-        rows = []
-        for eps in self.config.noise_levels:
-            results = {method: self.evaluate(path, seed) for method, path in self.model_paths(seed, eps).items()}
-            for method, result in results.items():
-                rows += evaluation_rows(method, seed, eps, result, results["strong_base"])
+        rows = [row for eps in self.config.noise_levels for row in self.evaluation_rows(seed, eps)]
         self.weak_pair_pool(seed), self.alpha_sweep(seed), self.attribute_probes(seed)
         return rows
 

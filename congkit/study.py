@@ -380,8 +380,9 @@ def findings(pipe) -> dict[str, str]:
         out[f"verdict_{key}"] = row.verdict
         interval = f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if math.isfinite(row.ci_low) else " (no interval)"
         out[f"estimate_{key}"] = f"{row.estimate:+.3f}{interval}"
-    out["preconditions_met"] = f"{int(conditions.met.sum())} of {len(conditions)}"
-    unmet = conditions[~conditions.met]
+    applicable = conditions[conditions.applicable]
+    out["preconditions_met"] = f"{int(applicable.met.sum())} of {len(applicable)}"
+    unmet = applicable[~applicable.met]
     out["unmet_note"] = ("Not met: " + "; ".join(f"{r.condition} (measured {r.measured:.3f}, required {r.required})"
                                                  for r in unmet.itertuples()) + "." if len(unmet) else "")  # fmt: skip
     return out

@@ -42,9 +42,11 @@ def style_main_table(main: pd.DataFrame, n_seeds: int) -> pd.io.formats.style.St
 
 
 def style_preconditions(conditions: pd.DataFrame) -> pd.io.formats.style.Styler:
-    frame = conditions.rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high"})
+    frame = conditions.drop(columns=["id"]).rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high"})
+    frame["met"] = [("yes" if met else "no") if applicable else "n/a (no such channel)"
+                    for met, applicable in zip(frame.met, frame.pop("applicable"))]  # fmt: skip
     return (frame.style.hide(axis="index").format("{:.3f}", subset=["measured", "95% CI low", "95% CI high"], na_rep="")
-            .map(lambda met: "color: #1b5e20; font-weight: bold" if met else "color: #b71c1c; font-weight: bold",
+            .map(lambda met: f"color: {dict(yes='#1b5e20', no='#b71c1c').get(met, '#616161')}; font-weight: bold",
                  subset=["met"])
             .set_caption("Each condition's mean over seeds against its requirement, fixed in code before the run."))  # fmt: skip
 

@@ -20,7 +20,13 @@ from .tokens import as_conversation, has_chat_template
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings shared by every stage (TRL/transformers names)."""
+    """Optimisation settings of one training stage, in TRL's / transformers' names, from which `train_sft` and
+    `train_dpo` build TRL's `SFTConfig` / `DPOConfig` (`_common_args`).
+
+    Why a thin dataclass of our own rather than an `SFTConfig` / `DPOConfig`: one set of settings serves SFT, DPO and
+    the custom-loss trainers (AuxConf, WSPO) alike, and it enters cache keys whole (`cache_view`), which TRL's
+    configs cannot (they carry an output folder, devices, logging and dozens of defaults that change between TRL
+    releases without changing results). Fields that cannot change a result are marked `{"cache": False}`."""
 
     learning_rate: float = 1e-3
     num_train_epochs: float = 1.0
@@ -39,14 +45,21 @@ class TrainConfig:
 
 
 class LossHistory(TrainerCallback):
-    """Keeps every logged training metric (for the book's training curves)."""
+    """Keeps every logged training metric (for the book's training curves), but not wall-clock ones (runtime,
+    samples per second): a retrained model then has a byte-identical history, so its artifact's content digest, and
+    every key downstream of it, stay the same."""
 
     def __init__(self):
         self.rows: list[dict] = []
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:
-            self.rows.append({"step": state.global_step, **{k: float(v) for k, v in logs.items() if _number(v)}})
+            kept = {k: float(v) for k, v in logs.items() if _number(v) and not _wall_clock(k)}
+            self.rows.append({"step": state.global_step, **kept})
+
+
+def _wall_clock(name: str) -> bool:
+    return name.endswith("runtime") or name.endswith("per_second")
 
 
 def _number(v) -> bool:
