@@ -26,10 +26,13 @@ import pandas as pd
 from datasets import Dataset
 from scipy import stats
 
+from . import plan
 from .methods import BASELINES, METHOD_LABELS, METHOD_ORDER, OURS
 
-CONFIDENCE = 0.95
-NON_INFERIORITY_MARGIN = 0.02  # claims 3 and 4: R_cap (and held-out accuracy) may not fall by more than this
+CONFIDENCE = plan.value("study", "confidence")
+# claims 3 and 4: R_cap (and held-out accuracy) may not fall by more than this
+NON_INFERIORITY_MARGIN = plan.value("study", "non_inferiority_margin")
+THRESHOLD = plan.plan()["preconditions"]  # every precondition's threshold, from the analysis plan
 
 
 def win_rate(scores: list[list[float]], reference: list[list[float]]) -> float:
@@ -322,21 +325,24 @@ def _pair_metric(metric: str) -> Callable[[pd.DataFrame], pd.Series]:
 
 
 CONDITIONS: tuple[Condition, ...] = (
-    Condition("ranking_spearman", "Spearman(implicit reward, R_pref) within pi_r's samples, per prompt", 0.5, math.inf,
+    Condition("ranking_spearman", "Spearman(implicit reward, R_pref) within pi_r's samples, per prompt",
+              THRESHOLD["ranking_spearman"], math.inf,
               _pair_metric("spearman_within_pi_r"), ("spearman_within_pi_r",)),
-    Condition("ranking_best_of_k", "best-of-k by implicit reward: share of the oracle best-of-k R_pref gain", 0.5,
-              math.inf, _pair_metric("best_of_k_recovery"), ("best_of_k_recovery",)),
-    Condition("headroom", "share of the R_pref headroom (weak base -> 1) that pi_r captures", 0.3, 0.7, _headroom,
+    Condition("ranking_best_of_k", "best-of-k by implicit reward: share of the oracle best-of-k R_pref gain",
+              THRESHOLD["ranking_best_of_k"], math.inf, _pair_metric("best_of_k_recovery"), ("best_of_k_recovery",)),
+    Condition("headroom", "share of the R_pref headroom (weak base -> 1) that pi_r captures", *THRESHOLD["headroom"],
+              _headroom,
               ("r_pref",)),
-    Condition("strong_capability", "strong base correct rate (R_cap)", 0.8, math.inf,
+    Condition("strong_capability", "strong base correct rate (R_cap)", THRESHOLD["strong_capability"], math.inf,
               lambda t: _r(t, "strong_base", "r_cap"), ("r_cap",)),
-    Condition("capability_gap", "strong base minus weak base correct rate", 0.3, math.inf,
+    Condition("capability_gap", "strong base minus weak base correct rate", THRESHOLD["capability_gap"], math.inf,
               _gap("strong_base", "weak_base", "r_cap"), ("r_cap",)),
-    Condition("ceiling_vs_weak", "gold ceiling minus weak aligned (R_pref)", 0.15, math.inf,
+    Condition("ceiling_vs_weak", "gold ceiling minus weak aligned (R_pref)", THRESHOLD["ceiling_vs_weak"], math.inf,
               _gap("gold", "weak_aligned"), ("r_pref",)),
-    Condition("ceiling_vs_strong", "gold ceiling minus strong base (R_pref)", 0.10, math.inf,
+    Condition("ceiling_vs_strong", "gold ceiling minus strong base (R_pref)", THRESHOLD["ceiling_vs_strong"], math.inf,
               _gap("gold", "strong_base"), ("r_pref",)),
-    Condition("detectable_effect", "smallest detectable paired effect on R_pref (95% CI half-width)", -math.inf, 0.01,
+    Condition("detectable_effect", "smallest detectable paired effect on R_pref (95% CI half-width)", -math.inf,
+              THRESHOLD["detectable_effect"],
               smallest_detectable_effect, ("r_pref",)),
 )  # fmt: skip
 PROBE = "probe"  # the group id of the attribute probes: one condition "probe:<attribute>" per probed attribute
@@ -345,7 +351,7 @@ PROBE = "probe"  # the group id of the attribute probes: one condition "probe:<a
 def conditions_for(table: pd.DataFrame) -> list[Condition]:
     """`CONDITIONS`, preceded by one attribute-probe condition per attribute the table has probes for."""
     probes = sorted({m.split(":", 1)[1] for m in table.metric.unique() if m.startswith("probe:")})
-    return [Condition(f"{PROBE}:{a}", f"attribute probe: {a}", 0.9, math.inf, _pair_metric(f"probe:{a}"),
+    return [Condition(f"{PROBE}:{a}", f"attribute probe: {a}", THRESHOLD["probe"], math.inf, _pair_metric(f"probe:{a}"),
                       (f"probe:{a}",)) for a in probes] + list(CONDITIONS)  # fmt: skip
 
 
