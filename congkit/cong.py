@@ -29,6 +29,8 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .decoding import DecodingConfig, contrastive_generate, sample
+from .rewards import implicit_reward_from_ids
+from .tokens import encode_prompt
 from .trainers import AuxConfTrainer, WSPOTrainer
 from .training import TrainConfig, train_dpo, train_sft
 
@@ -110,6 +112,19 @@ def cong_pairs(cong_s: PreTrainedModel, tokenizer, cd: Dataset, decoding: Decodi
     keep = [i for i, (c, r) in enumerate(zip(cd["completion"], own)) if c != r]
     return Dataset.from_dict({"prompt": [cd["prompt"][i] for i in keep], "chosen": [cd["completion"][i] for i in keep],
                               "rejected": [own[i] for i in keep]})  # fmt: skip
+
+
+def best_of_n_by_implicit_reward(pi_r, pi_ref, tokenizer, prompts: list[str], n: int, decoding: DecodingConfig,
+                                 chat: bool) -> Dataset:  # fmt: skip
+    """Beyond the paper, with exactly ConG's information: per prompt, the one of `n` pi_r samples with the largest
+    summed implicit reward log(pi_r / pi_ref)(y) (no labels). Columns prompt, completion, implicit."""
+    gen = sample(pi_r, tokenizer, prompts * n, decoding, progress=False, apply_chat_template=chat)
+    prompt_ids = [encode_prompt(tokenizer, p, chat) for p in prompts] * n
+    implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, beta=1.0, batch_size=256).total
+    best = [max(range(n), key=lambda j, i=i: implicit[j * len(prompts) + i]) for i in range(len(prompts))]
+    rows = [b * len(prompts) + i for i, b in enumerate(best)]
+    return Dataset.from_dict({"prompt": prompts, "completion": [gen.texts[r] for r in rows],
+                              "implicit": [implicit[r] for r in rows]})  # fmt: skip
 
 
 def auxconf(strong, tokenizer, data: Dataset, config: TrainConfig, aux_weight: float, **kw) -> Trained:

@@ -416,16 +416,26 @@ def _claim1(table, config):
     return three_way(lo, hi), mean, lo, hi
 
 
-def _claim2(table, config):
-    alpha = config.cd_alpha if config is not None else 0.5
-    out = {}
-    for metric in ("implicit", "r_pref"):
-        d = paired_differences(per_seed(table, "cd", metric, eps=0.0, alpha=alpha),
-                               per_seed(table, "naive", metric, eps=0.0))  # fmt: skip
-        out[metric] = mean_ci(d)
-    verdicts_ = {three_way(s[1], s[2]) for s in out.values()}
-    verdict = HOLDS if verdicts_ == {HOLDS} else DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts_ else INCONCLUSIVE
-    return (verdict, *out["r_pref"])
+def _sweep_arm(table, arm: str, config) -> Callable[[str], pd.Series]:
+    """Per-seed values of one arm of the alpha sweep: "cd" (CD at the plan's alpha), "head" (the head alone: CD at
+    alpha 1, no amateur) or "naive" (plain pi_r samples)."""
+    alpha = {"cd": config.cd_alpha if config is not None else plan.value("study", "cd_alpha"), "head": 1.0}.get(arm)
+    method = "naive" if arm == "naive" else "cd"
+    return lambda metric: per_seed(table, method, metric, eps=0.0, alpha=alpha)
+
+
+def _sweep_comparison(better: str, worse: str):
+    """Claims 2, 2b, 2c: `better` minus `worse` (arms of the sweep), paired over seeds, on the implicit reward and on
+    R_pref; holds if both intervals lie above 0 (estimate: R_pref)."""
+
+    def decide(table, config):
+        a, b = _sweep_arm(table, better, config), _sweep_arm(table, worse, config)
+        out = {metric: mean_ci(paired_differences(a(metric), b(metric))) for metric in ("implicit", "r_pref")}
+        verdicts_ = {three_way(s[1], s[2]) for s in out.values()}
+        verdict = HOLDS if verdicts_ == {HOLDS} else DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts_ else INCONCLUSIVE
+        return (verdict, *out["r_pref"])
+
+    return decide
 
 
 def capability_metrics(table: pd.DataFrame) -> list[str]:
@@ -493,7 +503,15 @@ CLAIMS: tuple[Claim, ...] = (
           "at the alpha fixed in the config ({alpha}): paired 95% intervals over seeds of CD minus naive, on the "
           "implicit reward and on R_pref; holds if both lie above 0, does not hold if either lies below 0, else "
           "inconclusive (estimate shown: R_pref)",
-          (PROBE, "headroom"), _claim2),
+          (PROBE, "headroom"), _sweep_comparison("cd", "naive")),
+    Claim("2b. (extra) the contrast itself: CD beats the head alone (alpha 1, no amateur)",
+          "CD at alpha {alpha} minus CD at alpha 1 (pi_r renormalised to its head) on the same draws, paired 95% "
+          "intervals over seeds on the implicit reward and on R_pref; holds if both lie above 0, does not hold if "
+          "either lies below 0, else inconclusive (estimate: R_pref)",
+          (PROBE, "headroom"), _sweep_comparison("cd", "head")),
+    Claim("2c. (extra) the plausibility head alone beats naive pi_r sampling",
+          "CD at alpha 1 minus naive pi_r samples, as 2b (estimate: R_pref)",
+          (PROBE, "headroom"), _sweep_comparison("head", "naive")),
     Claim("3a. ConG beats the best baseline (WeakSFT, AuxConf, WSPO)",
           "ConG minus each baseline on R_pref, paired over seeds, Holm-corrected intervals over the 3 baselines; holds "
           "if all lie above 0 and {capability}; does not hold if any R_pref interval lies below 0 or the capability "

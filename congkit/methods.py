@@ -44,6 +44,7 @@ class Recipe:
         start: the model training starts from (a method name: "strong_base", or e.g. "cong_s").
         models: other models its loss reads, frozen (method names), passed through `TrainInputs.models`.
         options: `PipelineConfig` fields the trainer also takes (e.g. AuxConf's weight), by name.
+        overrides: `TrainConfig` fields set for this recipe only, e.g. (("beta", 0.5),) for a WSPO variant.
         version: bump when the recipe's results would change (part of the cache key).
     """
 
@@ -53,6 +54,7 @@ class Recipe:
     start: str = "strong_base"
     models: tuple[str, ...] = ()
     options: tuple[str, ...] = ()
+    overrides: tuple[tuple[str, object], ...] = ()
     version: int = 1
 
 
@@ -72,6 +74,7 @@ DATA = {
     "weak_chosen": "the weak preference set's chosen responses",
     "gold": "gold responses (SFT), or the strong base's own samples ranked by the explicit reward (DPO)",
     "cong_pairs": "CD sample (chosen) vs ConG-S's own sample (rejected)",
+    "bon_implicit": "the best of N pi_r samples per training prompt by the weak pair's implicit reward (no labels)",
 }
 
 
@@ -117,7 +120,17 @@ METHODS: tuple[Method, ...] = (
     Method("cong", "ConG", "ours", noise=True,
            recipe=Recipe("cong_pairs", _dpo, "cong_dpo", start="cong_s", models=("reference",))),
     Method("gold", "gold ceiling", "ceiling", recipe=Recipe("gold", _gold, _gold_config, models=("reference",))),
+    # the arms of the decomposition (analysis_plan.md): each removes one difference between ConG and WSPO
+    Method("sft_chosen", "SFT on weak chosen", "arm", recipe=Recipe("weak_chosen", _sft, "strong_sft")),
     Method("wspo_cd", "WSPO on CD samples", "arm", recipe=Recipe("cd_samples", _wspo, "wspo", models=WSPO_MODELS)),
+    Method("wspo_plain", "WSPO on π_r samples", "arm",
+           recipe=Recipe("plain_samples", _wspo, "wspo", models=WSPO_MODELS)),
+    Method("wspo_b05", "WSPO, β 0.5", "arm",
+           recipe=Recipe("weak_chosen", _wspo, "wspo", models=WSPO_MODELS, overrides=(("beta", 0.5),))),
+    Method("wspo_b10", "WSPO, β 1.0", "arm",
+           recipe=Recipe("weak_chosen", _wspo, "wspo", models=WSPO_MODELS, overrides=(("beta", 1.0),))),
+    # beyond the paper: label-free selection with exactly ConG's information
+    Method("bon_implicit", "best-of-N by implicit reward (SFT)", "arm", recipe=Recipe("bon_implicit", _sft, "strong_sft")),
 )  # fmt: skip
 BY_NAME = {m.name: m for m in METHODS}
 METHOD_ORDER = [m.name for m in METHODS]

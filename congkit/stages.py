@@ -16,6 +16,7 @@ where they lie. Every random draw takes its seed from `stream_seed(seed, purpose
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -159,6 +160,7 @@ class PipelineConfig:
                                                                       dpo_loss=["sigmoid", "sft"]))  # fmt: skip
     # the strong methods each replicate trains (registry names, `congkit.methods`); ablation arms are added by name
     methods: list[str] = field(default_factory=lambda: list(STRONG_METHODS))
+    best_of_n: int = 4  # the bon_implicit arm: samples per training prompt to pick from
     eval_samples: int = 8  # samples per evaluation prompt (also the size of the weak pair's own-sample pool)
     best_of: int = 4  # the best-of-k precondition
 
@@ -343,6 +345,8 @@ class CachedConG(Runner):
             return chosen.rename_column("chosen", "completion")
         if name == "cong_pairs":
             return self.cong_pairs(seed, eps)
+        if name == "bon_implicit":
+            return self.best_of_n(seed, eps).select_columns(["prompt", "completion"])
         if name == "gold":
             if self.setting.gold_responses is not None:
                 prompts = self._prompts("train")
@@ -363,6 +367,7 @@ class CachedConG(Runner):
         others = {n: (start if n == "reference" else self.model_path(n, seed, eps)) for n in how.models}
         cfg = how.config if not isinstance(how.config, str) else getattr(self.config, how.config)
         cfg = _seeded(cfg(self.config, data) if callable(cfg) else cfg, seed)
+        cfg = dataclasses.replace(cfg, **dict(how.overrides))
         options = {name: getattr(self.config, name) for name in how.options}
         key = {"method": method, "recipe": how.version, "eps": eps, "start": self._ref(start), "train": cache_view(cfg),
                "models": {n: self._ref(p) for n, p in others.items()}, "options": options, "data": content_key(data)}  # fmt: skip
@@ -373,6 +378,16 @@ class CachedConG(Runner):
             return how.train(inputs)
 
         return self._train("strong", key, seed, train)
+
+    def best_of_n(self, seed: int, eps: float = 0.0) -> Dataset:
+        """Per training prompt, the best of `best_of_n` pi_r samples by the weak pair's implicit reward
+        (`cong.best_of_n_by_implicit_reward`)."""
+        pi_r_path, n = self.weak_aligned(seed, eps), self.config.best_of_n
+        key = {"pi_r": self._ref(pi_r_path), "n": n, "sampling": cache_view(self.config.sampling), "seed": seed,
+               "eps": eps}  # fmt: skip
+        run = self._sampling(seed=stream_seed(seed, "best_of_n"))
+        return self._dataset_stage("best_of_n", key, lambda: cong.best_of_n_by_implicit_reward(
+            *self._weak_pair(pi_r_path), self.tokenizer, self._prompts("train"), n, run, self.chat), "best")  # fmt: skip
 
     def cong_pairs(self, seed: int, eps: float = 0.0) -> Dataset:
         """ConG's preference data (`cong.cong_pairs`): the CD sample vs ConG-S's own sample."""
@@ -491,7 +506,7 @@ class Pipeline(CachedConG):
 
 DATA_COLUMNS = {"plain_samples": ("prompt", "completion"), "cd_samples": ("prompt", "completion"),
                 "weak_chosen": ("prompt", "completion"), "cong_pairs": ("prompt", "chosen", "rejected"),
-                "gold": ("prompt",)}  # fmt: skip
+                "gold": ("prompt",), "bon_implicit": ("prompt", "completion")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -510,6 +525,7 @@ STAGES = {
     "weak_samples": Stage(1, (CachedConG.weak_samples, cong.contrastive_samples, cong.plain_samples)),
     "strong": Stage(1, (CachedConG.strong, CachedConG.training_data, cong.sft, cong.dpo, cong.auxconf, cong.wspo)),
     "cong_pairs": Stage(1, (CachedConG.cong_pairs, cong.cong_pairs)),
+    "best_of_n": Stage(1, (CachedConG.best_of_n, cong.best_of_n_by_implicit_reward)),
     "evaluate": Stage(1, (Pipeline.evaluate, measure.evaluate_model, measure.judged, measure.heldout_capability,
                           measure.multiple_choice_accuracy)),  # fmt: skip
     "weak_pair_pool": Stage(1, (Pipeline.weak_pair_pool, measure.weak_pair_pool, measure.judged)),

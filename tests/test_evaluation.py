@@ -111,7 +111,8 @@ def test_claim_rows_from_pool_probes_and_sweep():
 
 def study_table(seeds=10, probe=0.95, rho=0.6, recovery=0.6, weak_base=0.5, weak_aligned=0.75, gold=0.95,
                 strong_base=0.55, strong_cap=0.9, weak_cap=0.3, cd_gain=(0.05, 0.03), ours=0.85, baselines=0.8,
-                ours_cap=0.88, base_cap=0.88, heldout=(0.95, 0.95), drop=(0.02, 0.08), noise=0.002):  # fmt: skip
+                ours_cap=0.88, base_cap=0.88, heldout=(0.95, 0.95), drop=(0.02, 0.08), noise=0.002,
+                head_share=0.5):  # fmt: skip
     """A results table with every row the preconditions and verdicts read; knobs move each rule across its
     thresholds (defaults: every precondition met and every claim holds)."""
     rng = np.random.default_rng(0)
@@ -128,7 +129,8 @@ def study_table(seeds=10, probe=0.95, rho=0.6, recovery=0.6, weak_base=0.5, weak
     for metric, gain in zip(("implicit", "r_pref"), cd_gain):
         add("naive", metric, 0.3, eps=0.0)
         add("cd", metric, 0.3 + gain, eps=0.0, alpha=0.5)
-        add("cd", metric, 0.3 + 0.2, eps=0.0, alpha=1.0)  # never read: claim 2 is judged at the fixed alpha
+        add("cd", metric, 0.3 + head_share * gain, eps=0.0, alpha=1.0)  # the head alone (claims 2b, 2c)
+        add("cd", metric, 0.3 + 0.4, eps=0.0, alpha=0.0)  # never read: claims are judged at the plan's alpha
     models = {"weak_base": (weak_base, weak_cap), "weak_aligned": (weak_aligned, weak_cap), "gold": (gold, 0.9),
               "strong_base": (strong_base, strong_cap), "weaksft": (baselines, base_cap),
               "auxconf": (baselines - 0.01, base_cap), "wspo": (baselines - 0.02, base_cap),
@@ -152,7 +154,7 @@ def test_all_preconditions_met_and_every_claim_holds_on_the_default_table():
     conditions = preconditions(table)
     assert conditions.met.all(), conditions[~conditions.met]
     v = verdicts(table, conditions, smoke_pipeline_config())
-    assert list(v.verdict) == [HOLDS] * 6 and set(v.columns) >= {"claim", "verdict", "estimate", "ci_low", "ci_high",
+    assert list(v.verdict) == [HOLDS] * 8 and set(v.columns) >= {"claim", "verdict", "estimate", "ci_low", "ci_high",
                                                                   "rule"}  # fmt: skip
     assert v.estimate.notna().all() and (v.ci_low < v.ci_high).all()
 
@@ -164,6 +166,10 @@ def test_all_preconditions_met_and_every_claim_holds_on_the_default_table():
         (dict(rho=0.0, noise=0.05), "1", INCONCLUSIVE),
         (dict(cd_gain=(0.05, -0.03)), "2", DOES_NOT_HOLD),
         (dict(cd_gain=(0.05, 0.0), noise=0.02), "2", INCONCLUSIVE),
+        (dict(head_share=1.5), "2b", DOES_NOT_HOLD),  # the contrast lowers what the head alone gives
+        (dict(head_share=1.0, noise=0.01), "2b", INCONCLUSIVE),  # CD's gain is all the head's
+        (dict(head_share=1.0, noise=0.01), "2c", HOLDS),
+        (dict(head_share=-0.5), "2c", DOES_NOT_HOLD),
         (dict(ours=0.7), "3a", DOES_NOT_HOLD),
         (dict(ours=0.8, noise=0.002), "3a", INCONCLUSIVE),  # ties WeakSFT
         (dict(ours_cap=0.8), "3a", DOES_NOT_HOLD),  # better on R_pref, but loses capability
@@ -181,9 +187,9 @@ def test_each_verdict_rule(knobs, claim, verdict):
 @pytest.mark.parametrize(
     "knobs, unmet, untestable",
     [
-        (dict(probe=0.8), "attribute probe: format", {"2", "3a", "3b", "5"}),
+        (dict(probe=0.8), "attribute probe: format", {"2", "2b", "2c", "3a", "3b", "5"}),
         (dict(rho=0.3), "Spearman", {"3a", "3b", "5"}),
-        (dict(weak_aligned=0.6), "share of the R_pref headroom", {"1", "2", "3a", "3b", "5"}),
+        (dict(weak_aligned=0.6), "share of the R_pref headroom", {"1", "2", "2b", "2c", "3a", "3b", "5"}),
         (dict(strong_cap=0.7), "strong base correct rate", {"4"}),
         (dict(gold=0.85), "gold ceiling minus weak aligned", {"3a", "3b", "5"}),
         (dict(noise=0.03), "smallest detectable", {"3a", "3b", "4", "5"}),

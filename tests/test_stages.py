@@ -11,7 +11,7 @@ from datasets import Dataset
 
 from congkit.cache import CorruptArtifactWarning, verify
 from congkit.cong import preference_pairs
-from congkit.evaluation import main_table, summarise
+from congkit.evaluation import CLAIMS, main_table, summarise
 from congkit.methods import BY_NAME, STRONG_METHODS
 from congkit.stages import Pipeline, Setting, smoke_pipeline_config
 from congkit.world_build import build_world, smoke_world_config
@@ -59,7 +59,7 @@ def test_smoke_pipeline_produces_every_method_and_metric(smoke_run):
     conditions, verdict_table = (pd.read_csv(pipe.root / f"{n}.csv") for n in ("preconditions", "verdicts"))
     assert list(conditions.columns) == ["id", "condition", "required", "measured", "ci_low", "ci_high", "met",
                                         "applicable"]  # fmt: skip
-    assert len(conditions) == 12 and len(verdict_table) == 6
+    assert len(conditions) == 12 and len(verdict_table) == len(CLAIMS)
     assert set(verdict_table.verdict) <= {"holds", "does not hold", "inconclusive", "untestable here"}
     # one seed: no interval, so nothing is detectable, and every claim that needs it is untestable
     assert not conditions.set_index("condition").met["smallest detectable paired effect on R_pref (95% CI half-width)"]
