@@ -27,7 +27,7 @@ from datasets import Dataset
 from scipy import stats
 
 from . import plan
-from .methods import BASELINES, METHOD_LABELS, METHOD_ORDER, OURS
+from .methods import BASELINES, METHOD_LABELS, METHOD_ORDER, OURS, label
 
 CONFIDENCE = plan.value("study", "confidence")
 # claims 3 and 4: R_cap (and held-out accuracy) may not fall by more than this
@@ -203,6 +203,35 @@ def mean_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float, float
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
     return mean, mean - half, mean + half
+
+
+def hierarchical_bootstrap(values: dict, draws: int | None = None, confidence: float = CONFIDENCE,
+                           seed: int | None = None) -> tuple[float, float, float]:  # fmt: skip
+    """Mean and percentile interval of a nested mean, resampling at every level: `values` maps world -> seed ->
+    the per-prompt values (e.g. paired differences) of that seed. The estimate weighs worlds equally, seeds equally
+    within a world and prompts equally within a seed; each draw resamples worlds, then seeds within each drawn world,
+    then prompts within each drawn seed (the plan's `[bootstrap]`: draws, seed). With one world the world level adds
+    no spread: the interval is then over seeds and prompts only, which the book says."""
+    draws = draws or plan.value("bootstrap", "draws")
+    rng = np.random.default_rng(plan.value("bootstrap", "seed") if seed is None else seed)
+    worlds = [[np.asarray(v, dtype=float) for v in seeds.values()] for seeds in values.values() if seeds]
+    if not worlds:
+        return math.nan, math.nan, math.nan
+    estimate = float(np.mean([np.mean([v.mean() for v in w]) for w in worlds]))
+    out = np.empty(draws)
+    for d in range(draws):
+        picked = [worlds[i] for i in rng.integers(len(worlds), size=len(worlds))]
+        out[d] = np.mean([np.mean([w[j][rng.integers(len(w[j]), size=len(w[j]))].mean()
+                                   for j in rng.integers(len(w), size=len(w))]) for w in picked])  # fmt: skip
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(out, [tail, 100 - tail])
+    return estimate, float(lo), float(hi)
+
+
+def world_signs(values: dict) -> dict:
+    """Each world's estimate (mean over seeds of the mean over prompts): a pooled verdict holds only if none of these
+    has the opposite sign (analysis_plan.md)."""
+    return {w: float(np.mean([np.mean(v) for v in seeds.values()])) for w, seeds in values.items() if seeds}
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
@@ -573,6 +602,47 @@ def verdicts(table: pd.DataFrame, conditions: pd.DataFrame | None = None, config
         rows.append(dict(claim=c.claim, verdict=verdict, estimate=estimate, ci_low=lo, ci_high=hi,
                          rule=rule_text(c, table, config), unmet="; ".join(unmet)))  # fmt: skip
     return pd.DataFrame(rows)
+
+
+# --- the decomposition of the ConG - WSPO gap (analysis_plan.md, question 2) ----------------------------------------
+
+
+def decomposition_rows(table: pd.DataFrame, world: int = 0, metrics=("r_pref", "r_cap")) -> pd.DataFrame:
+    """The per-seed values of every arm the decomposition reads (ConG, ConG-S, WSPO and the plan's arms) at the
+    clean setting: columns arm, world, seed, metric, value (`decomposition.csv`)."""
+    arms = ["cong", "cong_s", "wspo", *plan.value("decomposition", "arms")]
+    part = _models(table)
+    part = part[part.method.isin(arms) & part.metric.isin(metrics) & np.isclose(part.eps, _clean(table))]
+    out = part.rename(columns={"method": "arm"})[["arm", "seed", "metric", "value"]].assign(world=world)
+    return out[["arm", "world", "seed", "metric", "value"]].reset_index(drop=True)
+
+
+def walk(table: pd.DataFrame, metric: str = "r_pref") -> pd.DataFrame:
+    """The walk from ConG to WSPO one change at a time (the plan's `walk`, then its `other_walk`): per step, the
+    paired difference (to - from) over seeds with its 95% interval, and its share of the whole WSPO - ConG gap.
+    `carries` marks the step the book may name: the gap's interval excludes 0, and the step is the largest in size,
+    its interval excludes 0 and its share is at least `carries_share`."""
+    eps = _clean(table)
+    total = mean_ci(paired_differences(per_seed(table, "wspo", metric, eps), per_seed(table, "cong", metric, eps)))
+    rows = []
+    for path, steps in (("main", plan.value("decomposition", "walk")),
+                        ("other", plan.value("decomposition", "other_walk"))):  # fmt: skip
+        for start, end in steps:
+            mean, lo, hi = mean_ci(paired_differences(per_seed(table, end, metric, eps), per_seed(table, start, metric,
+                                                                                                    eps)))  # fmt: skip
+            rows.append(dict(path=path, step=f"{label(start)} -> {label(end)}", start=start, end=end, metric=metric,
+                             estimate=mean, ci_low=lo, ci_high=hi,
+                             share=mean / total[0] if total[0] else math.nan))  # fmt: skip
+    frame = pd.DataFrame(rows)
+    frame["carries"] = False
+    main = frame[(frame.path == "main") & frame.estimate.notna()]
+    if len(main):
+        top = main.estimate.abs().idxmax()
+        lo, hi, share = frame.loc[top, ["ci_low", "ci_high", "share"]]
+        gap = np.isfinite(total[1]) and (total[1] > 0 or total[2] < 0)  # there is a gap to carry
+        excludes_zero = (lo > 0 or hi < 0) if np.isfinite(lo) else False
+        frame.loc[top, "carries"] = bool(gap and excludes_zero and share >= plan.value("decomposition", "carries_share"))
+    return frame
 
 
 def side_by_side(sweep: Dataset, alphas=(0.0, 0.5, 1.0), n: int = 6) -> pd.DataFrame:

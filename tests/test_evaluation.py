@@ -273,3 +273,58 @@ def test_a_metric_is_one_registry_entry(monkeypatch):
     rows = evaluation.evaluation_rows("cong", 0, 0.0, {"scores": [[1.0]], "lengths": [[3, 9]]}, {"scores": [[0.5]]})
     assert {r["metric"]: r["value"] for r in rows}["short"] == 0.5
     assert tables.header("short") == "share of short answers" and tables.higher_is_better("short")
+
+
+def test_the_walk_from_cong_to_wspo_names_the_step_that_carries_the_gap():
+    """ConG 0.70, ConG-S 0.71, SFT on chosen 0.72, WSPO 0.85: the loss step (SFT -> WSPO) carries the gap."""
+    from congkit.evaluation import decomposition_rows, walk
+
+    rng = np.random.default_rng(1)
+    values = {"cong": 0.70, "cong_s": 0.71, "sft_chosen": 0.72, "wspo": 0.85, "wspo_cd": 0.83, "wspo_plain": 0.8,
+              "wspo_b05": 0.8, "wspo_b10": 0.78, "bon_implicit": 0.75}  # fmt: skip
+    table = pd.DataFrame([row(m, s, "r_pref", v + rng.normal(0, 0.003), 0.0) for m, v in values.items()
+                          for s in range(8)])  # fmt: skip
+    steps = walk(table).set_index("step")
+    loss = steps.loc["SFT on weak chosen -> WSPO"]
+    assert loss.carries and loss.estimate == pytest.approx(0.13, abs=0.01) and loss.share == pytest.approx(0.87, abs=0.05)
+    assert steps.carries.sum() == 1
+    assert steps.loc["ConG -> ConG-S"].estimate == pytest.approx(0.01, abs=0.005)
+    assert set(steps.path) == {"main", "other"}
+    rows = decomposition_rows(table, world=2)
+    assert list(rows.columns) == ["arm", "world", "seed", "metric", "value"] and set(rows.world) == {2}
+    assert set(rows.arm) == set(values) and len(rows) == 8 * len(values)
+    tied = table.assign(value=np.where(table.method == "wspo", table.value - 0.15, table.value))
+    assert not walk(tied).carries.any()  # no gap to carry: nothing is named
+
+
+def slow_bootstrap_draw(values, rng):
+    """One draw written out level by level (the reference for the vectorised-per-level implementation)."""
+    worlds = list(values.values())
+    means = []
+    for _ in worlds:
+        world = worlds[rng.integers(len(worlds))]
+        seeds = list(world.values())
+        seed_means = []
+        for _ in seeds:
+            v = np.asarray(seeds[rng.integers(len(seeds))])
+            seed_means.append(v[rng.integers(len(v), size=len(v))].mean())
+        means.append(np.mean(seed_means))
+    return np.mean(means)
+
+
+def test_hierarchical_bootstrap_resamples_worlds_seeds_and_prompts():
+    from congkit.evaluation import hierarchical_bootstrap, world_signs
+
+    rng = np.random.default_rng(0)
+    values = {w: {s: rng.normal(0.1 * (w + 1), 0.2, 50) for s in range(4)} for w in range(3)}
+    mean, lo, hi = hierarchical_bootstrap(values, draws=1000, seed=1)
+    nested = np.mean([np.mean([v.mean() for v in seeds.values()]) for seeds in values.values()])
+    assert mean == pytest.approx(nested) and lo < mean < hi
+    reference = np.array([slow_bootstrap_draw(values, np.random.default_rng(s)) for s in range(1000)])
+    assert (hi - lo) == pytest.approx(np.subtract(*np.percentile(reference, [97.5, 2.5])), rel=0.25)
+    # worlds that disagree widen the interval beyond what seeds alone give
+    one_world = {0: {(w, s): v for w, seeds in values.items() for s, v in seeds.items()}}
+    _, lo1, hi1 = hierarchical_bootstrap(one_world, draws=1000, seed=1)
+    assert hi - lo > 1.5 * (hi1 - lo1)
+    assert world_signs(values) == pytest.approx({w: np.mean([v.mean() for v in values[w].values()]) for w in values})
+    assert all(math.isnan(x) for x in hierarchical_bootstrap({}))
