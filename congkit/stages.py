@@ -32,7 +32,7 @@ import torch
 from datasets import Dataset
 from transformers import set_seed
 
-from . import cong, measure
+from . import cong, measure, plan
 from .cache import (
     artifact_digest,
     build_once,
@@ -71,6 +71,7 @@ class Setting:
     eval_prompts: Dataset  # column "prompt"
     scorer: Scorer
     heldout_prompts: Dataset | None = None  # columns "prompt", "reference" (capability retention)
+    valid_prompts: Dataset | None = None  # column "prompt": where training budgets are tuned (never the eval prompts)
     is_correct: Callable[[str, str], bool] | None = None  # (prompt, response) -> answer right? (heldout)
     multiple_choice: Dataset | None = None  # columns question, choices, answer (capability retention, real models)
     gold_responses: Callable[[str], str] | None = None  # prompt -> ideal response (the gold ceiling's SFT data)
@@ -89,7 +90,8 @@ class Setting:
             if len(ds) == 0:
                 raise ValueError(f"setting {self.name!r}: {split} is empty")
         if not self.key:  # everything a cached stage's output depends on, the judge included
-            extra = [content_key(d) for d in (self.heldout_prompts, self.multiple_choice) if d is not None]
+            extra = [content_key(d) for d in (self.heldout_prompts, self.multiple_choice, self.valid_prompts)
+                     if d is not None]  # fmt: skip
             self.key = fingerprint(
                 self.name, *(_model_key(m) for m in (self.weak_base, self.strong_base, self.tokenizer or "")),
                 getattr(self.scorer, "name", type(self.scorer).__name__),
@@ -102,7 +104,7 @@ class Setting:
         from .world import PREFERENCE_ATTRIBUTES, canonical_response, dataset_tasks, judge, one_attribute_worse
 
         heldout = world.prompts("heldout")
-        tasks = {t.prompt: t for split in ("train", "eval", "heldout") for t in dataset_tasks(world.prompts(split))}
+        tasks = {t.prompt: t for split in world.splits for t in dataset_tasks(world.prompts(split))}
         heldout = heldout.map(lambda row: {"reference": canonical_response(tasks[row["prompt"]])})
 
         def probes(prompt: str) -> list[tuple[str, str, str]]:
@@ -117,6 +119,7 @@ class Setting:
             train_prompts=world.prompts("train"),
             eval_prompts=world.prompts("eval"),
             heldout_prompts=heldout,
+            valid_prompts=world.prompts("valid") if "valid" in world.splits else None,
             scorer=world.reward(),
             is_correct=lambda p, r: judge(tasks[p], r).correct,
             gold_responses=lambda p: canonical_response(tasks[p]),
@@ -161,6 +164,9 @@ class PipelineConfig:
     # the strong methods each replicate trains (registry names, `congkit.methods`); ablation arms are added by name
     methods: list[str] = field(default_factory=lambda: list(STRONG_METHODS))
     best_of_n: int = 4  # the bon_implicit arm: samples per training prompt to pick from
+    # "fixed": each method's configured settings; "tuned": the grid point chosen on the validation prompts
+    # (analysis_plan.md: grid, criterion and methods; tuned on the first seed, kept for the others)
+    budget: str = "fixed"
     eval_samples: int = 8  # samples per evaluation prompt (also the size of the weak pair's own-sample pool)
     best_of: int = 4  # the best-of-k precondition
 
@@ -175,6 +181,8 @@ class PipelineConfig:
             raise ValueError(f"best_of must be >= 2, got {self.best_of}")
         for name in self.methods:
             recipe(name)  # an unknown method, or one without a recipe, raises here
+        if self.budget not in ("fixed", "tuned"):
+            raise ValueError(f"budget must be 'fixed' or 'tuned', got {self.budget!r}")
         DecodingConfig(alpha=self.cd_alpha, min_p=self.cd_lam).validate(contrastive=True)
         for a in self.alpha_sweep:
             DecodingConfig(alpha=a, min_p=self.cd_lam).validate(contrastive=True)
@@ -357,17 +365,62 @@ class CachedConG(Runner):
         raise ValueError(f"unknown training data {name!r}; known: {', '.join(DATA_COLUMNS)}")
 
     def strong(self, method: str, seed: int, eps: float = 0.0) -> str:
-        """The strong model `method` trains by its registry recipe (`congkit.methods`); returns its folder. The gold
-        ceiling is trained on clean supervision only."""
-        how = recipe(method)
+        """The strong model `method` trains by its registry recipe (`congkit.methods`), with its fixed or tuned
+        budget (`PipelineConfig.budget`); returns its folder. The gold ceiling is trained on clean supervision only."""
         eps = 0.0 if method == "gold" else eps
-        data = self.training_data(how.data, seed, eps)
+        data = self.training_data(recipe(method).data, seed, eps)
+        tuned = self.config.budget == "tuned" and method in plan.value("tuning", "methods")
+        return self._strong(method, seed, eps, data, self.tuned_config(method) if tuned else self.fixed_config(method,
+                                                                                                            data))  # fmt: skip
+
+    def fixed_config(self, method: str, data: Dataset) -> TrainConfig:
+        """The method's configured settings (the fixed budget), its recipe's overrides applied."""
+        how = recipe(method)
+        cfg = getattr(self.config, how.config) if isinstance(how.config, str) else how.config(self.config, data)
+        return dataclasses.replace(cfg, **dict(how.overrides))
+
+    def tuned_config(self, method: str) -> TrainConfig:
+        """The grid point (learning rate x epochs, `analysis_plan.md`) with the best validation score, trained and
+        scored on the first seed at the clean setting; ties go to the first in grid order."""
+        rows = self.tuning_rows(method)
+        best = max(rows, key=lambda r: r["score"])  # max keeps the first of equal scores
+        return best["config"]
+
+    def tuning_rows(self, method: str) -> list[dict]:
+        """Every grid point of `method`: its settings, the model it trained (first seed, clean setting) and its
+        validation score (the plan's criterion: oracle R_pref on the validation prompts)."""
+        seed, eps = self.config.seeds[0], self.config.noise_levels[0]
+        data = self.training_data(recipe(method).data, seed, eps)
+        base, rows = self.fixed_config(method, data), []
+        for multiplier in plan.value("tuning", "learning_rate_multipliers"):
+            for epochs in plan.value("tuning", "epochs"):
+                cfg = dataclasses.replace(base, learning_rate=base.learning_rate * multiplier, num_train_epochs=epochs)
+                path = self._strong(method, seed, eps, data, cfg)
+                rows.append({"method": method, "learning_rate": cfg.learning_rate, "epochs": epochs, "config": cfg,
+                             "score": self.validation_score(path, seed)})  # fmt: skip
+        return rows
+
+    def validation_score(self, model_path: str, seed: int) -> float:
+        """The tuning criterion: mean R_pref of `samples` draws per validation prompt (never the eval prompts)."""
+        if self.setting.valid_prompts is None:
+            raise ValueError(f"setting {self.setting.name!r} has no validation prompts: a tuned budget needs them")
+        k = plan.value("tuning", "samples")
+        key = {"model": self._ref(model_path), "seed": seed, "k": k, "sampling": cache_view(self.config.sampling)}
+
+        def build(tmp: Path) -> None:
+            run = self._sampling(seed=stream_seed(seed, "validation"))
+            result = measure.evaluate_model(self.load(model_path), self.tokenizer, list(self.setting.valid_prompts[
+                "prompt"]), self.setting.scorer, k, run, self.chat)  # fmt: skip
+            write_json_atomic(tmp / "score.json", {"r_pref": float(np.mean(result["r_pref"]))})
+
+        return read_json(self._stage("validate", key, build) / "score.json")["r_pref"]
+
+    def _strong(self, method: str, seed: int, eps: float, data: Dataset, cfg: TrainConfig) -> str:
+        how = recipe(method)
         require_columns(data, DATA_COLUMNS[how.data] if how.data in DATA_COLUMNS else ("prompt",), method)
         start = self.model_path(how.start, seed, eps)
         others = {n: (start if n == "reference" else self.model_path(n, seed, eps)) for n in how.models}
-        cfg = how.config if not isinstance(how.config, str) else getattr(self.config, how.config)
-        cfg = _seeded(cfg(self.config, data) if callable(cfg) else cfg, seed)
-        cfg = dataclasses.replace(cfg, **dict(how.overrides))
+        cfg = _seeded(cfg, seed)
         options = {name: getattr(self.config, name) for name in how.options}
         key = {"method": method, "recipe": how.version, "eps": eps, "start": self._ref(start), "train": cache_view(cfg),
                "models": {n: self._ref(p) for n, p in others.items()}, "options": options, "data": content_key(data)}  # fmt: skip
@@ -479,6 +532,15 @@ class Pipeline(CachedConG):
         self.weak_pair_pool(seed), self.alpha_sweep(seed), self.attribute_probes(seed)
         return rows
 
+    def tuning_table(self) -> pd.DataFrame:
+        """Every tuned method's grid: learning rate, epochs, validation score, and the setting chosen."""
+        rows = []
+        for method in [m for m in [*self.config.methods, "gold"] if m in plan.value("tuning", "methods")]:
+            grid = self.tuning_rows(method)
+            best = max(range(len(grid)), key=lambda i: grid[i]["score"])
+            rows += [{k: v for k, v in row.items() if k != "config"} | {"chosen": i == best} for i, row in enumerate(grid)]
+        return pd.DataFrame(rows, columns=["method", "learning_rate", "epochs", "score", "chosen"])
+
     def claims(self) -> pd.DataFrame:
         """Claim 1 and 2 rows and the weak pair's precondition rows (tidy), for every seed, at epsilon = 0."""
         from .evaluation import claim_rows
@@ -500,6 +562,8 @@ class Pipeline(CachedConG):
         for name, frame in (("results", table), ("preconditions", conditions),
                             ("verdicts", verdicts(table, conditions, self.config))):  # fmt: skip
             write_csv_atomic(frame, self.root / f"{name}.csv")
+        if self.config.budget == "tuned":
+            write_csv_atomic(self.tuning_table(), self.root / "tuning.csv")
         self.timings["total"] = time.perf_counter() - start
         return table
 
@@ -523,7 +587,8 @@ STAGES = {
     "strong_pool": Stage(1, (CachedConG.weak_pool, cong.sample_pool, cong.draws)),
     "weak_aligned": Stage(1, (CachedConG.weak_aligned, CachedConG.weak_preferences, cong.preference_pairs, cong.dpo)),
     "weak_samples": Stage(1, (CachedConG.weak_samples, cong.contrastive_samples, cong.plain_samples)),
-    "strong": Stage(1, (CachedConG.strong, CachedConG.training_data, cong.sft, cong.dpo, cong.auxconf, cong.wspo)),
+    "strong": Stage(1, (CachedConG._strong, CachedConG.training_data, cong.sft, cong.dpo, cong.auxconf, cong.wspo)),
+    "validate": Stage(1, (CachedConG.validation_score, measure.evaluate_model, measure.judged)),
     "cong_pairs": Stage(1, (CachedConG.cong_pairs, cong.cong_pairs)),
     "best_of_n": Stage(1, (CachedConG.best_of_n, cong.best_of_n_by_implicit_reward)),
     "evaluate": Stage(1, (Pipeline.evaluate, measure.evaluate_model, measure.judged, measure.heldout_capability,

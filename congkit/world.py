@@ -251,6 +251,9 @@ class WorldData:
     n_eval_prompts: int = 400  # evaluation prompts (alignment families, disjoint from train)
     n_heldout_prompts: int = 500  # held-out family, for capability retention
     noise: NoiseRates = field(default_factory=NoiseRates)
+    # validation prompts (alignment families, disjoint from train and eval, unseen in the corpus): where budgets are
+    # tuned; 0 = none (a world built before the split existed keeps its key)
+    n_valid_prompts: int = field(default=0, metadata={"cache": "unless default"})
 
 
 def _unique_tasks(families: tuple[str, ...], n: int, rng: random.Random, exclude: set[str]) -> list[Task]:
@@ -278,16 +281,16 @@ def dataset_tasks(ds: Dataset) -> list[Task]:
 
 
 def build_prompt_sets(config: WorldData) -> dict[str, Dataset]:
-    """Disjoint train / eval prompts (alignment families) and held-out-family prompts, seeded."""
+    """Disjoint train / eval (/ valid) prompts (alignment families) and held-out-family prompts, seeded."""
     rng = random.Random(config.seed)
     train = _unique_tasks(ALIGNMENT_FAMILIES, config.n_train_prompts, rng, set())
     evaluation = _unique_tasks(ALIGNMENT_FAMILIES, config.n_eval_prompts, rng, {t.prompt for t in train})
     heldout = _unique_tasks((HELDOUT_FAMILY,), config.n_heldout_prompts, rng, set())  # 13,680 distinct prompts
-    return {
-        "train": tasks_to_dataset(train),
-        "eval": tasks_to_dataset(evaluation),
-        "heldout": tasks_to_dataset(heldout),
-    }
+    sets = {"train": tasks_to_dataset(train), "eval": tasks_to_dataset(evaluation), "heldout": tasks_to_dataset(heldout)}
+    if config.n_valid_prompts:  # drawn last: the other splits are the same with or without it
+        taken = {t.prompt for t in train + evaluation}
+        sets["valid"] = tasks_to_dataset(_unique_tasks(ALIGNMENT_FAMILIES, config.n_valid_prompts, rng, taken))
+    return sets
 
 
 def build_corpus(config: WorldData, exclude_prompts: set[str] = frozenset()) -> Dataset:

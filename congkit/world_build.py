@@ -61,7 +61,7 @@ class WorldConfig:
 def smoke_world_config() -> WorldConfig:
     """A world small enough for tests (well under 30 s to build), with the same structure."""
     return WorldConfig(
-        data=WorldData(corpus_size=1600, n_train_prompts=48, n_eval_prompts=40, n_heldout_prompts=20),
+        data=WorldData(corpus_size=1600, n_train_prompts=48, n_eval_prompts=40, n_heldout_prompts=20, n_valid_prompts=16),
         weak=ModelSize(32, 1),
         strong=ModelSize(64, 2),
         weak_train=TrainConfig(learning_rate=5e-3, num_train_epochs=3, per_device_train_batch_size=64),
@@ -88,14 +88,18 @@ class World:
         return self.path / name
 
     def prompts(self, split: str) -> Dataset:
-        """'train', 'eval' or 'heldout' prompts (columns prompt, answer, family)."""
+        """'train', 'eval', 'heldout' or (when the world has them) 'valid' prompts (columns prompt, answer, family)."""
         return load_saved_dataset(self.path / "prompts" / split)
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(p.name for p in (self.path / "prompts").iterdir() if p.is_dir())
 
     def corpus(self) -> Dataset:
         return load_saved_dataset(self.path / "corpus")
 
     def reward(self) -> ExplicitReward:
-        return ExplicitReward(task_index(*(self.prompts(s) for s in ("train", "eval", "heldout"))))
+        return ExplicitReward(task_index(*(self.prompts(s) for s in self.splits)))
 
     @property
     def card(self) -> dict:
@@ -129,7 +133,7 @@ def build_world(config: WorldConfig | None = None, root: str | Path = "runs", pr
         prompt_sets = build_prompt_sets(config.data)
         for split, ds in prompt_sets.items():
             ds.save_to_disk(str(tmp / "prompts" / split))
-        held_back = set(prompt_sets["eval"]["prompt"]) | set(prompt_sets["heldout"]["prompt"])
+        held_back = {p for split in ("eval", "heldout", "valid") if split in prompt_sets for p in prompt_sets[split]["prompt"]}
         corpus = build_corpus(config.data, exclude_prompts=held_back)
         corpus.save_to_disk(str(tmp / "corpus"))
         tokenizer = word_tokenizer(world_vocabulary())

@@ -260,3 +260,34 @@ def test_an_evaluation_follows_the_models_content(smoke_run, tmp_path):
         next(model.parameters()).add_(0.01)
     model.save_pretrained(outside)
     assert pipe._ref(outside) != first and first.startswith("folder:")
+
+
+def test_a_tuned_budget_is_chosen_on_the_validation_prompts(smoke_run, monkeypatch):
+    """Every grid point trained on the first seed and scored on the validation prompts (never the eval prompts); the
+    best is the tuned setting, and the tuned method's model is that grid point's model."""
+    import dataclasses
+
+    from congkit import plan
+
+    pipe, _ = smoke_run
+    small = {("tuning", "learning_rate_multipliers"): [0.5, 2.0], ("tuning", "epochs"): [1, 2],
+             ("tuning", "methods"): ["weaksft"], ("tuning", "samples"): 2}  # fmt: skip
+    real_value = plan.value
+    monkeypatch.setattr(plan, "value", lambda section, name: small.get((section, name), real_value(section, name)))
+    tuned = Pipeline(pipe.setting, dataclasses.replace(smoke_pipeline_config(), budget="tuned"), root=pipe.root,
+                     progress=False)  # fmt: skip
+    grid = tuned.tuning_table()
+    assert len(grid) == 4 and grid.chosen.sum() == 1 and grid.score.between(0, 1).all()
+    base = pipe.config.strong_sft.learning_rate
+    assert sorted(zip(grid.learning_rate, grid.epochs)) == [(0.5 * base, 1), (0.5 * base, 2), (2 * base, 1), (2 * base, 2)]
+    best = grid[grid.chosen].iloc[0]
+    assert best.score == grid.score.max()
+    key = json.loads((Path(tuned.strong("weaksft", 0)) / "meta.json").read_text())["key"]
+    assert (key["train"]["learning_rate"], key["train"]["num_train_epochs"]) == (best.learning_rate, best.epochs)
+    assert tuned.strong("auxconf", 0) == pipe.strong("auxconf", 0)  # not tuned: its fixed budget
+    valid = set(pipe.setting.valid_prompts["prompt"])
+    assert len(valid) == 16 and not valid & set(pipe.setting.eval_prompts["prompt"])
+    assert not valid & set(pipe.setting.train_prompts["prompt"])
+    with pytest.raises(ValueError, match="has no validation prompts"):
+        tuned.setting = dataclasses.replace(pipe.setting, valid_prompts=None)
+        tuned.validation_score(tuned.strong("auxconf", 0), 0)
