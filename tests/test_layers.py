@@ -23,7 +23,7 @@ LAYERS = [
     ["measure", "methods"],
     ["evaluation", "derivation"],
     ["stages"],
-    ["tables", "plots", "regime", "cli", "workers"],
+    ["tables", "plots", "regime", "cli", "workers", "worlds"],
     ["study"],
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

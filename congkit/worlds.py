@@ -1,0 +1,93 @@
+"""More than one world: pipelines of several synthetic worlds (own pretrained bases, own prompt sets), pooled with
+intervals over worlds, seeds and prompts (`evaluation.hierarchical_bootstrap`), and the plan's rule that a
+comparison's verdict holds only if it holds on the pooled interval and its estimate keeps its sign in every world.
+
+    pipes = {w: Pipeline(Setting.from_world(build_world(world_config(w))), config, root / f"world-{w}") for w in ...}
+    comparison(pipes, "wspo", "cong")  # {"estimate", "ci_low", "ci_high", "worlds": {w: estimate}, "verdict", ...}
+    world_walk(pipes)                  # the ConG -> WSPO walk, pooled, per-world signs, the step that carries the gap
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from . import plan
+from .evaluation import (
+    DOES_NOT_HOLD,
+    HOLDS,
+    INCONCLUSIVE,
+    hierarchical_bootstrap,
+    three_way,
+    world_signs,
+)
+from .methods import label
+from .stages import Pipeline
+
+
+def prompt_values(pipe: Pipeline, method: str, seed: int, eps: float, metric: str = "r_pref") -> np.ndarray:
+    """One model's per-prompt `metric` (mean over its evaluation draws) on the evaluation prompts, in prompt order."""
+    result = pipe.evaluate(pipe.model_path(method, seed, eps), seed)
+    return np.asarray(result[metric], dtype=float).mean(axis=0)
+
+
+def paired_values(pipes: dict[int, Pipeline], a: str, b: str, metric: str = "r_pref") -> dict:
+    """world -> seed -> per-prompt `a` minus `b` (paired: same prompts, same draws' seeds), at the clean setting."""
+    return {w: {s: prompt_values(p, a, s, p.config.noise_levels[0], metric)
+                - prompt_values(p, b, s, p.config.noise_levels[0], metric) for s in p.config.seeds}
+            for w, p in pipes.items()}  # fmt: skip
+
+
+def comparison(pipes: dict[int, Pipeline], a: str, b: str, metric: str = "r_pref", threshold: float = 0.0) -> dict:
+    """`a` minus `b`, pooled over worlds, seeds and prompts: estimate, hierarchical bootstrap interval, each world's
+    estimate, and the three-way verdict under the plan's rule (a "holds" or "does not hold" whose sign flips in some
+    world is "inconclusive", naming the world)."""
+    values = paired_values(pipes, a, b, metric)
+    estimate, lo, hi = hierarchical_bootstrap(values)
+    worlds = world_signs(values)
+    verdict, note = three_way(lo, hi, threshold), ""
+    flipped = [w for w, e in worlds.items() if verdict != INCONCLUSIVE and np.sign(e - threshold) != np.sign(
+        estimate - threshold)]  # fmt: skip
+    if flipped:
+        verdict, note = INCONCLUSIVE, f"flips sign in world {', '.join(map(str, flipped))}"
+    return {"a": a, "b": b, "metric": metric, "estimate": estimate, "ci_low": lo, "ci_high": hi, "worlds": worlds,
+            "verdict": verdict, "note": note}  # fmt: skip
+
+
+def world_walk(pipes: dict[int, Pipeline], metric: str = "r_pref") -> pd.DataFrame:
+    """The walk from ConG to WSPO (the plan's `walk` and `other_walk`), every step pooled over worlds with its
+    per-world estimates; `carries` marks the step the book may name (as `evaluation.walk`, on pooled intervals)."""
+    total = comparison(pipes, "wspo", "cong", metric)
+    rows = []
+    for path, steps in (("main", plan.value("decomposition", "walk")),
+                        ("other", plan.value("decomposition", "other_walk"))):  # fmt: skip
+        for start, end in steps:
+            c = comparison(pipes, end, start, metric)
+            rows.append({"path": path, "step": f"{label(start)} -> {label(end)}", "start": start, "end": end,
+                         "metric": metric, "estimate": c["estimate"], "ci_low": c["ci_low"], "ci_high": c["ci_high"],
+                         "share": c["estimate"] / total["estimate"] if total["estimate"] else math.nan,
+                         "verdict": c["verdict"], "note": c["note"],
+                         **{f"world_{w}": e for w, e in c["worlds"].items()}})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    frame["carries"] = False
+    main = frame[frame.path == "main"]
+    gap = total["verdict"] in (HOLDS, DOES_NOT_HOLD)
+    if len(main) and gap:
+        top = main.estimate.abs().idxmax()
+        decided = frame.loc[top, "verdict"] in (HOLDS, DOES_NOT_HOLD)
+        frame.loc[top, "carries"] = bool(decided and frame.loc[top, "share"] >= plan.value("decomposition",
+                                                                                          "carries_share"))  # fmt: skip
+    return frame
+
+
+def decomposition_table(pipes: dict[int, Pipeline], metrics=("r_pref", "r_cap")) -> pd.DataFrame:
+    """`decomposition.csv`: arm, world, seed, metric, value (mean over prompts and draws) for ConG, ConG-S, WSPO and
+    the plan's arms, at the clean setting."""
+    arms = ["cong", "cong_s", "wspo", *plan.value("decomposition", "arms")]
+    rows = [{"arm": arm, "world": w, "seed": s, "metric": m,
+             "value": float(prompt_values(p, arm, s, p.config.noise_levels[0], m).mean())}
+            for w, p in pipes.items() for s in p.config.seeds for arm in arms for m in metrics
+            if m in p.evaluate(p.model_path(arm, s, p.config.noise_levels[0]), s)]  # fmt: skip
+    return pd.DataFrame(rows, columns=["arm", "world", "seed", "metric", "value"])

@@ -1,0 +1,61 @@
+"""Two smoke worlds (own bases, own prompts), the decomposition arms trained in each, pooled with the hierarchical
+bootstrap; the plan's per-world sign rule checked on hand-made values."""
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from congkit import plan
+from congkit.evaluation import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from congkit.stages import Pipeline, Setting, smoke_pipeline_config
+from congkit.world_build import build_world, smoke_world_config
+from congkit.worlds import comparison, decomposition_table, world_walk
+
+ARMS = ["sft_chosen", "wspo_cd", "wspo_plain", "wspo_b05", "wspo_b10", "bon_implicit"]
+
+
+@pytest.fixture(scope="module")
+def two_worlds(smoke_world, tmp_path_factory):
+    root = tmp_path_factory.mktemp("worlds")
+    config = dataclasses.replace(smoke_pipeline_config(), noise_levels=[0.0], methods=[
+        "weaksft", "auxconf", "wspo", "cong_s", "cong", *ARMS])  # fmt: skip
+    other = dataclasses.replace(smoke_world_config(), data=dataclasses.replace(smoke_world_config().data, seed=1))
+    worlds = {0: smoke_world, 1: build_world(other, root=root, progress=False)}
+    return {w: Pipeline(Setting.from_world(world), config, root=root / f"world-{w}", progress=False)
+            for w, world in worlds.items()}  # fmt: skip
+
+
+def test_each_world_has_its_own_prompts_and_bases(two_worlds):
+    a, b = (p.setting for p in two_worlds.values())
+    assert a.key != b.key and set(a.eval_prompts["prompt"]) != set(b.eval_prompts["prompt"])
+
+
+def test_the_arms_train_and_the_decomposition_pools_over_worlds(two_worlds):
+    table = decomposition_table(two_worlds)
+    assert set(table.world) == {0, 1} and set(table.arm) == {"cong", "cong_s", "wspo", *ARMS}
+    assert set(table.metric) == {"r_pref", "r_cap"} and table.value.between(0, 1).all()
+    paths = {arm: two_worlds[0].strong(arm, 0) for arm in ["wspo", *ARMS]}
+    assert len(set(paths.values())) == len(paths)  # every arm is its own model
+    walk = world_walk(two_worlds)
+    assert list(walk.step[walk.path == "main"]) == ["ConG -> ConG-S", "ConG-S -> SFT on weak chosen",
+                                                    "SFT on weak chosen -> WSPO"]  # fmt: skip
+    assert {"world_0", "world_1"} <= set(walk.columns) and (walk.ci_low <= walk.ci_high).all()
+    assert walk.carries.sum() <= 1
+
+
+def test_a_sign_flip_in_one_world_makes_a_verdict_inconclusive(monkeypatch):
+    from congkit import worlds
+
+    consistent = {0: {0: np.full(40, 0.10), 1: np.full(40, 0.12)}, 1: {0: np.full(40, 0.08), 1: np.full(40, 0.11)}}
+    flipping = {w: {0: np.full(40, 0.30), 1: np.full(40, 0.32)} for w in range(5)}
+    flipping[2] = {0: np.full(40, -0.02), 1: np.full(40, -0.01)}  # the pooled interval excludes 0; world 2 does not
+    for values, verdict, note in ((consistent, HOLDS, ""), (flipping, INCONCLUSIVE, "flips sign in world 2")):
+        monkeypatch.setattr(worlds, "paired_values", lambda *a, v=values, **k: v)
+        got = comparison({}, "a", "b")
+        assert (got["verdict"], got["note"]) == (verdict, note)
+    negative = {w: {s: -v for s, v in seeds.items()} for w, seeds in consistent.items()}
+    monkeypatch.setattr(worlds, "paired_values", lambda *a, **k: negative)
+    assert comparison({}, "a", "b")["verdict"] == DOES_NOT_HOLD
+    assert plan.value("study", "worlds") == [0, 1, 2] and isinstance(pd.DataFrame(), pd.DataFrame)
