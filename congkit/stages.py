@@ -552,7 +552,7 @@ class Pipeline(CachedConG):
     def run(self) -> pd.DataFrame:
         """All stages for all seeds and noise levels; the tidy results table (columns `RESULT_COLUMNS`). Writes
         results.csv, preconditions.csv and verdicts.csv into the pipeline's folder."""
-        from .evaluation import pgr_rows, preconditions, verdicts
+        from .evaluation import decomposition_rows, pgr_rows, preconditions, verdicts
 
         start = time.perf_counter()
         rows = [row for seed in self.config.seeds for row in self.replicate(seed)] + self.claims().to_dict("records")
@@ -562,6 +562,7 @@ class Pipeline(CachedConG):
         for name, frame in (("results", table), ("preconditions", conditions),
                             ("verdicts", verdicts(table, conditions, self.config))):  # fmt: skip
             write_csv_atomic(frame, self.root / f"{name}.csv")
+        write_csv_atomic(decomposition_rows(table), self.root / "decomposition.csv")
         if self.config.budget == "tuned":
             write_csv_atomic(self.tuning_table(), self.root / "tuning.csv")
         self.timings["total"] = time.perf_counter() - start

@@ -28,6 +28,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .cache import swap_in
 from .regime import RegimeConfig, column_rows, regime_pipeline, smoke_regime_config
 from .stages import Pipeline, PipelineConfig, Setting, smoke_pipeline_config
@@ -402,6 +404,45 @@ def parameter_table(**params):
     return table.rename_axis("parameter").style.set_caption("This page's parameters")
 
 
+REFERENCE = REPO / "results" / "reference"  # the committed results of the default profile: what the book shows
+REFERENCE_FILES = ("preconditions.csv", "verdicts.csv", "decomposition.csv", "tuning.csv")
+
+
+def compare_with_reference(run_dir: Path, reference: Path = REFERENCE, tolerance: float = 1e-6) -> list[str]:
+    """Each difference between a fresh run's result tables and the committed reference ones beyond float noise
+    (numbers differing by more than `tolerance`, relative or absolute; any text or shape difference): [] when the
+    run matches. A table the reference has but the run lacks is a difference; one neither has is skipped."""
+    import pandas as pd
+
+    differences = []
+    for name in REFERENCE_FILES:
+        want_file, got_file = reference / name, Path(run_dir) / name
+        if not want_file.exists():
+            continue
+        if not got_file.exists():
+            differences.append(f"{name}: missing from the run")
+            continue
+        want, got = pd.read_csv(want_file), pd.read_csv(got_file)
+        if list(want.columns) != list(got.columns) or len(want) != len(got):
+            differences.append(f"{name}: columns or rows differ ({list(got.columns)} x {len(got)} vs "
+                               f"{list(want.columns)} x {len(want)})")  # fmt: skip
+            continue
+        for column in want.columns:
+            a, b = want[column], got[column]
+            if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
+                close = np.isclose(a, b, rtol=tolerance, atol=tolerance, equal_nan=True)
+            else:
+                close = (a.astype(str) == b.astype(str)).to_numpy()
+            for row in np.flatnonzero(~close):
+                want_value, got_value = (x.iloc[row] for x in (a, b))
+                differences.append(f"{name} row {row} {column}: reference {_plain(want_value)}, this run {_plain(got_value)}")
+    return differences
+
+
+def _plain(value) -> str:
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
 def build_book(book_dir: Path = REPO / "book") -> Path:
     """Jupyter Book 1.x (Sphinx) build of the already executed notebooks: works offline (2.x fetches its theme).
 
@@ -558,6 +599,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_book:
         html = build_book()
         print(f"[study] book: {html / 'index.html'}")
+    if args.profile == "default" and not any((REFERENCE / name).exists() for name in REFERENCE_FILES):
+        print(f"[study] no reference results committed yet ({REFERENCE.relative_to(REPO)}): nothing to compare")
+    elif args.profile == "default":
+        differences = compare_with_reference(pipeline_root(get_profile(args.profile), args.runs))
+        print("[study] matches the reference results" if not differences else
+              "[study] differs from the reference results (results/reference/):\n  " + "\n  ".join(differences))
     print(f"[study] total {time.perf_counter() - start:.0f} s")
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import torch
 from datasets import Dataset
@@ -429,3 +430,19 @@ def _running(pid: int) -> bool:
             return f.read().split()[2] != "Z"  # a zombie has exited
     except FileNotFoundError:
         return False
+
+
+def test_a_run_is_compared_with_the_reference_results(tmp_path):
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    for folder in (reference, run):
+        folder.mkdir()
+        pd.DataFrame({"claim": ["1", "3a"], "verdict": ["holds", "does not hold"],
+                      "estimate": [0.756, -0.113]}).to_csv(folder / "verdicts.csv", index=False)  # fmt: skip
+    assert study.compare_with_reference(run, reference) == []
+    pd.DataFrame({"claim": ["1", "3a"], "verdict": ["holds", "inconclusive"],
+                  "estimate": [0.756 + 1e-9, -0.101]}).to_csv(run / "verdicts.csv", index=False)  # fmt: skip
+    assert study.compare_with_reference(run, reference) == [
+        "verdicts.csv row 1 verdict: reference 'does not hold', this run 'inconclusive'",
+        "verdicts.csv row 1 estimate: reference -0.113, this run -0.101"]  # fmt: skip
+    (reference / "decomposition.csv").write_text("arm,value\ncong,0.7\n")
+    assert "decomposition.csv: missing from the run" in study.compare_with_reference(run, reference)
