@@ -17,7 +17,7 @@ from .evaluation import mean_ci
 from .methods import BY_NAME, METHOD_LABELS, METHOD_ORDER
 
 STYLE = Path(__file__).with_name("book.mplstyle")
-ROLE_COLORS = {"reference": "#9e9e9e", "ceiling": "#616161", "baseline": "#1f77b4", "ours": "#2ca02c"}
+ROLE_COLORS = {"reference": "#9e9e9e", "ceiling": "#616161", "baseline": "#1f77b4", "ours": "#2ca02c", "arm": "#ff7f0e"}
 
 
 def use_book_style(svg: bool = True) -> None:
@@ -269,4 +269,21 @@ def regime_alpha_sweep(sweep: pd.DataFrame, metric: str = "r_pref", ylabel: str 
     axes[0, 0].set_ylabel(ylabel)
     handles, labels_ = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels_, loc="outside lower center", ncols=len(handles))
+    return fig
+
+
+def walk_figure(steps: pd.DataFrame) -> plt.Figure:
+    """The walk from ConG to WSPO (`evaluation.walk`): each step's paired difference with its 95% interval, the main
+    path first; the step that carries the gap (the analysis plan's rule) in colour."""
+    steps = steps.iloc[::-1]
+    y = np.arange(len(steps))
+    lo = (steps.estimate - steps.ci_low).fillna(0).to_numpy()
+    hi = (steps.ci_high - steps.estimate).fillna(0).to_numpy()
+    colors = ["#d62728" if c else ("#1f77b4" if p == "main" else "#9e9e9e") for c, p in zip(steps.carries, steps.path)]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(steps) + 1.2))
+    ax.barh(y, steps.estimate, xerr=[lo, hi], color=colors, capsize=3)
+    ax.set_yticks(y, [f"{s} ({'main' if p == 'main' else 'other order'})" for s, p in zip(steps.step, steps.path)])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set(title="From ConG to WSPO, one change at a time", xlabel=f"paired difference in {steps.metric.iloc[0]} "
+           "(95% CI over seeds)")  # fmt: skip
     return fig

@@ -39,7 +39,7 @@ from scipy import stats
 
 from .cache import build_once, fingerprint, folder_fingerprint, write_csv_atomic
 from .evaluation import claim_rows, mean_ci, per_seed, pgr_rows
-from .methods import BASELINES
+from .methods import BASELINES, STRONG_METHODS
 from .stages import RESULT_COLUMNS, Pipeline, PipelineConfig, Setting
 from .world_build import ModelSize, World, pretrain
 
@@ -102,7 +102,8 @@ def regime_pipeline(world: World, config: PipelineConfig, grid: RegimeConfig, hi
         setting = dataclasses.replace(setting, name=f"{setting.name}-weak{hidden_size}", weak_base=base,
                                       key=f"{setting.key}-weak{hidden_size}@{folder_fingerprint(base)}")  # fmt: skip
     cfg = dataclasses.replace(config, seeds=list(grid.seeds), noise_levels=list(grid.noise_levels),
-                              alpha_sweep=list(grid.alpha_sweep or config.alpha_sweep))  # fmt: skip
+                              alpha_sweep=list(grid.alpha_sweep or config.alpha_sweep),
+                              methods=list(STRONG_METHODS))  # the paper's methods in every cell  # fmt: skip
     return Pipeline(setting, cfg, root=root, progress=progress)
 
 

@@ -161,8 +161,9 @@ class PipelineConfig:
                                                                       dpo_loss=["sigmoid", "sft"]))  # fmt: skip
     gold_dpo: TrainConfig = field(default_factory=lambda: TrainConfig(learning_rate=2e-4, num_train_epochs=2, beta=0.1,
                                                                       dpo_loss=["sigmoid", "sft"]))  # fmt: skip
-    # the strong methods each replicate trains (registry names, `congkit.methods`); ablation arms are added by name
-    methods: list[str] = field(default_factory=lambda: list(STRONG_METHODS))
+    # the strong methods each replicate trains (registry names, `congkit.methods`): the paper's five and the analysis
+    # plan's decomposition arms (`analysis_plan.md`)
+    methods: list[str] = field(default_factory=lambda: [*STRONG_METHODS, *plan.value("decomposition", "arms")])
     best_of_n: int = 4  # the bon_implicit arm: samples per training prompt to pick from
     # "fixed": each method's configured settings; "tuned": the grid point chosen on the validation prompts
     # (analysis_plan.md: grid, criterion and methods; tuned on the first seed, kept for the others)

@@ -371,8 +371,10 @@ def _quiet_page() -> None:
 
 def findings(pipe) -> dict[str, str]:
     """The introduction's key findings as text, computed from the pipeline's results (cached after the first run):
-    n_seeds, verdict_<claim> and estimate_<claim> for claims 1, 2, 3a, 3b, 4, 5, preconditions_met, unmet_note."""
-    from .evaluation import preconditions, verdicts
+    n_seeds, verdict_<claim> and estimate_<claim> for every claim, why (the walk from ConG to WSPO in words),
+    preconditions_met, unmet_note."""
+    from .evaluation import preconditions, verdicts, walk
+    from .tables import why_sentence
 
     table = pipe.run()
     conditions = preconditions(table, pipe.config)
@@ -382,6 +384,7 @@ def findings(pipe) -> dict[str, str]:
         out[f"verdict_{key}"] = row.verdict
         interval = f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if math.isfinite(row.ci_low) else " (no interval)"
         out[f"estimate_{key}"] = f"{row.estimate:+.3f}{interval}"
+    out["why"] = why_sentence(walk(table)) if "sft_chosen" in pipe.config.methods else "(no decomposition arms run)"
     applicable = conditions[conditions.applicable]
     out["preconditions_met"] = f"{int(applicable.met.sum())} of {len(applicable)}"
     unmet = applicable[~applicable.met]

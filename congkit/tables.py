@@ -132,3 +132,24 @@ def training_views(samples, preferences, cong_pairs, gold=None, n: int = 5) -> p
         "ConG rejected: ConG-S's own sample": own.get(row["prompt"], "(same as chosen: pair dropped)"),
         "gold": gold(row["prompt"]),
     } for row in samples])  # fmt: skip
+
+
+def _interval(row) -> str:
+    finite = pd.notna(row.ci_low) and pd.notna(row.ci_high)
+    return f"{row.estimate:+.3f}" + (f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if finite else " (no interval)")
+
+
+def why_sentence(steps: pd.DataFrame) -> str:
+    """The walk from ConG to WSPO (`evaluation.walk`) in words: every main step with its paired estimate, then the
+    step that carries the gap under the analysis plan's rule, or that no single step does."""
+    main = steps[steps.path == "main"]
+    walked = "; ".join(f"{r.step} {_interval(r)}" for r in main.itertuples())
+    carrying = main[main.carries]
+    if len(carrying):
+        r = carrying.iloc[0]
+        verdict = (f"The step that carries the gap (the plan's rule: the largest step, its interval excluding 0, at "
+                   f"least half of the gap) is **{r.step}**: {_interval(r)} $R_{{pref}}$, {r.share:.0%} of the WSPO "
+                   "minus ConG gap.")  # fmt: skip
+    else:
+        verdict = "No single step carries the gap under the plan's rule (largest step, interval excluding 0, half the gap)."
+    return f"Walking from ConG to WSPO one change at a time ($R_{{pref}}$, paired over seeds): {walked}. {verdict}"
