@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import swap_in
+from .cache import swap_in, write_csv_atomic
 from .regime import RegimeConfig, column_rows, regime_pipeline, smoke_regime_config
 from .stages import Pipeline, PipelineConfig, Setting, smoke_pipeline_config
 from .workers import QUIET_ENV
@@ -72,7 +72,7 @@ class RealCheckpoints:
     device: str | None = None  # auto: cuda if present
 
 
-PROFILES = ("smoke", "default", "regime", "real")
+PROFILES = ("smoke", "default", "regime", "real", "plan")
 # The regime map (notebooks/06_regime.md) is its own profile: it runs the whole pipeline in 9 cells (~30 min), too long
 # for `make study`. `smoke` runs every chapter (the regime map on a smoke grid); `default` and `real` every chapter
 # but the regime map; `regime` only the regime map, on the default world (whose stages it shares with `default`).
@@ -94,6 +94,8 @@ class Profile:
             return list(chapters())
         if self.name == "regime":
             return [n for n in chapters() if n in REGIME_CHAPTERS]
+        if self.name == "plan":
+            return []
         return [n for n in chapters() if n not in REGIME_CHAPTERS]
 
 
@@ -104,6 +106,8 @@ def get_profile(name: str, real_overrides: dict | None = None) -> Profile:
                        regime=smoke_regime_config())  # fmt: skip
     if name in ("default", "regime"):
         return Profile(name, world=WorldConfig(), pipeline=PipelineConfig(), regime=RegimeConfig(), cache="default")
+    if name == "plan":  # the analysis plan's worlds and budgets (congkit.worlds); its tables, not chapters yet
+        return Profile("plan", world=WorldConfig(), pipeline=PipelineConfig())
     if name == "real":
         real = RealCheckpoints(**check_real(real_overrides or {}))
         pipeline = real_pipeline_config()
@@ -278,6 +282,49 @@ def prebuild_regime(profile: str, runs_dir: str | Path, workers: int = 2) -> Non
           flush=True)  # fmt: skip
     run_in_workers(_column_job, jobs, workers, lambda done, total, r: f"weak width {r[0]}, seed {r[1]} ready "
                                                                       f"({done}/{total}, {r[2]:.0f} s)", "regime")  # fmt: skip
+
+
+def _plan_job(job: tuple):
+    """One unit of the plan's run in a build worker: a world, one method's tuning grid, or one seed of one budget."""
+    kind, runs_dir, world, item, budget, config, world_base = job
+    from .worlds import plan_pipelines, plan_world_config
+
+    start = time.perf_counter()
+    if kind == "world":
+        build_world(plan_world_config(world, world_base), root=Path(runs_dir), progress=False)
+    else:
+        pipe = plan_pipelines(runs_dir, budget, config, world_base)[world]
+        pipe.tuning_rows(item) if kind == "tune" else pipe.replicate(item)
+    return kind, world, item, budget, time.perf_counter() - start
+
+
+def run_plan(runs_dir: str | Path, workers: int = 2, config: PipelineConfig | None = None,
+             world_base: WorldConfig | None = None) -> Path:  # fmt: skip
+    """The pre-registered plan (`congkit/analysis_plan.md`): every world, both budgets, in build workers (resumable:
+    every stage is cached), then the result tables written to `runs_dir/plan/`. Returns that folder. `config` and
+    `world_base` replace the default pipeline and world settings (the tests run it on smoke worlds)."""
+    from . import plan
+    from .workers import run_in_workers
+    from .worlds import BUDGETS, plan_pipelines, plan_tables
+
+    runs_dir = Path(runs_dir).resolve()
+    worlds = plan.value("study", "worlds")
+    seeds = config.seeds if config is not None else range(plan.value("study", "seeds_per_world"))
+    describe = lambda done, total, r: f"{r[0]} world {r[1]} {r[2] or ''} {r[3]} ({done}/{total}, {r[4]:.0f} s)"  # noqa: E731
+
+    def jobs(kind, items, budgets):
+        return [(kind, str(runs_dir), w, i, b, config, world_base) for b in budgets for w in worlds for i in items]
+
+    run_in_workers(_plan_job, jobs("world", [None], ["fixed"]), workers, describe, "plan")
+    tuned = plan.value("tuning", "methods")
+    for stage in ([m for m in tuned if m != "cong"], [m for m in tuned if m == "cong"]):  # ConG tunes on tuned ConG-S
+        run_in_workers(_plan_job, jobs("tune", stage, ["tuned"]), workers, describe, "plan")
+    run_in_workers(_plan_job, jobs("seed", list(seeds), BUDGETS), workers, describe, "plan")
+    out = runs_dir / "plan"
+    pipes = {b: plan_pipelines(runs_dir, b, config, world_base) for b in BUDGETS}
+    for name, frame in plan_tables(pipes).items():
+        write_csv_atomic(frame, out / f"{name}.csv")
+    return out
 
 
 def run_notebooks(
@@ -580,6 +627,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--runs {args.runs!r} is a file, not a folder")
     remove_dead_runs_leftovers(REPO / "book")
     start = time.perf_counter()
+    if args.profile == "plan":  # the analysis plan's run: result tables, no chapters yet
+        print(f"[study] plan results: {run_plan(args.runs, args.workers)}")
+        print(f"[study] total {time.perf_counter() - start:.0f} s")
+        return
     out_dir = REPO / "book" / "notebooks"
     # executed into a temporary folder; the published notebooks are replaced only when every notebook succeeded
     tmp = REPO / "book" / f".notebooks-tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"

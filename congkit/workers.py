@@ -49,10 +49,15 @@ def _start_worker(parent: int) -> None:
 
 def run_in_workers(job: Callable, jobs: Iterable, workers: int, describe: Callable[[int, int, object], str],
                    tag: str = "study") -> list:  # fmt: skip
-    """`job(j)` for every j in `jobs`, in `workers` spawned build workers, in order; one progress line per finished
-    job on stderr (`describe(done, total, result)`). The results, in the order of `jobs`."""
+    """`job(j)` for every j in `jobs`, in `workers` spawned build workers (one worker: in this process), in order;
+    one progress line per finished job on stderr (`describe(done, total, result)`). The results, in job order."""
     jobs = list(jobs)
     results = []
+    if workers <= 1:  # in this process, in order
+        for done, job_ in enumerate(jobs, 1):
+            results.append(job(job_))
+            print(f"[{tag}]   {describe(done, len(jobs), results[-1])}", file=sys.stderr, flush=True)
+        return results
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
                              initargs=(os.getpid(),)) as pool:  # fmt: skip
         for done, result in enumerate(pool.map(job, jobs), 1):

@@ -91,3 +91,58 @@ def decomposition_table(pipes: dict[int, Pipeline], metrics=("r_pref", "r_cap"))
             for w, p in pipes.items() for s in p.config.seeds for arm in arms for m in metrics
             if m in p.evaluate(p.model_path(arm, s, p.config.noise_levels[0]), s)]  # fmt: skip
     return pd.DataFrame(rows, columns=["arm", "world", "seed", "metric", "value"])
+
+
+# --- the plan's run: every world, both budgets, resumable ----------------------------------------------------------
+
+BUDGETS = ("fixed", "tuned")
+
+
+def plan_world_config(world: int, base=None):
+    """World `world` of the plan: the default world's sizes, `WorldData.seed = world`, validation prompts."""
+    import dataclasses
+
+    from .world_build import WorldConfig
+
+    base = base or WorldConfig()
+    data = dataclasses.replace(base.data, seed=world, n_valid_prompts=plan.value("tuning", "validation_prompts"))
+    return dataclasses.replace(base, data=data)
+
+
+def plan_pipelines(root, budget: str, config=None, world_base=None, progress: bool = False) -> dict[int, Pipeline]:
+    """{world: its pipeline} for one budget ("fixed" or "tuned"); every world and both budgets share one cache
+    folder per world (`root/world-<w>`), so the tuned budget reuses what the fixed one built."""
+    import dataclasses
+    from pathlib import Path
+
+    from .stages import PipelineConfig, Setting
+    from .world_build import build_world
+
+    seeds = list(range(plan.value("study", "seeds_per_world")))
+    config = dataclasses.replace(config or PipelineConfig(), seeds=config.seeds if config else seeds, budget=budget)
+    out = {}
+    for w in plan.value("study", "worlds"):
+        world = build_world(plan_world_config(w, world_base), root=Path(root), progress=progress)
+        out[w] = Pipeline(Setting.from_world(world), config, root=Path(root) / f"world-{w}", progress=progress)
+    return out
+
+
+def plan_tables(by_budget: dict[str, dict[int, Pipeline]]) -> dict[str, pd.DataFrame]:
+    """The plan's result tables from built pipelines: decomposition (arm, world, seed, metric, value, budget), the
+    pooled walk and the ConG - WSPO comparisons per budget, tuning (world, method, grid point, score, chosen) and each
+    world's preconditions."""
+    from .evaluation import preconditions
+
+    tables = {"decomposition": [], "walk": [], "comparisons": [], "tuning": [], "preconditions": []}
+    for budget, pipes in by_budget.items():
+        tables["decomposition"].append(decomposition_table(pipes).assign(budget=budget))
+        tables["walk"].append(world_walk(pipes).assign(budget=budget))
+        rows = [comparison(pipes, a, "wspo", m) for a in ("cong", "cong_s", "bon_implicit") for m in ("r_pref", "r_cap")]
+        tables["comparisons"].append(pd.DataFrame([{k: v for k, v in r.items() if k != "worlds"} | {
+            f"world_{w}": e for w, e in r["worlds"].items()} for r in rows]).assign(budget=budget))  # fmt: skip
+        for w, pipe in pipes.items():
+            if budget == "tuned":
+                tables["tuning"].append(pipe.tuning_table().assign(world=w))
+            if budget == "fixed":
+                tables["preconditions"].append(preconditions(pipe.run(), pipe.config).assign(world=w))
+    return {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for name, parts in tables.items()}

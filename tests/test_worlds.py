@@ -59,3 +59,23 @@ def test_a_sign_flip_in_one_world_makes_a_verdict_inconclusive(monkeypatch):
     monkeypatch.setattr(worlds, "paired_values", lambda *a, **k: negative)
     assert comparison({}, "a", "b")["verdict"] == DOES_NOT_HOLD
     assert plan.value("study", "worlds") == [0, 1, 2] and isinstance(pd.DataFrame(), pd.DataFrame)
+
+
+def test_the_plans_run_writes_every_table_for_both_budgets(smoke_world, tmp_path, monkeypatch):
+    """`run_plan` on two smoke worlds, one seed, a 2 x 1 grid for three methods, in two build workers: the result
+    tables of both budgets, tuning per world, preconditions per world."""
+    from congkit import study
+
+    small = {("study", "worlds"): [0, 1], ("tuning", "learning_rate_multipliers"): [0.5, 1.0],
+             ("tuning", "epochs"): [2], ("tuning", "methods"): ["weaksft", "cong_s", "cong"],
+             ("tuning", "validation_prompts"): 16, ("tuning", "samples"): 1}  # fmt: skip
+    real_value = plan.value
+    monkeypatch.setattr(plan, "value", lambda s, n: small.get((s, n), real_value(s, n)))
+    config = dataclasses.replace(smoke_pipeline_config(), noise_levels=[0.0])
+    out = study.run_plan(tmp_path, workers=1, config=config, world_base=smoke_world_config())
+    tables = {p.stem: pd.read_csv(p) for p in out.glob("*.csv")}
+    assert set(tables) == {"decomposition", "walk", "comparisons", "tuning", "preconditions"}
+    assert set(tables["decomposition"].budget) == {"fixed", "tuned"} and set(tables["decomposition"].world) == {0, 1}
+    tuning = tables["tuning"]
+    assert len(tuning) == 2 * 3 * 2 and tuning.groupby(["world", "method"]).chosen.sum().eq(1).all()
+    assert set(tables["preconditions"].world) == {0, 1} and {"world_0", "world_1"} <= set(tables["comparisons"])
