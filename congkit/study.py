@@ -310,7 +310,8 @@ def run_plan(runs_dir: str | Path, workers: int = 2, config: PipelineConfig | No
     runs_dir = Path(runs_dir).resolve()
     worlds = plan.value("study", "worlds")
     seeds = config.seeds if config is not None else range(plan.value("study", "seeds_per_world"))
-    describe = lambda done, total, r: f"{r[0]} world {r[1]} {r[2] or ''} {r[3]} ({done}/{total}, {r[4]:.0f} s)"  # noqa: E731
+    describe = lambda done, total, r: (f"{r[0]} world {r[1]} {'' if r[2] is None else r[2]} {r[3]} "  # noqa: E731
+                                       f"({done}/{total}, {r[4]:.0f} s)")  # fmt: skip
 
     def jobs(kind, items, budgets):
         return [(kind, str(runs_dir), w, i, b, config, world_base) for b in budgets for w in worlds for i in items]
