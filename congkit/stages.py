@@ -279,6 +279,7 @@ class CachedConG(Runner):
         self.tokenizer = load_tokenizer(setting.tokenizer or setting.weak_base)
         # string prompts are one user turn when the tokenizer has a chat template, as `to_trl_format` hands them to TRL
         self.chat = has_chat_template(self.tokenizer)
+        self._tuned: dict[str, TrainConfig] = {}  # method -> its tuned settings, once looked up
 
     def load(self, path: str | Path):
         return load_causal_lm(path, device=self.setting.device, dtype=self.setting.dtype)
@@ -383,9 +384,10 @@ class CachedConG(Runner):
     def tuned_config(self, method: str) -> TrainConfig:
         """The grid point (learning rate x epochs, `analysis_plan.md`) with the best validation score, trained and
         scored on the first seed at the clean setting; ties go to the first in grid order."""
-        rows = self.tuning_rows(method)
-        best = max(rows, key=lambda r: r["score"])  # max keeps the first of equal scores
-        return best["config"]
+        if method not in self._tuned:  # the grid's artifacts are cached; this spares looking them up again
+            rows = self.tuning_rows(method)
+            self._tuned[method] = max(rows, key=lambda r: r["score"])["config"]  # max keeps the first of equal scores
+        return self._tuned[method]
 
     def tuning_rows(self, method: str) -> list[dict]:
         """Every grid point of `method`: its settings, the model it trained (first seed, clean setting) and its
