@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .decoding import DecodingConfig, Generation, contrastive_generate, sample
+from .models import default_device
 
 
 def shard_bounds(n: int, num_processes: int, index: int) -> tuple[int, int]:
@@ -26,11 +26,12 @@ def shard_bounds(n: int, num_processes: int, index: int) -> tuple[int, int]:
     return start, start + base + (1 if index < extra else 0)
 
 
-def process_state() -> PartialState:
+def process_state(device: str | None = None) -> PartialState:
     """accelerate's process state; on a machine without CUDA, processes started by `accelerate launch --multi_gpu`
     (torchrun) join one CPU process group (gloo), as `accelerate launch --cpu` does only through an MPI launcher.
-    Call it before loading models: `from_pretrained` may create the (singleton) state itself, without the CPU flag."""
-    return PartialState(cpu=not torch.cuda.is_available())
+    `device` (default: `default_device()`) can be forced. Call it before loading models: `from_pretrained` may create
+    the (singleton) state itself, without the CPU flag."""
+    return PartialState(cpu=not (device or default_device()).startswith("cuda"))
 
 
 def sharded_generate(

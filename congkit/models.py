@@ -109,17 +109,17 @@ def n_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def default_device() -> str:
-    if torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
+def default_device(cuda: bool | None = None) -> str:
+    """"cuda" where a GPU is usable, else "cpu". `cuda` overrides the detection (the tests force both branches)."""
+    return "cuda" if (torch.cuda.is_available() if cuda is None else cuda) else "cpu"
 
 
-def default_dtype(device: str) -> torch.dtype:
-    """bf16 on a GPU that supports it, float32 otherwise (CPU included)."""
-    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+def default_dtype(device: str, bf16_supported: bool | None = None) -> torch.dtype:
+    """bf16 on a GPU that supports it, float32 otherwise (CPU included). The one precision rule: training's mixed
+    precision follows it too. `bf16_supported` overrides the detection (the tests force both branches)."""
+    if bf16_supported is None:
+        bf16_supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if device.startswith("cuda") and bf16_supported else torch.float32
 
 
 def resolve_name(name_or_path: str | os.PathLike) -> str:

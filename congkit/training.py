@@ -15,6 +15,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, TrainerCallback
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
+from .models import default_device, default_dtype
 from .tokens import as_conversation, has_chat_template
 
 
@@ -66,8 +67,11 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _common_args(cfg: TrainConfig, output_dir: str) -> dict:
-    use_gpu = torch.cuda.is_available()
+def _common_args(cfg: TrainConfig, output_dir: str, device: str | None = None,
+                 bf16_supported: bool | None = None) -> dict:  # fmt: skip
+    """TRL / transformers arguments shared by every trainer. `device` (default: `default_device()`) decides CPU or
+    GPU training, and `default_dtype` whether a GPU trains in bf16; both can be forced (the tests run both)."""
+    device = device or default_device()
     return dict(
         output_dir=output_dir,
         learning_rate=cfg.learning_rate,
@@ -83,8 +87,8 @@ def _common_args(cfg: TrainConfig, output_dir: str) -> dict:
         logging_steps=cfg.logging_steps,
         save_strategy="no",
         report_to=[],
-        bf16=bool(use_gpu and torch.cuda.is_bf16_supported()),
-        use_cpu=not use_gpu,
+        bf16=default_dtype(device, bf16_supported) == torch.bfloat16,
+        use_cpu=not device.startswith("cuda"),
         dataloader_num_workers=0,
         disable_tqdm=quiet(),
     )

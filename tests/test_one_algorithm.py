@@ -235,3 +235,36 @@ def test_the_custom_generate_folder_carries_its_model_card():
     for section in ("## Base model", "## Model compatibility", "## Additional arguments", "## Output type(s)",
                     "## Example usage"):  # fmt: skip
         assert section in card
+
+
+# --- every device branch runs here: each decision is selectable and forced both ways ------------------------------
+
+
+def test_the_device_and_precision_rule_on_either_branch():
+    from congkit.models import default_device, default_dtype
+
+    assert default_device(cuda=True) == "cuda" and default_device(cuda=False) == "cpu"
+    assert default_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert default_dtype("cuda", bf16_supported=True) == torch.bfloat16
+    assert default_dtype("cuda:1", bf16_supported=False) == torch.float32
+    assert default_dtype("cpu", bf16_supported=True) == torch.float32
+
+
+def test_training_arguments_on_either_device(tmp_path):
+    from congkit.training import TrainConfig, _common_args
+
+    gpu = _common_args(TrainConfig(), str(tmp_path), device="cuda", bf16_supported=True)
+    old_gpu = _common_args(TrainConfig(), str(tmp_path), device="cuda", bf16_supported=False)
+    cpu = _common_args(TrainConfig(), str(tmp_path), device="cpu", bf16_supported=True)
+    assert (gpu["use_cpu"], gpu["bf16"]) == (False, True) and (old_gpu["use_cpu"], old_gpu["bf16"]) == (False, False)
+    assert (cpu["use_cpu"], cpu["bf16"]) == (True, False)
+    assert _common_args(TrainConfig(), str(tmp_path))["use_cpu"] == (not torch.cuda.is_available())
+
+
+def test_the_process_group_on_either_device(monkeypatch):
+    from congkit import distributed
+
+    made = []
+    monkeypatch.setattr(distributed, "PartialState", lambda **kwargs: made.append(kwargs) or kwargs)
+    distributed.process_state("cuda"), distributed.process_state("cpu"), distributed.process_state()
+    assert made == [{"cpu": False}, {"cpu": True}, {"cpu": not torch.cuda.is_available()}]
