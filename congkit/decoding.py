@@ -683,10 +683,8 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts, templated=UNSET, pad
 
 
 def _with_overrides(config: DecodingConfig, overrides: dict) -> DecodingConfig:
-    if "lam" in overrides:
-        warnings.warn(_LAM_DEPRECATED, DeprecationWarning, stacklevel=3)
-        overrides = {**{k: v for k, v in overrides.items() if k != "lam"}, "min_p": overrides["lam"]}
-    unknown = sorted(set(overrides) - set(vars(config)))
+    """`config` with fields set by name; the deprecated `lam` goes to `DecodingConfig`, which maps it to `min_p`."""
+    unknown = sorted(set(overrides) - set(vars(config)) - {"lam"})
     if unknown:
         raise TypeError(f"unknown decoding option(s) {unknown}; DecodingConfig fields: {sorted(vars(config))}")
     return DecodingConfig(**{**vars(config), **overrides})
