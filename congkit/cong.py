@@ -114,13 +114,20 @@ def cong_pairs(cong_s: PreTrainedModel, tokenizer, cd: Dataset, decoding: Decodi
                               "rejected": [own[i] for i in keep]})  # fmt: skip
 
 
+def scored_draws(pi_r, pi_ref, tokenizer, prompts: list[str], n: int, decoding: DecodingConfig, chat: bool):
+    """`n` pi_r samples of every prompt (draw j of prompt i at row j * len(prompts) + i) and the weak pair's implicit
+    reward of each (beta 1): (the `Generation`, an `ImplicitReward`)."""
+    gen = sample(pi_r, tokenizer, prompts * n, decoding, progress=False, apply_chat_template=chat)
+    prompt_ids = [encode_prompt(tokenizer, p, chat) for p in prompts] * n
+    return gen, implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, beta=1.0, batch_size=256)
+
+
 def best_of_n_by_implicit_reward(pi_r, pi_ref, tokenizer, prompts: list[str], n: int, decoding: DecodingConfig,
                                  chat: bool) -> Dataset:  # fmt: skip
     """Beyond the paper, with exactly ConG's information: per prompt, the one of `n` pi_r samples with the largest
     summed implicit reward log(pi_r / pi_ref)(y) (no labels). Columns prompt, completion, implicit."""
-    gen = sample(pi_r, tokenizer, prompts * n, decoding, progress=False, apply_chat_template=chat)
-    prompt_ids = [encode_prompt(tokenizer, p, chat) for p in prompts] * n
-    implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, beta=1.0, batch_size=256).total
+    gen, scored = scored_draws(pi_r, pi_ref, tokenizer, prompts, n, decoding, chat)
+    implicit = scored.total
     best = [max(range(n), key=lambda j, i=i: implicit[j * len(prompts) + i]) for i in range(len(prompts))]
     rows = [b * len(prompts) + i for i, b in enumerate(best)]
     return Dataset.from_dict({"prompt": prompts, "completion": [gen.texts[r] for r in rows],

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from datasets import Dataset
 
+from .cong import scored_draws
 from .decoding import DecodingConfig, contrastive_generate, sample
 from .rewards import implicit_reward, implicit_reward_from_ids, mean_response_logprobs
 from .tokens import encode_prompt
@@ -84,9 +85,7 @@ def weak_pair_pool(pi_r, pi_ref, tokenizer, prompts: list[str], scorer, k: int, 
                    chat: bool) -> Dataset:  # fmt: skip
     """pi_r's own samples (k per prompt) with the weak pair's implicit reward (sum and mean over tokens, beta 1) and
     every reward channel: claim 1 and the ranking preconditions are measured within this pool."""
-    gen = sample(pi_r, tokenizer, prompts * k, decoding, progress=False, apply_chat_template=chat)
-    prompt_ids = [encode_prompt(tokenizer, p, chat) for p in prompts] * k
-    implicit = implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, beta=1.0, batch_size=256)
+    gen, implicit = scored_draws(pi_r, pi_ref, tokenizer, prompts, k, decoding, chat)
     n = len(prompts)
     rows = {"prompt": prompts * k, "k": [j for j in range(k) for _ in range(n)], "response": gen.texts,
             "implicit": implicit.total, "implicit_mean": implicit.mean}  # fmt: skip
