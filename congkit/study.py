@@ -293,7 +293,7 @@ def _plan_job(job: tuple):
     if kind == "world":
         build_world(plan_world_config(world, world_base), root=Path(runs_dir), progress=False)
     else:
-        pipe = plan_pipelines(runs_dir, budget, config, world_base)[world]
+        pipe = plan_pipelines(runs_dir, budget, config, world_base, worlds=[world])[world]
         pipe.tuning_rows(item) if kind == "tune" else pipe.replicate(item)
     return kind, world, item, budget, time.perf_counter() - start
 

@@ -109,9 +109,10 @@ def plan_world_config(world: int, base=None):
     return dataclasses.replace(base, data=data)
 
 
-def plan_pipelines(root, budget: str, config=None, world_base=None, progress: bool = False) -> dict[int, Pipeline]:
-    """{world: its pipeline} for one budget ("fixed" or "tuned"); every world and both budgets share one cache
-    folder per world (`root/world-<w>`), so the tuned budget reuses what the fixed one built."""
+def plan_pipelines(root, budget: str, config=None, world_base=None, progress: bool = False,
+                   worlds: list[int] | None = None) -> dict[int, Pipeline]:  # fmt: skip
+    """{world: its pipeline} for one budget ("fixed" or "tuned") and the plan's worlds (or `worlds`); both budgets
+    share one cache folder per world (`root/world-<w>`), so the tuned budget reuses what the fixed one built."""
     import dataclasses
     from pathlib import Path
 
@@ -121,7 +122,7 @@ def plan_pipelines(root, budget: str, config=None, world_base=None, progress: bo
     seeds = list(range(plan.value("study", "seeds_per_world")))
     config = dataclasses.replace(config or PipelineConfig(), seeds=config.seeds if config else seeds, budget=budget)
     out = {}
-    for w in plan.value("study", "worlds"):
+    for w in plan.value("study", "worlds") if worlds is None else worlds:
         world = build_world(plan_world_config(w, world_base), root=Path(root), progress=progress)
         out[w] = Pipeline(Setting.from_world(world), config, root=Path(root) / f"world-{w}", progress=progress)
     return out
