@@ -193,7 +193,13 @@ def claim_rows(seed: int, pool: Dataset, sweep: Dataset, probes: Dataset | None 
 
 
 def mean_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """Mean and a t confidence interval over seeds (NaN bounds with one seed)."""
+    """Mean and a t confidence interval over seeds (NaN bounds with one seed). Values indexed by (world, seed) (a
+    table pooled over worlds, see `per_seed`) get the hierarchical bootstrap over worlds and seeds instead, worlds
+    weighed equally: worlds are then a variance component (analysis_plan.md)."""
+    if isinstance(values, pd.Series) and values.index.nlevels == 2:
+        v = values[np.isfinite(values.to_numpy(dtype=float))]
+        nested = {w: {s: [x] for (_, s), x in part.items()} for w, part in v.groupby(level=0)}
+        return hierarchical_bootstrap(nested, confidence=confidence) if nested else (math.nan,) * 3
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if len(v) == 0:
@@ -218,14 +224,24 @@ def hierarchical_bootstrap(values: dict, draws: int | None = None, confidence: f
     if not worlds:
         return math.nan, math.nan, math.nan
     estimate = float(np.mean([np.mean([v.mean() for v in w]) for w in worlds]))
-    out = np.empty(draws)
-    for d in range(draws):
-        picked = [worlds[i] for i in rng.integers(len(worlds), size=len(worlds))]
-        out[d] = np.mean([np.mean([w[j][rng.integers(len(w[j]), size=len(w[j]))].mean()
-                                   for j in rng.integers(len(w), size=len(w))]) for w in picked])  # fmt: skip
+    n = len(worlds)
+    # every (draw, world slot) gets its own resample of each world: slot i of draw d reads world picks[d, i]
+    per_world = np.stack([_resampled_world_means(w, (draws, n), rng) for w in worlds])  # (world, draw, slot)
+    picks = rng.integers(n, size=(draws, n))
+    out = per_world[picks, np.arange(draws)[:, None], np.arange(n)[None, :]].mean(axis=1)
     tail = (1 - confidence) / 2 * 100
     lo, hi = np.percentile(out, [tail, 100 - tail])
     return estimate, float(lo), float(hi)
+
+
+def _resampled_world_means(seeds: list[np.ndarray], shape: tuple, rng: np.random.Generator) -> np.ndarray:
+    """`shape` independent bootstrap means of one world: its seeds resampled, then each drawn seed's prompts."""
+    picked = rng.integers(len(seeds), size=(*shape, len(seeds)))
+    means = np.empty(picked.shape)
+    for j, v in enumerate(seeds):
+        where = picked == j
+        means[where] = v[rng.integers(len(v), size=(int(where.sum()), len(v)))].mean(axis=1)
+    return means.mean(axis=-1)
 
 
 def world_signs(values: dict) -> dict:
@@ -276,20 +292,22 @@ def metric_mean(table: pd.DataFrame, method: str, metric: str, eps: float | None
 
 
 def per_seed(table: pd.DataFrame, method: str, metric: str, eps: float | None = None, alpha: float | None = None):
-    """Series seed -> value of one (method, metric, eps, alpha) (NaN eps / alpha match NaN)."""
+    """Series seed -> value of one (method, metric, eps, alpha) (NaN eps / alpha match NaN); indexed by (world,
+    seed) when the table has a `world` column (several worlds pooled, `world_verdicts`)."""
     part = table[(table.method == method) & (table.metric == metric)]
     for column, value in (("eps", eps), ("alpha", alpha)):
         part = part[part[column].isna()] if value is None else part[np.isclose(part[column], value)]
-    return part.groupby("seed").value.mean()
+    return part.groupby(["world", "seed"] if "world" in part.columns else "seed").value.mean()
 
 
-def paired_differences(a: pd.Series, b: pd.Series) -> np.ndarray:
-    """a - b over the seeds present in both (paired replicates)."""
+def paired_differences(a: pd.Series, b: pd.Series) -> pd.Series:
+    """a - b over the seeds (or (world, seed) pairs) present in both (paired replicates), keeping that index."""
     common = a.index.intersection(b.index)
-    return (a[common] - b[common]).to_numpy(dtype=float)
+    return (a[common] - b[common]).astype(float)
 
 
-def _t_pvalue(diffs: np.ndarray) -> float:
+def _t_pvalue(diffs) -> float:
+    diffs = np.asarray(diffs, dtype=float)
     if len(diffs) < 2 or np.std(diffs, ddof=1) == 0:
         return math.nan if len(diffs) < 2 else (0.0 if np.mean(diffs) != 0 else 1.0)
     return float(stats.ttest_1samp(diffs, 0.0).pvalue)
@@ -346,7 +364,7 @@ def smallest_detectable_effect(table: pd.DataFrame, metric: str = "r_pref") -> f
 
 
 def _gap(a: str, b: str, metric: str = "r_pref") -> Callable[[pd.DataFrame], pd.Series]:
-    return lambda t: pd.Series(paired_differences(_r(t, a, metric), _r(t, b, metric)))
+    return lambda t: paired_differences(_r(t, a, metric), _r(t, b, metric))
 
 
 def _pair_metric(metric: str) -> Callable[[pd.DataFrame], pd.Series]:
@@ -396,7 +414,7 @@ def preconditions(table: pd.DataFrame, config=None) -> pd.DataFrame:
         if np.isscalar(values):
             mean, lo, hi = float(values), math.nan, math.nan
         else:
-            mean, lo, hi = mean_ci(np.asarray(values, dtype=float))
+            mean, lo, hi = mean_ci(values if isinstance(values, pd.Series) else np.asarray(values, dtype=float))
         met = bool(applicable and np.isfinite(mean) and c.low <= mean <= c.high)
         rows.append(dict(id=c.id, condition=c.name, required=c.required, measured=mean, ci_low=lo, ci_high=hi,
                          met=met, applicable=applicable))  # fmt: skip
@@ -438,6 +456,7 @@ class Claim:
     conditions: tuple[str, ...]
     decide: Callable  # (table, config) -> (verdict, estimate, ci_low, ci_high)
     needs_any: tuple[str, ...] = ("r_pref",)
+    threshold: float = 0.0  # what the estimate is judged against (a world's estimate "flips" across it)
 
 
 def _claim1(table, config):
@@ -552,7 +571,8 @@ CLAIMS: tuple[Claim, ...] = (
           "ConG minus WeakSFT on each capability metric ({capability_metrics}), paired 95% intervals; holds if all lie "
           "above -{margin} (non-inferior), does not hold if any lies below -{margin}, else inconclusive (estimate: the "
           "less favourable)",
-          CAPABILITY + ("detectable_effect",), _claim4, needs_any=CAPABILITY_METRICS),
+          CAPABILITY + ("detectable_effect",), _claim4, needs_any=CAPABILITY_METRICS,
+          threshold=-NON_INFERIORITY_MARGIN),
     Claim("5. ConG is more robust to label noise than WeakSFT",
           "drop in R_pref from the cleanest to the noisiest weak labels (eps {eps_low} -> {eps_high}), per seed; ConG's "
           "drop minus WeakSFT's, paired 95% interval; holds if it lies below 0, does not hold if above 0, else "
@@ -602,6 +622,37 @@ def verdicts(table: pd.DataFrame, conditions: pd.DataFrame | None = None, config
         rows.append(dict(claim=c.claim, verdict=verdict, estimate=estimate, ci_low=lo, ci_high=hi,
                          rule=rule_text(c, table, config), unmet="; ".join(unmet)))  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def world_verdicts(tables: dict[int, pd.DataFrame], config=None) -> pd.DataFrame:
+    """Every claim judged over several worlds (analysis_plan.md, question 5): the worlds' results tables pooled
+    (`per_seed` then indexes by (world, seed) and `mean_ci` bootstraps worlds, then seeds within them). A claim is
+    untestable if one of its preconditions is unmet in any world (checked per world) or, for the smallest detectable
+    effect, on the pooled intervals; a "holds" or "does not hold" whose estimate lies on the other side of the claim's
+    threshold in some world becomes "inconclusive" (the note names the world). Columns: those of `verdicts`, then
+    note, and each world's estimate (`world_<w>`) and verdict (`verdict_world_<w>`)."""
+    if not tables:
+        raise ValueError("world_verdicts needs at least one world's results table")
+    per_world = {w: verdicts(t, None, config) for w, t in tables.items()}
+    pooled = pd.concat([t.assign(world=w) for w, t in tables.items()], ignore_index=True)
+    pooled_conditions = preconditions(pooled, config)
+    conditions = pd.concat(
+        [preconditions(t, config).assign(condition=lambda c, w=w: c.condition + f" (world {w})")
+         for w, t in tables.items()]
+        + [pooled_conditions[pooled_conditions.id == "detectable_effect"].assign(
+            condition=lambda c: c.condition + " (pooled over worlds)")], ignore_index=True)  # fmt: skip
+    out = verdicts(pooled, conditions, config)
+    out["note"] = ""
+    for i, claim in enumerate(CLAIMS):
+        estimates = {w: v.loc[i, "estimate"] for w, v in per_world.items()}
+        side = np.sign(out.loc[i, "estimate"] - claim.threshold)
+        flipped = [w for w, e in estimates.items() if np.isfinite(e) and np.sign(e - claim.threshold) != side]
+        if out.loc[i, "verdict"] in (HOLDS, DOES_NOT_HOLD) and flipped:
+            out.loc[i, ["verdict", "note"]] = INCONCLUSIVE, f"flips sign in world {', '.join(map(str, flipped))}"
+        for w, e in estimates.items():
+            out.loc[i, f"world_{w}"] = e
+            out.loc[i, f"verdict_world_{w}"] = per_world[w].loc[i, "verdict"]
+    return out
 
 
 # --- the decomposition of the ConG - WSPO gap (analysis_plan.md, question 2) ----------------------------------------

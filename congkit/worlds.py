@@ -130,17 +130,19 @@ def plan_pipelines(root, budget: str, config=None, world_base=None, progress: bo
 
 def plan_tables(by_budget: dict[str, dict[int, Pipeline]]) -> dict[str, pd.DataFrame]:
     """The plan's result tables from built pipelines: decomposition (arm, world, seed, metric, value, budget), the
-    pooled walk and the ConG - WSPO comparisons per budget, tuning (world, method, grid point, score, chosen) and each
+    pooled walk and the ConG - WSPO comparisons per budget, every claim's world-aware verdict per budget, tuning (world, method, grid point, score, chosen) and each
     world's preconditions."""
-    from .evaluation import preconditions
+    from .evaluation import preconditions, world_verdicts
 
-    tables = {"decomposition": [], "walk": [], "comparisons": [], "tuning": [], "preconditions": []}
+    tables = {"decomposition": [], "walk": [], "comparisons": [], "verdicts": [], "tuning": [], "preconditions": []}
     for budget, pipes in by_budget.items():
         tables["decomposition"].append(decomposition_table(pipes).assign(budget=budget))
         tables["walk"].append(world_walk(pipes).assign(budget=budget))
         rows = [comparison(pipes, a, "wspo", m) for a in ("cong", "cong_s", "bon_implicit") for m in ("r_pref", "r_cap")]
         tables["comparisons"].append(pd.DataFrame([{k: v for k, v in r.items() if k != "worlds"} | {
             f"world_{w}": e for w, e in r["worlds"].items()} for r in rows]).assign(budget=budget))  # fmt: skip
+        config = next(iter(pipes.values())).config
+        tables["verdicts"].append(world_verdicts({w: p.run() for w, p in pipes.items()}, config).assign(budget=budget))
         for w, pipe in pipes.items():
             if budget == "tuned":
                 tables["tuning"].append(pipe.tuning_table().assign(world=w))

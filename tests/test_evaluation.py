@@ -328,3 +328,33 @@ def test_hierarchical_bootstrap_resamples_worlds_seeds_and_prompts():
     assert hi - lo > 1.5 * (hi1 - lo1)
     assert world_signs(values) == pytest.approx({w: np.mean([v.mean() for v in values[w].values()]) for w in values})
     assert all(math.isnan(x) for x in hierarchical_bootstrap({}))
+
+
+def test_pooled_over_worlds_the_interval_is_the_hierarchical_bootstrap_over_worlds_and_seeds():
+    from congkit.evaluation import hierarchical_bootstrap, mean_ci
+
+    values = pd.Series([0.1, 0.3, 0.2, 0.6, 0.5], index=pd.MultiIndex.from_tuples(
+        [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)], names=["world", "seed"]))  # fmt: skip
+    nested = {0: {0: [0.1], 1: [0.3]}, 1: {0: [0.2], 1: [0.6], 2: [0.5]}}
+    assert mean_ci(values) == hierarchical_bootstrap(nested)
+    assert mean_ci(values)[0] == pytest.approx((0.2 + 1.3 / 3) / 2)  # worlds weigh equally
+    assert mean_ci(values.droplevel(0).reset_index(drop=True))[0] == pytest.approx(0.34)  # one level: the t-interval
+
+
+def test_world_verdicts_pool_worlds_check_each_world_and_apply_the_sign_rule():
+    from congkit.evaluation import world_verdicts
+
+    config = smoke_pipeline_config()
+    same = world_verdicts({0: study_table(), 1: study_table(), 2: study_table()}, config)
+    assert list(same.verdict) == [HOLDS] * 8 and set(same[[f"verdict_world_{w}" for w in range(3)]].stack()) == {HOLDS}
+    # world 5's ConG loses to WeakSFT: the pooled interval lies above 0, but the estimate flips there
+    tables = {w: study_table(ours=0.82) for w in range(5)} | {5: study_table(ours=0.795)}
+    flipped = world_verdicts(tables, config)
+    row = flipped.set_index(flipped.claim.str.split(".").str[0]).loc["3a"]
+    assert row.world_5 < 0 < row.world_0 and row.verdict_world_5 != HOLDS and row.ci_low > 0
+    assert row.verdict == INCONCLUSIVE and row.note == "flips sign in world 5"
+    # a precondition unmet in one world makes its claims untestable, naming the world
+    unmet = world_verdicts({0: study_table(), 1: study_table(probe=0.8)}, config)
+    row = unmet.set_index(unmet.claim.str.split(".").str[0]).loc["2"]
+    assert row.verdict == UNTESTABLE and "attribute probe: format (world 1)" in row.unmet
+    assert "world 0" not in row.unmet

@@ -74,7 +74,9 @@ def test_the_plans_run_writes_every_table_for_both_budgets(smoke_world, tmp_path
     config = dataclasses.replace(smoke_pipeline_config(), noise_levels=[0.0])
     out = study.run_plan(tmp_path, workers=1, config=config, world_base=smoke_world_config())
     tables = {p.stem: pd.read_csv(p) for p in out.glob("*.csv")}
-    assert set(tables) == {"decomposition", "walk", "comparisons", "tuning", "preconditions"}
+    assert set(tables) == {"decomposition", "walk", "comparisons", "verdicts", "tuning", "preconditions"}
+    assert set(tables["verdicts"].budget) == {"fixed", "tuned"} and {"world_0", "verdict_world_1"} <= set(
+        tables["verdicts"])  # fmt: skip
     assert set(tables["decomposition"].budget) == {"fixed", "tuned"} and set(tables["decomposition"].world) == {0, 1}
     tuning = tables["tuning"]
     assert len(tuning) == 2 * 3 * 2 and tuning.groupby(["world", "method"]).chosen.sum().eq(1).all()
