@@ -192,8 +192,29 @@ def claim_rows(seed: int, pool: Dataset, sweep: Dataset, probes: Dataset | None 
     return rows
 
 
-def mean_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """Mean and a t confidence interval over seeds (NaN bounds with one seed). Values indexed by (world, seed) (a
+BOUNDED = {"r_pref": (0.0, 1.0), "r_cap": (0.0, 1.0), "win_rate": (0.0, 1.0), "heldout_accuracy": (0.0, 1.0),
+           "mc_accuracy": (0.0, 1.0), "spearman_within_pi_r": (-1.0, 1.0), "spearman": (-1.0, 1.0),
+           "reward": (0.0, 1.0), "ranking_spearman": (-1.0, 1.0), "headroom": (-math.inf, 1.0),
+           "strong_capability": (0.0, 1.0), "capability_gap": (-1.0, 1.0), "ceiling_vs_weak": (-1.0, 1.0),
+           "ceiling_vs_strong": (-1.0, 1.0), "detectable_effect": (0.0, math.inf)}  # metrics, preconditions  # fmt: skip
+
+
+def value_range(quantity: str) -> tuple[float, float]:
+    """The range a quantity's values can take (an interval is clipped to it): a rate in [0, 1], a Spearman in
+    [-1, 1], an attribute probe in [0, 1], a difference of two [0, 1] values (`<a>_vs_<b>_<metric>`, `..._gain_..`,
+    "gap") in [-1, 1]; unbounded otherwise (log-probs, implicit rewards, PGRs, lengths)."""
+    if quantity.startswith("probe:") or quantity in BOUNDED:
+        return BOUNDED.get(quantity, (0.0, 1.0))
+    metric = quantity.rsplit("_", 2)[-1] if "_vs_" in quantity or "gain" in quantity else ""
+    if metric in ("pref", "cap"):
+        return -1.0, 1.0
+    return -math.inf, math.inf
+
+
+def mean_ci(values, confidence: float = CONFIDENCE, bounds: tuple[float, float] = (-math.inf, math.inf)
+            ) -> tuple[float, float, float]:  # fmt: skip
+    """Mean and a t confidence interval over seeds (NaN bounds with one seed), clipped to `bounds` (the range of the
+    quantity, `value_range`: a t-interval over 2 seeds can otherwise pass it). Values indexed by (world, seed) (a
     table pooled over worlds, see `per_seed`) get the hierarchical bootstrap over worlds and seeds instead, worlds
     weighed equally: worlds are then a variance component (analysis_plan.md)."""
     if isinstance(values, pd.Series) and values.index.nlevels == 2:
@@ -208,7 +229,7 @@ def mean_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float, float
     if len(v) < 2:
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return mean, mean - half, mean + half
+    return mean, max(mean - half, bounds[0]), min(mean + half, bounds[1])
 
 
 def hierarchical_bootstrap(values: dict, draws: int | None = None, confidence: float = CONFIDENCE,
@@ -255,7 +276,7 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     keys = ["method", "eps", "alpha", "metric"]
     for key, part in table.groupby(keys, dropna=False):
-        mean, lo, hi = mean_ci(part.value)
+        mean, lo, hi = mean_ci(part.value, bounds=value_range(key[3]))
         rows.append({**dict(zip(keys, key)), "mean": mean, "ci_low": lo, "ci_high": hi, "n_seeds": part.seed.nunique()})
     return pd.DataFrame(rows)
 
@@ -414,7 +435,8 @@ def preconditions(table: pd.DataFrame, config=None) -> pd.DataFrame:
         if np.isscalar(values):
             mean, lo, hi = float(values), math.nan, math.nan
         else:
-            mean, lo, hi = mean_ci(values if isinstance(values, pd.Series) else np.asarray(values, dtype=float))
+            mean, lo, hi = mean_ci(values if isinstance(values, pd.Series) else np.asarray(values, dtype=float),
+                                   bounds=value_range(c.id))
         met = bool(applicable and np.isfinite(mean) and c.low <= mean <= c.high)
         rows.append(dict(id=c.id, condition=c.name, required=c.required, measured=mean, ci_low=lo, ci_high=hi,
                          met=met, applicable=applicable))  # fmt: skip

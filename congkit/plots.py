@@ -187,65 +187,69 @@ def pipeline_diagram() -> plt.Figure:
 # --- the regime map (congkit.regime) -------------------------------------------------------------------------------
 
 
-def regime_heatmaps(summary: pd.DataFrame, quantities: list[str], labels: dict[str, str]) -> plt.Figure:
-    """One heatmap per quantity over the grid (weak width x label noise eps): colour = mean over seeds, each cell
-    annotated with the mean and its 95% interval; differences (names with `_vs_` or `gain`) on a diverging scale
-    centred at 0, with a bold border where the interval excludes 0."""
+def _weak_rows(frame: pd.DataFrame, order: list | None) -> list:
+    """The grid's weak pairs in `order` (the grid's), else as sorted."""
+    present = set(frame.weak.unique())
+    return [w for w in order if w in present] if order else sorted(present)
+
+
+def regime_heatmaps(summary: pd.DataFrame, quantities: list[str], labels: dict[str, str],
+                    order: list | None = None) -> plt.Figure:  # fmt: skip
+    """One heatmap per quantity over the grid (weak pair x label noise eps), one per row: colour = mean over seeds,
+    each cell annotated with the mean and its 95% interval; differences (names with `_vs_` or `gain`) on a diverging
+    scale centred at 0, with a bold border where the interval excludes 0."""
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.patches import Rectangle
 
     from .evaluation import is_difference
 
-    sizes, noise = sorted(summary.weak_size.unique()), sorted(summary.eps.unique())
-    cols = 2
-    rows = (len(quantities) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(7, 2.9 * rows), squeeze=False)
+    weak, noise = _weak_rows(summary, order), sorted(summary.eps.unique())
+    fig, axes = plt.subplots(len(quantities), 1, figsize=(7, 0.45 * len(weak) * len(quantities) + 0.9 * len(quantities)),
+                             squeeze=False)  # fmt: skip
     for ax, quantity in zip(axes.flat, quantities):
-        part = summary[summary.quantity == quantity].set_index(["weak_size", "eps"])
-        grid = np.array([[part["mean"].get((h, e), np.nan) for e in noise] for h in sizes])
+        part = summary[summary.quantity == quantity].set_index(["weak", "eps"])
+        grid = np.array([[part["mean"].get((h, e), np.nan) for e in noise] for h in weak])
         diverging = is_difference(quantity)
         if diverging:
-            bound = float(np.nanmax(np.abs(grid))) or 1.0
-            image = ax.imshow(grid, cmap="RdBu", norm=TwoSlopeNorm(0.0, -bound, bound), aspect="auto")
+            bound = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
+            image = ax.imshow(grid, cmap="RdBu", norm=TwoSlopeNorm(0.0, -(bound or 1.0), bound or 1.0), aspect="auto")
         else:
             image = ax.imshow(grid, cmap="viridis", aspect="auto")
-        for i, h in enumerate(sizes):
+        for i, h in enumerate(weak):
             for j, e in enumerate(noise):
                 if (h, e) not in part.index:
                     continue
                 row = part.loc[(h, e)]
-                text = f"{row['mean']:+.3f}\n[{row.ci_low:+.3f},\n{row.ci_high:+.3f}]" if diverging else \
-                    f"{row['mean']:.3f}\n±{(row.ci_high - row.ci_low) / 2:.3f}"  # fmt: skip
+                text = f"{row['mean']:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if diverging else \
+                    f"{row['mean']:.3f} ± {(row.ci_high - row.ci_low) / 2:.3f}"  # fmt: skip
                 shade = image.norm(row["mean"])
                 dark = (abs(shade - 0.5) > 0.3) if diverging else shade < 0.45
-                ax.text(j, i, text, ha="center", va="center", fontsize=7.5, color="white" if dark else "black")
+                ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
                 if diverging and row.vs_zero != "includes 0":
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black"))
-        ax.set_xticks(range(len(noise)), [f"{e:g}" for e in noise])
-        ax.set_yticks(range(len(sizes)), [str(h) for h in sizes])
-        ax.set(xlabel="label noise ε (implicit-reward quality ↓)", ylabel="weak width (gap ↓)")
-        ax.set_title(labels.get(quantity, quantity), fontsize=9.5)
+        ax.set_xticks(range(len(noise)), [f"label noise ε = {e:g}" for e in noise])
+        ax.set_yticks(range(len(weak)), [str(h) for h in weak])
+        ax.set_title(labels.get(quantity, quantity), fontsize=10)
         ax.grid(False)
-        fig.colorbar(image, ax=ax, shrink=0.85)
-    for ax in axes.flat[len(quantities) :]:
-        ax.set_visible(False)
+    fig.tight_layout()
     return fig
 
 
-def regime_predictor(summary: pd.DataFrame, predictor: str, target: str, labels: dict[str, str]) -> plt.Figure:
-    """Each cell's target against a predictor (means with 95% intervals over seeds), marked by weak width, coloured
+def regime_predictor(summary: pd.DataFrame, predictor: str, target: str, labels: dict[str, str],
+                     order: list | None = None) -> plt.Figure:  # fmt: skip
+    """Each cell's target against a predictor (means with 95% intervals over seeds), marked by weak pair, coloured
     by eps."""
-    p = summary[summary.quantity == predictor].set_index(["weak_size", "eps"])
-    t = summary[summary.quantity == target].set_index(["weak_size", "eps"])
+    p = summary[summary.quantity == predictor].set_index(["weak", "eps"])
+    t = summary[summary.quantity == target].set_index(["weak", "eps"])
     cells = p.index.intersection(t.index)
-    markers = dict(zip(sorted({h for h, _ in cells}), "os^Dv"))
+    markers = dict(zip(_weak_rows(summary, order), "os^Dv<>"))
     colours = dict(zip(sorted({e for _, e in cells}), ("C0", "C1", "C3", "C4", "C5")))
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for h, e in cells:
         x, y = p.loc[(h, e)], t.loc[(h, e)]
         ax.errorbar(x["mean"], y["mean"], xerr=[[x["mean"] - x.ci_low], [x.ci_high - x["mean"]]],
                     yerr=[[y["mean"] - y.ci_low], [y.ci_high - y["mean"]]], fmt=markers[h], color=colours[e],
-                    capsize=2, label=f"width {h}, ε = {e:g}")  # fmt: skip
+                    capsize=2, label=f"{h}, ε = {e:g}")  # fmt: skip
     ax.axhline(0, color="grey", lw=1, ls=":")
     ax.set(xlabel=labels.get(predictor, predictor), ylabel=labels.get(target, target),
            title="Per cell: the gain against its candidate predictor (95% CIs)")  # fmt: skip
@@ -253,19 +257,21 @@ def regime_predictor(summary: pd.DataFrame, predictor: str, target: str, labels:
     return fig
 
 
-def regime_alpha_sweep(sweep: pd.DataFrame, metric: str = "r_pref", ylabel: str = "CD − naive, R_pref") -> plt.Figure:
-    """CD gain over naive pi_r sampling against alpha, one panel per weak width, one line per eps (95% bands)."""
+def regime_alpha_sweep(sweep: pd.DataFrame, metric: str = "r_pref", ylabel: str = "CD − naive, R_pref",
+                       order: list | None = None) -> plt.Figure:  # fmt: skip
+    """CD gain over naive pi_r sampling against alpha, one panel per weak pair, one line per eps (95% bands)."""
     part = sweep[sweep.metric == metric]
-    sizes = sorted(part.weak_size.unique())
+    sizes = _weak_rows(part, order)
     fig, axes = plt.subplots(1, len(sizes), figsize=(7, 2.9), sharey=True, squeeze=False)
     for ax, h in zip(axes[0], sizes):
-        for i, (e, line) in enumerate(part[part.weak_size == h].groupby("eps")):
+        for i, (e, line) in enumerate(part[part.weak == h].groupby("eps")):
             line = line.sort_values("alpha")
             ax.plot(line.alpha, line["mean"], marker=".", color=f"C{i}", label=f"ε = {e:g}")
             if np.isfinite(line.ci_low).all():
                 ax.fill_between(line.alpha, line.ci_low, line.ci_high, color=f"C{i}", alpha=0.15)
         ax.axhline(0, color="grey", lw=1, ls=":")
-        ax.set(title=f"weak width {h}", xlabel="α")
+        ax.set_title(str(h), fontsize=9)
+        ax.set_xlabel("α")
     axes[0, 0].set_ylabel(ylabel)
     handles, labels_ = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels_, loc="outside lower center", ncols=len(handles))

@@ -1,19 +1,23 @@
-"""When does ConG help? The regime map: the ConG pipeline over a grid of two knobs of the synthetic world.
+"""When does ConG help? The regime map: the ConG pipeline over a grid of knobs of the synthetic world.
 
-    grid = RegimeConfig(weak_sizes=[16, 32, 64], noise_levels=[0.0, 0.2, 0.4], seeds=[0, 1, 2, 3, 4])
+    grid = RegimeConfig()  # four weak pairs x two label-noise rates x three seeds
     table = run_regime(world, PipelineConfig(), grid, root="runs/pipeline-default")
-    cells, sweep = cell_quantities(table), sweep_gains(table)
+    cells, sweep, walks = cell_quantities(table), sweep_gains(table), cell_walks(table)
 
-The knobs:
+The knobs (analysis_plan.md, question 6):
+- **the weak pair** (`WeakSetting`, the grid's rows): the weak base's width moves the weak-strong capability gap
+  (depth, heads, corpus and pretraining schedule as the world's weak model); at the strong model's width the strong
+  base is its own weak base (**self-alignment**, one of the paper's settings); a shorter weak DPO gives an
+  **under-aligned pi_r**.
 - **implicit-reward quality**, moved by the label-noise rate eps of the weak preference pairs (a fraction eps of
   pairs flipped before the weak DPO): the noisier the labels, the worse pi_r - pi_ref ranks pi_r's own samples.
-- **weak-strong capability gap**, moved by the weak model's width (`hidden_size`; depth, heads, corpus and
-  pretraining schedule as the world's weak model); the strong model is the world's, unchanged.
+- **WSPO's extrapolation** (beta 0.1, 0.5, 1.0): not a grid axis but arms trained in every cell, as are the other
+  arms of the decomposition; every cell reports the walk from ConG to WSPO (`cell_walks`).
 
-A cell is one (weak size, eps); every cell runs the whole pipeline (weak preferences, weak DPO, CD and plain samples,
-the five strong methods, the gold ceiling, evaluation, pi_r's own-sample pool, the alpha sweep) for the same paired
-seeds, through the same cached stages as the main study: the world's own weak size at eps = 0 *is* the main study's
-clean setting, and reuses its artifacts.
+A cell is one (weak pair, eps); every cell runs the whole pipeline (weak preferences, weak DPO, CD and plain samples,
+the five strong methods, the decomposition arms, the gold ceiling, evaluation, pi_r's own-sample pool, the alpha
+sweep) for the same paired seeds, through the same cached stages as the main study: the world's own weak pair *is*
+the main study's, and reuses its artifacts.
 
 The decision rules are fixed here before any run (the chapter prints them):
 - a cell where ConG "beats the best baseline": the 95% t-interval over seeds of the paired difference ConG - (the
@@ -37,41 +41,71 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from . import plan
 from .cache import build_once, fingerprint, folder_fingerprint, write_csv_atomic
-from .evaluation import claim_rows, mean_ci, per_seed, pgr_rows
-from .methods import BASELINES, STRONG_METHODS
+from .evaluation import claim_rows, mean_ci, per_seed, pgr_rows, value_range, walk
+from .methods import BASELINES, STRONG_METHODS, label
 from .stages import RESULT_COLUMNS, Pipeline, PipelineConfig, Setting
 from .world_build import ModelSize, World, pretrain
 
-REGIME_COLUMNS = ["weak_size", *RESULT_COLUMNS]
-CELL = ["weak_size", "eps"]
+REGIME_COLUMNS = ["weak", *RESULT_COLUMNS]
+CELL = ["weak", "eps"]
+
+
+@dataclass(frozen=True)
+class WeakSetting:
+    """One row of the grid: a weak pair. `width`: the weak base's hidden size (the strong model's width means
+    self-alignment: the strong base is its own weak base); `dpo_epochs`: the weak DPO's epochs (None: the pipeline's;
+    fewer: an under-aligned pi_r)."""
+
+    name: str
+    width: int
+    dpo_epochs: int | None = None
 
 
 @dataclass
 class RegimeConfig:
-    """The grid: weak model widths (the capability-gap knob) x label-noise rates (the implicit-reward-quality knob),
-    the paired seeds every cell runs, and the CD weights of each cell's alpha sweep (None: the pipeline's)."""
+    """The grid: weak pairs (`WeakSetting`: capability gap, self-alignment, under-alignment) x label-noise rates (the
+    implicit-reward-quality knob), the paired seeds every cell runs, and the CD weights of each cell's alpha sweep
+    (None: the pipeline's). The default's widths suit the default world (weak 32, strong 96)."""
 
-    weak_sizes: list[int] = field(default_factory=lambda: [16, 32, 64])
-    noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4])
-    seeds: list[int] = field(default_factory=lambda: list(range(5)))
+    weak: list[WeakSetting] = field(default_factory=lambda: [
+        WeakSetting("width 16", 16), WeakSetting("width 32", 32), WeakSetting("width 32, under-aligned", 32, 2),
+        WeakSetting("self (width 96)", 96)])  # fmt: skip
+    noise_levels: list[float] = field(default_factory=lambda: [0.0, 0.4])
+    seeds: list[int] = field(default_factory=lambda: list(range(3)))
     alpha_sweep: list[float] | None = None
 
     def validate(self) -> None:
-        if len(self.weak_sizes) < 2 or len(self.noise_levels) < 2:
-            raise ValueError(f"a regime map needs >= 2 values per knob, got weak_sizes={self.weak_sizes}, "
+        if len(self.weak) < 2 or len(self.noise_levels) < 2:
+            raise ValueError(f"a regime map needs >= 2 values per knob, got {len(self.weak)} weak pairs and "
                              f"noise_levels={self.noise_levels}")  # fmt: skip
-        if len(set(self.weak_sizes)) != len(self.weak_sizes) or any(h < 4 or h % 4 for h in self.weak_sizes):
-            raise ValueError(f"weak_sizes must be distinct multiples of 4 (4 attention heads), got {self.weak_sizes}")
+        if len({w.name for w in self.weak}) != len(self.weak) or len(set(self.weak)) != len(self.weak):
+            raise ValueError(f"the weak pairs must be distinct, with distinct names, got {self.weak}")
+        if any(w.width < 4 or w.width % 4 for w in self.weak):
+            raise ValueError(f"weak widths must be multiples of 4 (4 attention heads), got {[w.width for w in self.weak]}")
+        if any(w.dpo_epochs is not None and w.dpo_epochs < 1 for w in self.weak):
+            raise ValueError(f"a weak DPO needs >= 1 epoch, got {[w.dpo_epochs for w in self.weak]}")
         if any(not 0.0 <= e < 0.5 for e in self.noise_levels):
             raise ValueError(f"noise_levels must lie in [0, 0.5) (0.5 makes the labels random), got {self.noise_levels}")
         if len(self.seeds) < 2:
             raise ValueError(f"a regime map needs >= 2 seeds for its intervals, got {self.seeds}")
 
+    def describe(self, default_epochs: int) -> list[str]:
+        """Each weak pair in words (the chapter's parameter table)."""
+        return [f"{w.name}: width {w.width}, weak DPO {w.dpo_epochs or default_epochs} epochs" for w in self.weak]
+
+    def rows(self) -> list[str]:
+        """The weak pairs' names in grid order (the figures' and tables' row order)."""
+        return [w.name for w in self.weak]
+
 
 def smoke_regime_config() -> RegimeConfig:
-    """3 x 3 cells, two seeds: for the tests and the smoke study."""
-    return RegimeConfig(weak_sizes=[16, 32, 48], noise_levels=[0.0, 0.2, 0.4], seeds=[0, 1])
+    """Four weak pairs (smoke world: weak 32, strong 64) x two noise rates, two seeds: for the tests and the smoke
+    study."""
+    return RegimeConfig(weak=[WeakSetting("width 16", 16), WeakSetting("width 32", 32),
+                              WeakSetting("width 32, under-aligned", 32, 1), WeakSetting("self (width 64)", 64)],
+                        noise_levels=[0.0, 0.4], seeds=[0, 1])  # fmt: skip
 
 
 def weak_base(world: World, hidden_size: int, root: str | Path) -> str:
@@ -93,33 +127,40 @@ def weak_base(world: World, hidden_size: int, root: str | Path) -> str:
     return str(path)
 
 
-def regime_pipeline(world: World, config: PipelineConfig, grid: RegimeConfig, hidden_size: int,
+def regime_pipeline(world: World, config: PipelineConfig, grid: RegimeConfig, weak: WeakSetting,
                     root: str | Path, progress: bool = True) -> Pipeline:  # fmt: skip
-    """The pipeline of one column of the grid: the world's setting with the weak base of `hidden_size`."""
+    """The pipeline of one row of the grid: the world's setting with `weak`'s weak base (the strong base itself at
+    the strong width: self-alignment) and weak DPO."""
     setting = Setting.from_world(world)
-    if hidden_size != world.config.weak.hidden_size:
-        base = weak_base(world, hidden_size, root)  # its artifacts say "weak{width}" (`python -m congkit.cache ls`)
-        setting = dataclasses.replace(setting, name=f"{setting.name}-weak{hidden_size}", weak_base=base,
-                                      key=f"{setting.key}-weak{hidden_size}@{folder_fingerprint(base)}")  # fmt: skip
+    if weak.width == world.config.strong.hidden_size:
+        base = str(world.model_path("strong_base"))
+        setting = dataclasses.replace(setting, name=f"{setting.name}-self", weak_base=base, key=f"{setting.key}-self")
+    elif weak.width != world.config.weak.hidden_size:
+        base = weak_base(world, weak.width, root)  # its artifacts say "weak{width}" (`python -m congkit.cache ls`)
+        setting = dataclasses.replace(setting, name=f"{setting.name}-weak{weak.width}", weak_base=base,
+                                      key=f"{setting.key}-weak{weak.width}@{folder_fingerprint(base)}")  # fmt: skip
+    weak_dpo = config.weak_dpo if weak.dpo_epochs is None else dataclasses.replace(config.weak_dpo,
+                                                                                   num_train_epochs=weak.dpo_epochs)
+    arms = [m for m in config.methods if m not in STRONG_METHODS]  # the decomposition arms the study trains
     cfg = dataclasses.replace(config, seeds=list(grid.seeds), noise_levels=list(grid.noise_levels),
-                              alpha_sweep=list(grid.alpha_sweep or config.alpha_sweep),
-                              methods=list(STRONG_METHODS))  # the paper's methods in every cell  # fmt: skip
+                              alpha_sweep=list(grid.alpha_sweep or config.alpha_sweep), weak_dpo=weak_dpo,
+                              methods=[*STRONG_METHODS, *arms])  # fmt: skip
     return Pipeline(setting, cfg, root=root, progress=progress)
 
 
-def cell_rows(pipe: Pipeline, seed: int, eps: float, hidden_size: int) -> list[dict]:
+def cell_rows(pipe: Pipeline, seed: int, eps: float, weak: str) -> list[dict]:
     """Every stage of one cell and seed: all methods trained at `eps` and evaluated, PGR, pi_r's own-sample pool
     (the within-pi_r Spearman) and the alpha sweep; tidy rows (`REGIME_COLUMNS`), all carrying the cell's eps."""
     rows = pipe.evaluation_rows(seed, eps, every_method=True)
     rows += pgr_rows(pd.DataFrame(rows, columns=RESULT_COLUMNS))
     rows += claim_rows(seed, pipe.weak_pair_pool(seed, eps), pipe.alpha_sweep(seed, eps), None, pipe.config.best_of,
                        eps=eps)  # fmt: skip
-    return [{"weak_size": hidden_size, **row, "eps": eps} for row in rows]
+    return [{"weak": weak, **row, "eps": eps} for row in rows]
 
 
-def column_rows(pipe: Pipeline, grid: RegimeConfig, hidden_size: int, seed: int) -> list[dict]:
-    """One weak size and seed, every eps of the grid (the unit of work of `prebuild_regime`)."""
-    return [row for eps in grid.noise_levels for row in cell_rows(pipe, seed, eps, hidden_size)]
+def column_rows(pipe: Pipeline, grid: RegimeConfig, weak: str, seed: int) -> list[dict]:
+    """One weak pair and seed, every eps of the grid (the unit of work of `prebuild_regime`)."""
+    return [row for eps in grid.noise_levels for row in cell_rows(pipe, seed, eps, weak)]
 
 
 def run_regime(world: World, config: PipelineConfig, grid: RegimeConfig, root: str | Path,
@@ -128,10 +169,10 @@ def run_regime(world: World, config: PipelineConfig, grid: RegimeConfig, root: s
     root/regime.csv."""
     grid.validate()
     rows = []
-    for hidden_size in grid.weak_sizes:
-        pipe = regime_pipeline(world, config, grid, hidden_size, root, progress)
+    for weak in grid.weak:
+        pipe = regime_pipeline(world, config, grid, weak, root, progress)
         for seed in grid.seeds:
-            rows += column_rows(pipe, grid, hidden_size, seed)
+            rows += column_rows(pipe, grid, weak.name, seed)
     table = pd.DataFrame(rows, columns=REGIME_COLUMNS)
     write_csv_atomic(table, Path(root) / "regime.csv")
     return table
@@ -150,7 +191,13 @@ QUANTITIES = {  # name -> what it is (the chapter's tables and figures use these
     "pgr": "ConG's PGR (from π_r, on R_pref)",
     "pi_r_r_pref": "π_r's R_pref",
     "capability_gap": "strong base − weak base, R_cap",
+    "cd_vs_head_r_pref": "CD − the head alone (α 1), R_pref",
+    "wspo_b05_vs_wspo_r_pref": "WSPO β 0.5 − WSPO β 0.1, R_pref",
+    "wspo_b10_vs_wspo_r_pref": "WSPO β 1.0 − WSPO β 0.1, R_pref",
 }
+WALK_STEPS = {  # the decomposition's steps, ConG -> ConG-S -> SFT on weak chosen -> WSPO (analysis_plan.md)
+    f"{end}_vs_{start}_r_pref": (start, end) for start, end in plan.value("decomposition", "walk")}
+QUANTITIES |= {q: f"{label(end)} − {label(start)}, R_pref" for q, (start, end) in WALK_STEPS.items()}
 
 
 PREDICTORS = ("spearman", "cd_gain_implicit", "cd_gain_r_pref", "pi_r_r_pref", "capability_gap")
@@ -168,14 +215,14 @@ def best_baselines(table: pd.DataFrame) -> pd.DataFrame:
     for (size, eps), cell in table.groupby(CELL):
         for metric in ("r_pref", "r_cap"):
             means = {b: _values(cell, b, metric).mean() for b in BASELINES}
-            rows.append({"weak_size": size, "eps": eps, "metric": metric, "best": max(means, key=means.get)})
+            rows.append({"weak": size, "eps": eps, "metric": metric, "best": max(means, key=means.get)})
     return pd.DataFrame(rows)
 
 
 def cell_quantities(table: pd.DataFrame, cd_alpha: float = 0.5) -> pd.DataFrame:
-    """Per cell and seed, every `QUANTITIES` entry (paired differences within a seed); columns weak_size, eps, seed,
+    """Per cell and seed, every `QUANTITIES` entry (paired differences within a seed); columns weak, eps, seed,
     quantity, value. The best baseline is chosen per cell and metric by its mean over the same seeds."""
-    best = best_baselines(table).set_index(["weak_size", "eps", "metric"]).best
+    best = best_baselines(table).set_index(["weak", "eps", "metric"]).best
     out = []
     for (size, eps), cell in table.groupby(CELL):
         cong = {m: _values(cell, "cong", m) for m in ("r_pref", "r_cap")}
@@ -186,14 +233,41 @@ def cell_quantities(table: pd.DataFrame, cd_alpha: float = 0.5) -> pd.DataFrame:
             "pgr": _values(cell, "cong", "pgr"),
             "pi_r_r_pref": _values(cell, "weak_aligned", "r_pref"),
             "capability_gap": _values(cell, "strong_base", "r_cap") - _values(cell, "weak_base", "r_cap"),
+            "cd_vs_head_r_pref": _values(cell, "cd", "r_pref", cd_alpha) - _values(cell, "cd", "r_pref", 1.0),
         }
+        for arm in ("wspo_b05", "wspo_b10"):
+            by_seed[f"{arm}_vs_wspo_r_pref"] = _values(cell, arm, "r_pref") - _values(cell, "wspo", "r_pref")
+        for quantity, (start, end) in WALK_STEPS.items():
+            by_seed[quantity] = _values(cell, end, "r_pref") - _values(cell, start, "r_pref")
         for metric in ("r_pref", "r_cap"):
             by_seed[f"cong_vs_weaksft_{metric}"] = cong[metric] - _values(cell, "weaksft", metric)
             by_seed[f"cong_vs_best_{metric}"] = cong[metric] - _values(cell, best[(size, eps, metric)], metric)
         for quantity, series in by_seed.items():
-            out += [{"weak_size": size, "eps": eps, "seed": s, "quantity": quantity, "value": float(v)}
+            out += [{"weak": size, "eps": eps, "seed": s, "quantity": quantity, "value": float(v)}
                     for s, v in series.dropna().items()]  # fmt: skip
-    return pd.DataFrame(out, columns=["weak_size", "eps", "seed", "quantity", "value"])
+    return pd.DataFrame(out, columns=["weak", "eps", "seed", "quantity", "value"])
+
+
+def cell_walks(table: pd.DataFrame) -> pd.DataFrame:
+    """The walk from ConG to WSPO (`evaluation.walk`) in every cell: each step's paired difference over seeds with
+    its interval, its share of the cell's gap, and whether it carries the gap under the plan's rule."""
+    parts = [walk(cell).assign(weak=size, eps=eps) for (size, eps), cell in table.groupby(CELL)
+             if (cell.method == "wspo").any()]  # fmt: skip
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def carrying_steps(walks: pd.DataFrame, order: list | None = None) -> pd.DataFrame:
+    """Per cell, the step of the main walk that carries the ConG - WSPO gap under the plan's rule, or "no single
+    step"; columns "weak pair", "ε", in the grid's order."""
+    rows = []
+    for (weak, eps), cell in walks[walks.path == "main"].groupby(CELL):
+        step = cell.loc[cell.carries, "step"]
+        rows.append({"weak pair": weak, "ε": eps, "the step that carries ConG − WSPO": step.iloc[0] if len(step)
+                     else "no single step"})  # fmt: skip
+    out = pd.DataFrame(rows)
+    if order and len(out):
+        out = out.sort_values(["weak pair", "ε"], key=lambda c: c.map(order.index) if c.name == "weak pair" else c)
+    return out.reset_index(drop=True)
 
 
 def cell_summary(cells: pd.DataFrame) -> pd.DataFrame:
@@ -201,9 +275,9 @@ def cell_summary(cells: pd.DataFrame) -> pd.DataFrame:
     (`above 0`, `below 0`, `includes 0`)."""
     rows = []
     for (size, eps, quantity), part in cells.groupby([*CELL, "quantity"]):
-        mean, lo, hi = mean_ci(part.value)
+        mean, lo, hi = mean_ci(part.value, bounds=value_range(quantity))
         side = "above 0" if lo > 0 else "below 0" if hi < 0 else "includes 0"
-        rows.append({"weak_size": size, "eps": eps, "quantity": quantity, "mean": mean, "ci_low": lo, "ci_high": hi,
+        rows.append({"weak": size, "eps": eps, "quantity": quantity, "mean": mean, "ci_low": lo, "ci_high": hi,
                      "n_seeds": part.seed.nunique(), "vs_zero": side})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -213,11 +287,11 @@ def cell_measures(table: pd.DataFrame) -> pd.DataFrame:
     best = best_baselines(table)
     rows = []
     for (size, eps), cell in table.groupby(CELL):
-        row = {"weak_size": size, "eps": eps}
+        row = {"weak": size, "eps": eps}
         for method in ("weak_base", "weak_aligned", "strong_base", "gold", "cong"):
             for metric in ("r_pref", "r_cap"):
                 row[f"{method}_{metric}"] = _values(cell, method, metric).mean()
-        pick = best[(best.weak_size == size) & (best.eps == eps)].set_index("metric").best
+        pick = best[(best.weak == size) & (best.eps == eps)].set_index("metric").best
         row.update({f"best_baseline_{m}": pick[m] for m in ("r_pref", "r_cap")})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -279,7 +353,7 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 def sweep_gains(table: pd.DataFrame) -> pd.DataFrame:
     """The alpha sweep per cell: CD minus naive pi_r sampling (same seed's draws) at every alpha, for the implicit
-    reward and R_pref; columns weak_size, eps, alpha, metric, mean, ci_low, ci_high."""
+    reward and R_pref; columns weak, eps, alpha, metric, mean, ci_low, ci_high."""
     rows = []
     for (size, eps), cell in table.groupby(CELL):
         for metric in ("implicit", "r_pref"):
@@ -287,8 +361,8 @@ def sweep_gains(table: pd.DataFrame) -> pd.DataFrame:
             cd = cell[(cell.method == "cd") & (cell.metric == metric)]
             for alpha, part in cd.groupby("alpha"):
                 gain = part.groupby("seed").value.mean() - naive
-                mean, lo, hi = mean_ci(gain.dropna())
-                rows.append({"weak_size": size, "eps": eps, "alpha": alpha, "metric": metric, "mean": mean,
+                mean, lo, hi = mean_ci(gain.dropna(), bounds=value_range(f"cd_gain_{metric}"))
+                rows.append({"weak": size, "eps": eps, "alpha": alpha, "metric": metric, "mean": mean,
                              "ci_low": lo, "ci_high": hi})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -306,7 +380,7 @@ def regime_findings(summary: pd.DataFrame, correlations: pd.DataFrame) -> dict[s
 
     def cells(quantity: str, side: str) -> list[str]:
         part = summary[(summary.quantity == quantity) & (summary.vs_zero == side)]
-        return [f"weak width {int(r.weak_size)}, ε = {r.eps:g} ({r.mean:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}])"
+        return [f"{r.weak}, ε = {r.eps:g} ({r.mean:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}])"
                 for r in part.itertuples()]  # fmt: skip
 
     n_cells = summary[summary.quantity == TARGET].shape[0]

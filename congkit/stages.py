@@ -215,6 +215,8 @@ class Runner:
     def __init__(self, setting: Setting, root: str | Path, progress: bool):
         self.setting, self.root, self.progress = setting, Path(root).resolve(), progress
         self.timings: dict[str, float] = {}
+        self._paths: dict[tuple, str] = {}  # model_path's answers: a folder's key chain is long to recompute
+        self._data: dict[tuple, tuple] = {}  # training_data's answers and their content keys
 
     def _stage(self, stage: str, key: dict, build: Callable[[Path], None]) -> Path:
         """The artifact of `stage` for `key`: reused when intact, else built (once, under a lock) and verified. Its
@@ -300,7 +302,10 @@ class CachedConG(Runner):
         """The folder (or hub id) of a model of this replicate, by its registry name."""
         if name in ("weak_base", "strong_base"):
             return getattr(self.setting, name)
-        return self.weak_aligned(seed, eps) if name == "weak_aligned" else self.strong(name, seed, eps)
+        if (name, seed, eps) not in self._paths:
+            self._paths[name, seed, eps] = (self.weak_aligned(seed, eps) if name == "weak_aligned"
+                                            else self.strong(name, seed, eps))  # fmt: skip
+        return self._paths[name, seed, eps]
 
     # --- the weak side ----------------------------------------------------------------------------------------------
 
@@ -346,7 +351,19 @@ class CachedConG(Runner):
     # --- the strong side: every method by its recipe ----------------------------------------------------------------
 
     def training_data(self, name: str, seed: int, eps: float) -> Dataset:
-        """The training data a recipe names (`congkit.methods.DATA`)."""
+        """The training data a recipe names (`congkit.methods.DATA`); looked up once per pipeline (its content key,
+        which every model trained on it needs, is then computed once too)."""
+        if (name, seed, eps) not in self._data:
+            data = self._training_data(name, seed, eps)
+            self._data[name, seed, eps] = (data, content_key(data))
+        return self._data[name, seed, eps][0]
+
+    def _data_key(self, data: Dataset) -> str:
+        """`content_key(data)`, remembered for the datasets `training_data` handed out."""
+        known = [key for ds, key in self._data.values() if ds is data]
+        return known[0] if known else content_key(data)
+
+    def _training_data(self, name: str, seed: int, eps: float) -> Dataset:
         if name in ("plain_samples", "cd_samples"):
             column = "plain" if name == "plain_samples" else "cd"
             return self.weak_samples(seed, eps).select_columns(["prompt", column]).rename_column(column, "completion")
@@ -426,7 +443,7 @@ class CachedConG(Runner):
         cfg = _seeded(cfg, seed)
         options = {name: getattr(self.config, name) for name in how.options}
         key = {"method": method, "recipe": how.version, "eps": eps, "start": self._ref(start), "train": cache_view(cfg),
-               "models": {n: self._ref(p) for n, p in others.items()}, "options": options, "data": content_key(data)}  # fmt: skip
+               "models": {n: self._ref(p) for n, p in others.items()}, "options": options, "data": self._data_key(data)}  # fmt: skip
 
         def train(work: str, save: str):
             inputs = TrainInputs(self.load(start), self.tokenizer, data, cfg, lambda n: self.load(others[n]), options,

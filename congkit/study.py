@@ -180,14 +180,15 @@ def pipeline_root(prof: Profile, runs_dir: str | Path) -> Path:
 
 
 def regime_objects(profile: str = "regime", runs_dir: str | Path = "runs", progress: bool = True):
-    """(world, grid, {weak width: pipeline}) of the regime map; building the world and the weak bases on first use."""
+    """(world, grid, {weak pair's name: pipeline}) of the regime map; building the world and the weak bases on first
+    use."""
     prof = get_profile(profile)
     if prof.regime is None:
         raise ValueError(f"profile {profile!r} has no regime map: it needs the synthetic world (smoke or regime)")
     prof.regime.validate()
     world = build_world(prof.world, root=runs_dir, progress=progress)
     root = pipeline_root(prof, runs_dir)
-    pipes = {h: regime_pipeline(world, prof.pipeline, prof.regime, h, root, progress) for h in prof.regime.weak_sizes}
+    pipes = {w.name: regime_pipeline(world, prof.pipeline, prof.regime, w, root, progress) for w in prof.regime.weak}
     return world, prof.regime, pipes
 
 
@@ -262,25 +263,23 @@ def prebuild(profile: str, runs_dir: str | Path, real: dict | None = None, worke
 
 
 def _column_job(job: tuple) -> tuple[int, int, float]:
-    """One (weak size, seed) column in a build worker (`congkit.workers`)."""
-    import time
-
-    profile, runs_dir, hidden_size, seed = job
+    """One (weak pair, seed) column in a build worker (`congkit.workers`)."""
+    profile, runs_dir, weak, seed = job
     start = time.perf_counter()
     world, grid, pipes = regime_objects(profile, runs_dir, progress=False)
-    column_rows(pipes[hidden_size], grid, hidden_size, seed)
-    return hidden_size, seed, time.perf_counter() - start
+    column_rows(pipes[weak], grid, weak, seed)
+    return weak, seed, time.perf_counter() - start
 
 
 def prebuild_regime(profile: str, runs_dir: str | Path, workers: int = 2) -> None:
-    """Build every (weak size, seed) column in `workers` processes (the world and the weak bases first, once)."""
+    """Build every (weak pair, seed) column in `workers` processes (the world and the weak bases first, once)."""
     from .workers import run_in_workers
 
     _, grid, _ = regime_objects(profile, runs_dir, progress=True)
-    jobs = [(profile, str(runs_dir), h, s) for s in grid.seeds for h in grid.weak_sizes]
-    print(f"[regime] building {len(jobs)} (weak size, seed) columns in {workers} processes", file=sys.stderr,
+    jobs = [(profile, str(runs_dir), w, s) for s in grid.seeds for w in grid.rows()]
+    print(f"[regime] building {len(jobs)} (weak pair, seed) columns in {workers} processes", file=sys.stderr,
           flush=True)  # fmt: skip
-    run_in_workers(_column_job, jobs, workers, lambda done, total, r: f"weak width {r[0]}, seed {r[1]} ready "
+    run_in_workers(_column_job, jobs, workers, lambda done, total, r: f"{r[0]}, seed {r[1]} ready "
                                                                       f"({done}/{total}, {r[2]:.0f} s)", "regime")  # fmt: skip
 
 
@@ -404,25 +403,43 @@ def _quiet_page() -> None:
     """No progress bars, warnings or log lines on the page; the book's figure style."""
     import warnings
 
-    import datasets
-    import transformers
-
     from .plots import use_book_style
 
     os.environ.update(QUIET_ENV)
     warnings.filterwarnings("ignore")
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
+    _quiet_libraries()
     use_book_style()
 
 
-def findings(pipe) -> dict[str, str]:
+def _quiet_libraries() -> None:
+    """datasets' and transformers' progress bars and log lines off in this process (they read the environment only
+    when imported)."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+PLAN_RESULTS = REPO / "results" / "plan"  # the plan profile's committed result tables
+
+
+def read_plan_results(folder: Path | None = None) -> dict:
+    """The plan profile's committed tables (`results/plan/*.csv`) by name; {} when it has none."""
+    import pandas as pd
+
+    folder = folder or PLAN_RESULTS
+    return {p.stem: pd.read_csv(p) for p in sorted(Path(folder).glob("*.csv"))}
+
+
+def findings(pipe, pipe_profile: str = "default") -> dict[str, str]:
     """The introduction's key findings as text, computed from the pipeline's results (cached after the first run):
     n_seeds, verdict_<claim> and estimate_<claim> for every claim, why (the walk from ConG to WSPO in words),
     preconditions_met, unmet_note."""
     from .evaluation import preconditions, verdicts, walk
-    from .tables import why_sentence
+    from .provenance import SMOKE_NOTICE
+    from .tables import in_words, plan_sentences, why_sentence
 
     table = pipe.run()
     conditions = preconditions(table, pipe.config)
@@ -433,12 +450,27 @@ def findings(pipe) -> dict[str, str]:
         interval = f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if math.isfinite(row.ci_low) else " (no interval)"
         out[f"estimate_{key}"] = f"{row.estimate:+.3f}{interval}"
     out["why"] = why_sentence(walk(table)) if "sft_chosen" in pipe.config.methods else "(no decomposition arms run)"
+    out["in_words"] = in_words(table) if (table.method == "cong").any() else ""
+    out["run_note"] = SMOKE_NOTICE if pipe_profile == "smoke" else (
+        f"Computed from this run of the {pipe_profile!r} profile: one world, {out['n_seeds']} paired seeds (each seed "
+        "reruns every stage from the weak labels on; all share one pretrained base pair and one prompt set).")  # fmt: skip
+    planned = plan_sentences(PLAN_RESULTS)
+    out |= {k: planned.get(k, "(no plan results in results/plan)") for k in ("plan_worlds", "plan_fixed", "plan_tuned",
+                                                                                          "plan_cd")}
     applicable = conditions[conditions.applicable]
     out["preconditions_met"] = f"{int(applicable.met.sum())} of {len(applicable)}"
     unmet = applicable[~applicable.met]
     out["unmet_note"] = ("Not met: " + "; ".join(f"{r.condition} (measured {r.measured:.3f}, required {r.required})"
                                                  for r in unmet.itertuples()) + "." if len(unmet) else "")  # fmt: skip
     return out
+
+
+def this_run(profile: str, seeds, **extra):
+    """The chapter's "This run" box: profile, seeds, date, commit, packages, machine (`congkit.provenance`); a
+    smoke run's says its numbers are not findings, a chapter of another profile than the book's main one says so."""
+    from .provenance import run_facts, this_run_box
+
+    return this_run_box(run_facts(profile, seeds, **extra))
 
 
 def parameter_table(**params):
@@ -627,6 +659,10 @@ def main(argv: list[str] | None = None) -> None:
     if Path(args.runs).exists() and not Path(args.runs).is_dir():
         parser.error(f"--runs {args.runs!r} is a file, not a folder")
     remove_dead_runs_leftovers(REPO / "book")
+    # the terminal shows one line per stage and per finished job, no trainer dicts or progress bars (set before the
+    # libraries read them; the build workers and kernels inherit them)
+    os.environ.update({k: v for k, v in QUIET_ENV.items() if k not in os.environ})
+    _quiet_libraries()
     start = time.perf_counter()
     if args.profile == "plan":  # the analysis plan's run: result tables, no chapters yet
         print(f"[study] plan results: {run_plan(args.runs, args.workers)}")

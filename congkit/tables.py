@@ -63,27 +63,33 @@ def style_verdicts(verdicts: pd.DataFrame) -> pd.io.formats.style.Styler:
             .set_properties(subset=["rule"], **{"font-size": "0.85em"}))  # fmt: skip
 
 
-def _cell_index(cells) -> pd.MultiIndex:
-    """(weak width, eps) cells as the regime tables show them: integer width, eps written compactly."""
-    return pd.MultiIndex.from_tuples([(int(h), f"{e:g}") for h, e in cells], names=["weak width", "ε"])
+def _cell_index(cells, order: list | None = None) -> pd.MultiIndex:
+    """(weak pair, eps) cells as the regime tables show them, eps written compactly, in the grid's order."""
+    cells = list(cells)
+    if order:
+        cells.sort(key=lambda c: (order.index(c[0]) if c[0] in order else len(order), c[1]))
+    return pd.MultiIndex.from_tuples([(str(h), f"{e:g}") for h, e in cells], names=["weak pair", "ε"])
 
 
-def style_regime_cells(summary: pd.DataFrame, quantities: list[str], labels: dict[str, str]):
-    """The regime map as one row per cell (weak width, eps), one column per quantity: "mean [95% CI]"; differences
+def style_regime_cells(summary: pd.DataFrame, quantities: list[str], labels: dict[str, str],
+                       order: list | None = None):  # fmt: skip
+    """The regime map as one row per cell (weak pair, eps), one column per quantity: "mean [95% CI]"; differences
     whose interval excludes 0 in bold."""
     from .evaluation import is_difference
 
     part = summary[summary.quantity.isin(quantities)]
-    cells = part.pivot_table(index=["weak_size", "eps"], columns="quantity", values="mean").index
+    cells = part.pivot_table(index=["weak", "eps"], columns="quantity", values="mean").index
     frame = pd.DataFrame(index=cells, columns=[labels[q] for q in quantities], dtype=object)
     bold = []
     for row in part.itertuples():
-        frame.loc[(row.weak_size, row.eps), labels[row.quantity]] = (
+        frame.loc[(row.weak, row.eps), labels[row.quantity]] = (
             f"{row.mean:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]")  # fmt: skip
         if is_difference(row.quantity) and row.vs_zero != "includes 0":
-            bold.append(((row.weak_size, row.eps), labels[row.quantity]))
+            bold.append(((row.weak, row.eps), labels[row.quantity]))
+    index = _cell_index(frame.index, order)
     frame.index = _cell_index(frame.index)
-    bold = [((int(h), f"{e:g}"), column) for (h, e), column in bold]
+    frame = frame.loc[index]
+    bold = [((str(h), f"{e:g}"), column) for (h, e), column in bold]
     styler = frame.style.set_properties(**{"font-size": "0.85em"})
     for index, column in bold:
         styler = styler.set_properties(subset=pd.IndexSlice[[index], [column]], **{"font-weight": "bold"})
@@ -103,15 +109,17 @@ def style_correlations(correlations: pd.DataFrame):
                          "(family-wise 95% over the predictors)."))  # fmt: skip
 
 
-def style_cell_measures(measures: pd.DataFrame):
+def style_cell_measures(measures: pd.DataFrame, order: list | None = None):
     """Where each cell's models stand (`regime.cell_measures`), with readable headers and method labels."""
     from .methods import label
 
     columns = {"weak_base_r_cap": "weak base R_cap", "weak_aligned_r_pref": "π_r R_pref", "cong_r_pref": "ConG R_pref",
                "cong_r_cap": "ConG R_cap", "gold_r_pref": "gold R_pref", "best_baseline_r_pref": "best baseline (R_pref)",
                "best_baseline_r_cap": "best baseline (R_cap)"}  # fmt: skip
-    frame = measures.set_index(["weak_size", "eps"])[list(columns)].rename(columns=columns)
+    frame = measures.set_index(["weak", "eps"])[list(columns)].rename(columns=columns)
+    index = _cell_index(frame.index, order)
     frame.index = _cell_index(frame.index)
+    frame = frame.loc[index]
     for column in ("best baseline (R_pref)", "best baseline (R_cap)"):
         frame[column] = frame[column].map(label)
     return frame.style.format(precision=3).set_caption("Means over seeds.")
@@ -153,3 +161,92 @@ def why_sentence(steps: pd.DataFrame) -> str:
     else:
         verdict = "No single step carries the gap under the plan's rule (largest step, interval excluding 0, half the gap)."
     return f"Walking from ConG to WSPO one change at a time ($R_{{pref}}$, paired over seeds): {walked}. {verdict}"
+
+
+def in_words(table: pd.DataFrame) -> str:
+    """Where ConG ends on R_pref against every baseline and pi_r (means over seeds at the clean setting), in words."""
+    from .evaluation import _clean, metric_mean
+    from .methods import BASELINES, label
+
+    eps = _clean(table)
+    cong = metric_mean(table, "cong", "r_pref", eps)
+    parts = []
+    for other in [*BASELINES, "weak_aligned"]:
+        gap = cong - metric_mean(table, other, "r_pref", eps)
+        parts.append(f"{abs(gap):.3f} {'below' if gap < 0 else 'above'} {label(other) if other != 'weak_aligned' else 'π_r'}")
+    return f"ConG's mean R_pref is {cong:.3f}: " + ", ".join(parts) + "."
+
+
+def plan_sentences(folder) -> dict[str, str]:
+    """The analysis plan's committed run (`results/plan`, profile plan) in words: ConG - WSPO pooled over worlds for
+    each budget, the step that carries it, and best-of-N by implicit reward against WSPO. {} if the folder lacks
+    the tables."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not (folder / "comparisons.csv").exists() or not (folder / "walk.csv").exists():
+        return {}
+    comparisons, steps = pd.read_csv(folder / "comparisons.csv"), pd.read_csv(folder / "walk.csv")
+    worlds = sorted(int(c.split("_")[1]) for c in comparisons.columns if c.startswith("world_"))
+    out = {"plan_worlds": str(len(worlds))}
+    for budget in ("fixed", "tuned"):
+        c = comparisons[(comparisons.budget == budget) & (comparisons.metric == "r_pref")].set_index("a")
+        w = steps[(steps.budget == budget) & (steps.path == "main")]
+        carrying = w[w.carries]
+        step = (f"{carrying.step.iloc[0]} {_interval(carrying.iloc[0])}, {carrying.share.iloc[0]:.0%} of it"
+                if len(carrying) else "no single step")  # fmt: skip
+        out[f"plan_{budget}"] = (f"ConG − WSPO {_interval(c.loc['cong'])} ({c.loc['cong', 'verdict']}); carried by: "
+                                 f"{step}; best-of-N by implicit reward − WSPO {_interval(c.loc['bon_implicit'])}")  # fmt: skip
+    if (folder / "verdicts.csv").exists():  # the sampling claims do not depend on the strong budget
+        v = pd.read_csv(folder / "verdicts.csv")
+        v = v[v.budget == "fixed"].set_index(v.claim.str.split(".").str[0])
+        out["plan_cd"] = (f"CD − naive {_interval(v.loc['2'])}, of which the head alone − naive "
+                          f"{_interval(v.loc['2c'])} and CD − the head alone {_interval(v.loc['2b'])}")  # fmt: skip
+    return out
+
+
+def _worlds(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith("world_")]
+
+
+def style_plan_verdicts(verdicts: pd.DataFrame, budget: str):
+    """The plan's world-aware verdicts of one budget (`evaluation.world_verdicts`): claim number, verdict, pooled
+    estimate [interval], each world's estimate, and why a verdict is not plain (a sign flip, unmet preconditions)."""
+    part = verdicts[verdicts.budget == budget]
+    frame = pd.DataFrame({
+        "claim": part.claim.str.split(".").str[0],
+        "verdict": part.verdict,
+        "pooled [95% CI]": [f"{r.estimate:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" for r in part.itertuples()],
+        **{f"world {c.split('_')[1]}": part[c].map("{:+.3f}".format) for c in _worlds(part)},
+        "note": [" ".join(x for x in (str(n) if isinstance(n, str) else "", f"unmet: {u}" if isinstance(u, str) and u
+                                      else "") if x) for n, u in zip(part.note, part.unmet)],
+    })  # fmt: skip
+    return (frame.style.hide(axis="index")
+            .map(lambda v: f"color: {VERDICT_COLORS.get(v, 'black')}; font-weight: bold", subset=["verdict"])
+            .set_properties(subset=["note"], **{"font-size": "0.8em"}))  # fmt: skip
+
+
+def style_plan_walk(steps: pd.DataFrame):
+    """The plan's pooled walk from ConG to WSPO, both budgets side by side: each step's estimate [95% CI]."""
+    frame = steps[steps.path == "main"].pivot_table(index="step", columns="budget", values="estimate", sort=False)
+    for budget in frame.columns:
+        rows = steps[(steps.path == "main") & (steps.budget == budget)].set_index("step")
+        frame[budget] = [f"{rows.loc[s, 'estimate']:+.3f} [{rows.loc[s, 'ci_low']:+.3f}, {rows.loc[s, 'ci_high']:+.3f}]"
+                         + (" (carries)" if rows.loc[s, "carries"] else "") for s in frame.index]  # fmt: skip
+    frame.columns = [f"{b} budget" for b in frame.columns]
+    return frame.rename_axis("step (R_pref, pooled over worlds)").style
+
+
+def style_tuning(tuning: pd.DataFrame):
+    """The setting the tuning chose per method and world: learning rate x epochs and its validation score."""
+    from .methods import label
+
+    chosen = tuning[tuning.chosen.astype(bool)]
+    frame = chosen.pivot_table(index="method", columns="world", values="learning_rate", aggfunc="first", sort=False)
+    for w in frame.columns:
+        rows = chosen[chosen.world == w].set_index("method")
+        frame[w] = [f"lr {rows.loc[m, 'learning_rate']:.2g}, {int(rows.loc[m, 'epochs'])} ep ({rows.loc[m, 'score']:.3f})"
+                    for m in frame.index]  # fmt: skip
+    frame.index = [label(m) for m in frame.index]
+    frame.columns = [f"world {w}" for w in frame.columns]
+    return frame.rename_axis("method").style

@@ -358,3 +358,27 @@ def test_world_verdicts_pool_worlds_check_each_world_and_apply_the_sign_rule():
     row = unmet.set_index(unmet.claim.str.split(".").str[0]).loc["2"]
     assert row.verdict == UNTESTABLE and "attribute probe: format (world 1)" in row.unmet
     assert "world 0" not in row.unmet
+
+
+@pytest.mark.parametrize("values, quantity", [([0.0, 1.0], "r_pref"), ([1.0, 1.0, 0.999], "probe:format"),
+                                              ([-1.0, 1.0], "spearman"), ([0.9, -0.9], "cong_vs_best_r_pref"),
+                                              ([0.99, 1.0], "strong_capability")])  # fmt: skip
+def test_no_interval_passes_the_range_of_its_quantity(values, quantity):
+    """Two seeds give a t-interval 12.7 standard errors wide: clipped to what the quantity can take."""
+    from congkit.evaluation import mean_ci, value_range
+
+    low, high = value_range(quantity)
+    mean, lo, hi = mean_ci(values, bounds=(low, high))
+    unclipped = mean_ci(values)
+    assert low <= lo <= mean <= hi <= high and (unclipped[1] < low or unclipped[2] > high)
+    assert mean_ci([0.5, 0.5], bounds=(0, 1)) == (0.5, 0.5, 0.5)  # a constant column: a zero-width interval
+    assert value_range("cd_gain_implicit") == (-math.inf, math.inf) and value_range("pgr") == (-math.inf, math.inf)
+
+
+def test_summaries_and_preconditions_clip_to_the_range():
+    table = study_table(seeds=2, probe=0.999, noise=0.01)
+    summary = summarise(table)
+    pref = summary[summary.metric == "r_pref"]
+    assert (pref.ci_low >= 0).all() and (pref.ci_high <= 1).all()
+    conditions = preconditions(table).set_index("id")
+    assert conditions.loc["probe:format", "ci_high"] <= 1.0

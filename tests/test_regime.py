@@ -8,7 +8,7 @@ import pytest
 
 from congkit import regime
 from congkit.methods import BASELINES
-from congkit.regime import REGIME_COLUMNS, RegimeConfig
+from congkit.regime import REGIME_COLUMNS, RegimeConfig, WeakSetting
 
 
 def _table(cells: dict, seeds=(0, 1, 2)) -> pd.DataFrame:
@@ -19,7 +19,7 @@ def _table(cells: dict, seeds=(0, 1, 2)) -> pd.DataFrame:
             method, alpha = method if isinstance(method, tuple) else (method, math.nan)
             for metric, value in metrics.items():
                 values = value if isinstance(value, list) else [value] * len(seeds)
-                rows += [dict(weak_size=size, method=method, seed=s, eps=eps, alpha=alpha, metric=metric, value=v)
+                rows += [dict(weak=size, method=method, seed=s, eps=eps, alpha=alpha, metric=metric, value=v)
                          for s, v in zip(seeds, values)]  # fmt: skip
     return pd.DataFrame(rows, columns=REGIME_COLUMNS)
 
@@ -98,8 +98,10 @@ def test_sweep_gains_and_best_alpha():
 @pytest.mark.parametrize(
     "grid, message",
     [
-        (RegimeConfig(weak_sizes=[16]), ">= 2 values per knob"),
-        (RegimeConfig(weak_sizes=[16, 18]), "multiples of 4"),
+        (RegimeConfig(weak=[WeakSetting("a", 16)]), ">= 2 values per knob"),
+        (RegimeConfig(weak=[WeakSetting("a", 16), WeakSetting("b", 18)]), "multiples of 4"),
+        (RegimeConfig(weak=[WeakSetting("a", 16), WeakSetting("a", 32)]), "distinct names"),
+        (RegimeConfig(weak=[WeakSetting("a", 16), WeakSetting("b", 16, 0)]), ">= 1 epoch"),
         (RegimeConfig(noise_levels=[0.0, 0.5]), "0.5 makes the labels random"),
         (RegimeConfig(seeds=[0]), ">= 2 seeds"),
     ],
@@ -119,23 +121,36 @@ def test_profiles_without_a_world_have_no_regime_map():
 
 
 def test_the_smoke_grid_is_complete(smoke_world):
-    """Every cell, every quantity, two seeds, finite intervals; the world's own weak width reuses its weak base."""
+    """Every cell, every quantity, two seeds, finite intervals; the world's own weak pair reuses its weak base, the
+    self-alignment row's weak base is the strong base, the under-aligned row's pi_r trains fewer epochs; every cell
+    has its walk from ConG to WSPO."""
     from congkit.study import get_profile, regime_objects
 
     world, grid, pipes = regime_objects("smoke", smoke_world.path.parent, progress=False)
-    assert len(grid.weak_sizes) >= 3 and len(grid.noise_levels) >= 3
-    assert pipes[world.config.weak.hidden_size].setting.weak_base == str(world.model_path("weak_base"))
+    assert len(grid.weak) == 4 and len(grid.noise_levels) >= 2
+    assert pipes["width 32"].setting.weak_base == str(world.model_path("weak_base"))
+    assert pipes["self (width 64)"].setting.weak_base == str(world.model_path("strong_base"))
+    under = pipes["width 32, under-aligned"]
+    assert under.config.weak_dpo.num_train_epochs == 1 < pipes["width 32"].config.weak_dpo.num_train_epochs
+    assert under.weak_aligned(0, 0.0) != pipes["width 32"].weak_aligned(0, 0.0)
     config = get_profile("smoke").pipeline
     table = regime.run_regime(world, config, grid, next(iter(pipes.values())).root, progress=False)
-    summary = regime.cell_summary(regime.cell_quantities(table, config.cd_alpha))
-    assert len(summary) == len(grid.weak_sizes) * len(grid.noise_levels) * len(regime.QUANTITIES)
+    cells = regime.cell_quantities(table, config.cd_alpha)
+    summary = regime.cell_summary(cells)
+    assert len(summary) == len(grid.weak) * len(grid.noise_levels) * len(regime.QUANTITIES)
     assert (summary.n_seeds == len(grid.seeds)).all()
     assert np.isfinite(summary[["mean", "ci_low", "ci_high"]].to_numpy()).all()
+    self_gap = summary[(summary.quantity == "capability_gap") & (summary.weak == "self (width 64)")]["mean"]
+    assert (self_gap == 0).all()  # the same base on both sides
     sweep = regime.sweep_gains(table)
-    assert len(sweep) == len(grid.weak_sizes) * len(grid.noise_levels) * len(config.alpha_sweep) * 2
-    # the knob moves the weak pair: flipped labels lower pi_r's preference reward at every width
-    pi_r = summary[summary.quantity == "pi_r_r_pref"].set_index(["weak_size", "eps"])["mean"]
-    assert all(pi_r[(h, 0.0)] >= pi_r[(h, max(grid.noise_levels))] - 0.02 for h in grid.weak_sizes)
+    assert len(sweep) == len(grid.weak) * len(grid.noise_levels) * len(config.alpha_sweep) * 2
+    walks = regime.cell_walks(table)
+    assert len(walks) == len(grid.weak) * len(grid.noise_levels) * 5 and walks.estimate.notna().all()
+    carried = regime.carrying_steps(walks, grid.rows())
+    assert list(carried["weak pair"]) == [w for w in grid.rows() for _ in grid.noise_levels]
+    # the knob moves the weak pair: flipped labels lower pi_r's preference reward in every row
+    pi_r = summary[summary.quantity == "pi_r_r_pref"].set_index(["weak", "eps"])["mean"]
+    assert all(pi_r[(h, 0.0)] >= pi_r[(h, max(grid.noise_levels))] - 0.02 for h in grid.rows())
 
 
 def test_findings_summarise_a_grid_where_every_cell_loses():
