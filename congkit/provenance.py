@@ -77,6 +77,22 @@ def run_facts(profile: str, seeds, date: datetime.date | None = None, **extra) -
     }
 
 
+def timing_summary(path: Path) -> str:
+    """`timings.csv` (stage, seed, method, eps, seconds) in one line: the total build time and the three stages that
+    took most of it; "" when there is no such file."""
+    import pandas as pd
+
+    if not Path(path).exists():
+        return ""
+    table = pd.read_csv(path)
+    total = float(table.seconds.sum())
+    if total <= 0:
+        return ""
+    shares = table.groupby("stage").seconds.sum().sort_values(ascending=False) / total
+    top = ", ".join(f"{stage} {share:.0%}" for stage, share in shares.head(3).items())
+    return f"{total / 60:.0f} min of stage builds (one core each); most in {top}"
+
+
 def notices(profile: str) -> list[str]:
     """What the box must say before the facts: a smoke run is no finding; a chapter from another profile than the
     book's main one says where it comes from."""

@@ -214,7 +214,7 @@ class Runner:
 
     def __init__(self, setting: Setting, root: str | Path, progress: bool):
         self.setting, self.root, self.progress = setting, Path(root).resolve(), progress
-        self.timings: dict[str, float] = {}
+        self.timings: list[dict] = []  # one row per stage built by this object: stage, seed, method, eps, seconds
         self._paths: dict[tuple, str] = {}  # model_path's answers: a folder's key chain is long to recompute
         self._data: dict[tuple, tuple] = {}  # training_data's answers and their content keys
 
@@ -230,7 +230,8 @@ class Runner:
                 print(f"[congkit] {stage} {summary}", file=sys.stderr, flush=True)
             start = time.perf_counter()
             build(tmp)
-            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+            self.timings.append({"stage": stage, "seed": key.get("seed"), "method": key.get("method", ""),
+                                 "eps": key.get("eps"), "seconds": time.perf_counter() - start})  # fmt: skip
 
         meta = {"stage": stage, "version": version, "setting": self.setting.name, "setting_key": self.setting.key,
                 "summary": f"{stage} {summary} ({self.setting.name})".replace("  ", " "), "key": key}  # fmt: skip
@@ -574,7 +575,6 @@ class Pipeline(CachedConG):
         results.csv, preconditions.csv and verdicts.csv into the pipeline's folder."""
         from .evaluation import decomposition_rows, pgr_rows, preconditions, verdicts
 
-        start = time.perf_counter()
         rows = [row for seed in self.config.seeds for row in self.replicate(seed)] + self.claims().to_dict("records")
         table = pd.DataFrame(rows, columns=RESULT_COLUMNS)
         table = pd.concat([table, pd.DataFrame(pgr_rows(table), columns=RESULT_COLUMNS)], ignore_index=True)
@@ -585,8 +585,25 @@ class Pipeline(CachedConG):
         write_csv_atomic(decomposition_rows(table), self.root / "decomposition.csv")
         if self.config.budget == "tuned":
             write_csv_atomic(self.tuning_table(), self.root / "tuning.csv")
-        self.timings["total"] = time.perf_counter() - start
+        record_timings(self.root / "timings.csv", self.timings)
         return table
+
+
+TIMING_COLUMNS = ["stage", "seed", "method", "eps", "seconds"]
+
+
+def record_timings(path: Path, rows: list[dict]) -> pd.DataFrame:
+    """Merge stage timings into `path` (`timings.csv`: stage, seed, method, eps, seconds): a stage built again
+    replaces its old row, stages not built now keep theirs (a cached rerun records nothing new). Returns the table."""
+    old = pd.read_csv(path) if Path(path).exists() else pd.DataFrame(columns=TIMING_COLUMNS)
+    new = pd.DataFrame(rows, columns=TIMING_COLUMNS)
+    if new.empty:
+        return old
+    keys = ["stage", "seed", "method", "eps"]
+    merged = pd.concat([old, new], ignore_index=True).astype({"method": str}).fillna({"method": ""})
+    merged = merged.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
+    write_csv_atomic(merged, path)
+    return merged
 
 
 DATA_COLUMNS = {"plain_samples": ("prompt", "completion"), "cd_samples": ("prompt", "completion"),

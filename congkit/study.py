@@ -32,7 +32,7 @@ import numpy as np
 
 from .cache import swap_in, write_csv_atomic
 from .regime import RegimeConfig, column_rows, regime_pipeline, smoke_regime_config
-from .stages import Pipeline, PipelineConfig, Setting, smoke_pipeline_config
+from .stages import Pipeline, PipelineConfig, Setting, record_timings, smoke_pipeline_config
 from .workers import QUIET_ENV
 from .world_build import WorldConfig, build_world, smoke_world_config
 
@@ -237,13 +237,13 @@ def clean_executed(nb) -> None:
             tags.append("remove-cell")
 
 
-def _build_replicate(job: tuple) -> tuple[int, float]:
-    """One seed's stages, in a build worker (`congkit.workers`)."""
+def _build_replicate(job: tuple) -> tuple[int, float, list[dict]]:
+    """One seed's stages, in a build worker (`congkit.workers`): the seed, its seconds and its stage timings."""
     profile, runs_dir, real, seed = job
     start = time.perf_counter()
     _, _, pipe = study_objects(profile, runs_dir, progress=False, real=real)
     pipe.replicate(seed)
-    return seed, time.perf_counter() - start
+    return seed, time.perf_counter() - start, pipe.timings
 
 
 def prebuild(profile: str, runs_dir: str | Path, real: dict | None = None, workers: int = 2) -> None:
@@ -255,8 +255,9 @@ def prebuild(profile: str, runs_dir: str | Path, real: dict | None = None, worke
     seeds = pipe.config.seeds
     print(f"[study] building {len(seeds)} seeds in {workers} processes", file=sys.stderr, flush=True)
     jobs = [(profile, str(runs_dir), real, seed) for seed in seeds]
-    run_in_workers(_build_replicate, jobs, workers, lambda done, total, r: f"seed {r[0]} ready ({done}/{total}, "
-                                                                          f"{r[1]:.0f} s)")  # fmt: skip
+    results = run_in_workers(_build_replicate, jobs, workers, lambda done, total, r: f"seed {r[0]} ready ({done}/"
+                                                                                    f"{total}, {r[1]:.0f} s)")  # fmt: skip
+    record_timings(pipe.root / "timings.csv", [*pipe.timings, *(row for r in results for row in r[2])])
 
 
 # --- building the grid in parallel --------------------------------------------------------------------------------
@@ -465,12 +466,14 @@ def findings(pipe, pipe_profile: str = "default") -> dict[str, str]:
     return out
 
 
-def this_run(profile: str, seeds, **extra):
-    """The chapter's "This run" box: profile, seeds, date, commit, packages, machine (`congkit.provenance`); a
-    smoke run's says its numbers are not findings, a chapter of another profile than the book's main one says so."""
-    from .provenance import run_facts, this_run_box
+def this_run(profile: str, seeds, timings: Path | None = None, **extra):
+    """The chapter's "This run" box: profile, seeds, date, commit, packages, machine and, given the run's
+    `timings.csv`, its build time (`congkit.provenance`); a smoke run's says its numbers are not findings, a chapter
+    of another profile than the book's main one says so."""
+    from .provenance import run_facts, this_run_box, timing_summary
 
-    return this_run_box(run_facts(profile, seeds, **extra))
+    spent = timing_summary(timings) if timings is not None else ""
+    return this_run_box(run_facts(profile, seeds, **extra, **({"build time": spent} if spent else {})))
 
 
 def parameter_table(**params):

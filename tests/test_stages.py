@@ -89,7 +89,7 @@ def test_rerun_reuses_every_stage_and_gives_the_same_numbers(smoke_run):
     pipe, table = smoke_run
     again = Pipeline(pipe.setting, smoke_pipeline_config(), root=pipe.root, progress=False)
     table2 = again.run()
-    assert set(again.timings) == {"total"}  # no stage was rebuilt
+    assert again.timings == []  # no stage was rebuilt
     pd.testing.assert_frame_equal(table, table2)
 
 
@@ -154,7 +154,7 @@ def test_cache_does_not_depend_on_how_the_root_is_spelled(smoke_run, monkeypatch
     again = Pipeline(pipe.setting, smoke_pipeline_config(), root=pipe.root.name, progress=False)
     assert again.root == pipe.root
     again.weak_aligned(0, 0.0)
-    assert again.timings == {}  # nothing rebuilt
+    assert again.timings == []  # nothing rebuilt
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def test_a_moved_runs_folder_reuses_every_stage(moved_run):
     again, table = moved_run
     assert again.setting.weak_base.startswith(str(again.root.parent))  # the moved world is the one in use
     pd.testing.assert_frame_equal(again.run(), table)
-    assert set(again.timings) == {"total"}  # nothing was rebuilt at the new place
+    assert again.timings == []  # nothing was rebuilt at the new place
 
 
 def test_corrupt_artifacts_are_named_and_rebuilt_never_trusted(moved_run):
@@ -229,7 +229,7 @@ def test_fields_outside_every_key_rebuild_nothing_and_a_result_changing_field_do
     config.sampling = dataclasses.replace(config.sampling, cache="dynamic", token_choice="vocabulary")
     again = Pipeline(pipe.setting, config, root=pipe.root, progress=False)
     pd.testing.assert_frame_equal(again.run(), table)
-    assert set(again.timings) == {"total"}
+    assert again.timings == []
     changed = dataclasses.replace(smoke_pipeline_config(), strong_sft=dataclasses.replace(config.strong_sft,
                                                                                           learning_rate=1e-4))  # fmt: skip
     other = Pipeline(pipe.setting, changed, root=pipe.root, progress=False)
@@ -291,3 +291,18 @@ def test_a_tuned_budget_is_chosen_on_the_validation_prompts(smoke_run, monkeypat
     with pytest.raises(ValueError, match="has no validation prompts"):
         tuned.setting = dataclasses.replace(pipe.setting, valid_prompts=None)
         tuned.validation_score(tuned.strong("auxconf", 0), 0)
+
+
+def test_timings_merge_rebuilt_stages_and_keep_the_others(tmp_path):
+    from congkit.stages import record_timings
+
+    path = tmp_path / "timings.csv"
+    first = [{"stage": "strong", "seed": 0, "method": "wspo", "eps": 0.0, "seconds": 5.0},
+             {"stage": "weak_aligned", "seed": 0, "method": "", "eps": 0.0, "seconds": 2.0}]  # fmt: skip
+    record_timings(path, first)
+    assert len(record_timings(path, [])) == 2  # a cached rerun records nothing and loses nothing
+    table = record_timings(path, [{"stage": "strong", "seed": 0, "method": "wspo", "eps": 0.0, "seconds": 7.0}])
+    assert len(table) == 2 and table.set_index("stage").seconds.to_dict() == {"strong": 7.0, "weak_aligned": 2.0}
+    from congkit.provenance import timing_summary
+
+    assert timing_summary(path).startswith("0 min of stage builds") and "strong 78%" in timing_summary(path)
