@@ -73,8 +73,8 @@ def implicit_vs_r_pref(pool: pd.DataFrame) -> plt.Figure:
     ax.boxplot([pool.implicit[pool[target] == v] for v in levels], positions=range(len(levels)), widths=0.5,
                showfliers=False)  # fmt: skip
     ax.set_xticks(range(len(levels)), [f"{v:g}\n(n={int((pool[target] == v).sum())})" for v in levels])
-    ax.set(title="π_r's own samples: implicit reward by R_pref (claim 1)", xlabel="R_pref of the sample",
-           ylabel="implicit reward Σ log π_r/π_ref (nats)")  # fmt: skip
+    ax.set(title="$\\pi_r$'s own samples: implicit reward by $R_{pref}$ (claim 1)", xlabel="$R_{pref}$ of the sample",
+           ylabel="implicit reward $\\sum \\log \\pi_r/\\pi_{ref}$ (nats)")  # fmt: skip
     return fig
 
 
@@ -82,7 +82,7 @@ def alpha_sweep(table: pd.DataFrame) -> plt.Figure:
     """Claim 2: implicit reward, R_pref, R_cap and length of CD samples against alpha (mean and 95% CI over seeds);
     naive sampling from pi_r as a dashed line."""
     cd, naive = table[table.method == "cd"], table[table.method == "naive"]
-    panels = [("implicit", "implicit reward (nats)"), ("r_pref", "R_pref"), ("r_cap", "R_cap (correct rate)"),
+    panels = [("implicit", "implicit reward (nats)"), ("r_pref", "$R_{pref}$"), ("r_cap", "$R_{cap}$ (correct rate)"),
               ("length", "length (characters)")]  # fmt: skip
     panels = [p for p in panels if (cd.metric == p[0]).any()]
     rows = (len(panels) + 1) // 2
@@ -95,7 +95,7 @@ def alpha_sweep(table: pd.DataFrame) -> plt.Figure:
             ax.fill_between(alphas, lo, hi, alpha=0.2, label="CD 95% CI")
         nv = naive[naive.metric == metric].value
         if len(nv):
-            ax.axhline(nv.mean(), color="C3", ls="--", label="naive π_r")
+            ax.axhline(nv.mean(), color="C3", ls="--", label="naive $\\pi_r$")
         ax.set(title=title, xlabel="α")
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
@@ -119,6 +119,26 @@ def method_bars(table: pd.DataFrame, metric: str = "r_pref", eps: float = 0.0, y
            color=[ROLE_COLORS[BY_NAME[m].role] for m in methods])  # fmt: skip
     ax.set(title=f"{ylabel or metric} (ε = {eps:g}; mean, 95% CI over {n_seeds} seeds)", ylabel=ylabel or metric)
     ax.tick_params(axis="x", rotation=30)
+    return fig
+
+
+def method_panels(table: pd.DataFrame, metrics: list[tuple[str, str]], eps: float = 0.0) -> plt.Figure:
+    """One panel per (metric, label): a horizontal bar per method (mean over seeds, 95% interval), coloured by role,
+    the methods named once on the shared axis."""
+    part = table[np.isclose(table.eps, eps) & table.alpha.isna()]
+    methods = [m for m in METHOD_ORDER if m in set(part[part.metric == metrics[0][0]].method)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(7, 0.28 * len(methods) + 1.2), sharey=True, squeeze=False)
+    y = np.arange(len(methods))[::-1]
+    for ax, (metric, label_) in zip(axes[0], metrics):
+        stats = [mean_ci(part[(part.metric == metric) & (part.method == m)].value) for m in methods]
+        means = np.array([st[0] for st in stats])
+        err = [[st[0] - st[1] if np.isfinite(st[1]) else 0 for st in stats],
+               [st[2] - st[0] if np.isfinite(st[2]) else 0 for st in stats]]  # fmt: skip
+        ax.barh(y, means, xerr=err, capsize=2, color=[ROLE_COLORS[BY_NAME[m].role] for m in methods])
+        ax.set_xlabel(label_)
+        ax.set_xlim(0, 1.0)
+    axes[0, 0].set_yticks(y, [METHOD_LABELS[m] for m in methods], fontsize=9)
+    fig.tight_layout()
     return fig
 
 
@@ -187,6 +207,14 @@ def pipeline_diagram() -> plt.Figure:
 # --- the regime map (congkit.regime) -------------------------------------------------------------------------------
 
 
+def tex(text: str) -> str:
+    """The book's notation in a figure's text (matplotlib mathtext): R_pref -> $R_{pref}$, π_r -> $\\pi_r$, ..."""
+    for plain, math in (("R_pref", "$R_{pref}$"), ("R_cap", "$R_{cap}$"), ("π_ref", "$\\pi_{ref}$"),
+                        ("π_r", "$\\pi_r$"), ("r_pref", "$R_{pref}$"), ("r_cap", "$R_{cap}$")):  # fmt: skip
+        text = text.replace(plain, math)
+    return text
+
+
 def _weak_rows(frame: pd.DataFrame, order: list | None) -> list:
     """The grid's weak pairs in `order` (the grid's), else as sorted."""
     present = set(frame.weak.unique())
@@ -229,7 +257,7 @@ def regime_heatmaps(summary: pd.DataFrame, quantities: list[str], labels: dict[s
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black"))
         ax.set_xticks(range(len(noise)), [f"label noise ε = {e:g}" for e in noise])
         ax.set_yticks(range(len(weak)), [str(h) for h in weak])
-        ax.set_title(labels.get(quantity, quantity), fontsize=10)
+        ax.set_title(tex(labels.get(quantity, quantity)), fontsize=10)
         ax.grid(False)
     fig.tight_layout()
     return fig
@@ -251,7 +279,7 @@ def regime_predictor(summary: pd.DataFrame, predictor: str, target: str, labels:
                     yerr=[[y["mean"] - y.ci_low], [y.ci_high - y["mean"]]], fmt=markers[h], color=colours[e],
                     capsize=2, label=f"{h}, ε = {e:g}")  # fmt: skip
     ax.axhline(0, color="grey", lw=1, ls=":")
-    ax.set(xlabel=labels.get(predictor, predictor), ylabel=labels.get(target, target),
+    ax.set(xlabel=tex(labels.get(predictor, predictor)), ylabel=tex(labels.get(target, target)),
            title="Per cell: the gain against its candidate predictor (95% CIs)")  # fmt: skip
     _legend_outside(ax, fontsize=8)
     return fig
@@ -290,6 +318,7 @@ def walk_figure(steps: pd.DataFrame) -> plt.Figure:
     ax.barh(y, steps.estimate, xerr=[lo, hi], color=colors, capsize=3)
     ax.set_yticks(y, [f"{s} ({'main' if p == 'main' else 'other order'})" for s, p in zip(steps.step, steps.path)])
     ax.axvline(0, color="black", lw=0.8)
-    ax.set(title="From ConG to WSPO, one change at a time", xlabel=f"paired difference in {steps.metric.iloc[0]} "
-           "(95% CI over seeds)")  # fmt: skip
+    ax.set(title="From ConG to WSPO, one change at a time", xlabel=f"paired difference in {tex(steps.metric.iloc[0])} "
+           "(95% CI)")  # fmt: skip
+    fig.tight_layout()
     return fig

@@ -6,6 +6,24 @@ import pandas as pd
 
 from . import evaluation
 
+NOTATION = (("R_pref", "R<sub>pref</sub>"), ("R_cap", "R<sub>cap</sub>"), ("π_ref", "π<sub>ref</sub>"),
+            ("pi_ref", "π<sub>ref</sub>"), ("π_r", "π<sub>r</sub>"), ("pi_r", "π<sub>r</sub>"))
+
+
+def notation(text):
+    """The book's one notation in a table's text: R_pref -> R<sub>pref</sub>, pi_r / π_r -> π<sub>r</sub>, ...
+    (non-strings pass through)."""
+    if not isinstance(text, str):
+        return text
+    for plain, html in NOTATION:
+        text = text.replace(plain, html)
+    return text
+
+
+def finish(styler):
+    """Every table's last step: the book's notation in its headers and index, no wrapping of short headers."""
+    return styler.format_index(notation, axis=0).format_index(notation, axis=1)
+
 
 def header(metric: str) -> str:
     """A metric's label, from its registry entry (`congkit.evaluation.METRICS`)."""
@@ -18,10 +36,15 @@ def higher_is_better(metric: str) -> bool:
 TRAINED = ("WeakSFT", "AuxConf", "WSPO", "ConG-S", "ConG")  # the rows among which "best" is marked
 
 
-def style_main_table(main: pd.DataFrame, n_seeds: int) -> pd.io.formats.style.Styler:
-    """`evaluation.main_table` (metric x (mean, ±95%) columns) as one cell per metric, "mean ±half-width" kept on one
-    line, readable headers, and the best of the five weak-to-strong methods per metric in bold."""
-    metrics = list(main.columns.get_level_values(0).unique())
+PREFERENCE_COLUMNS = ("r_pref", "win_rate", "pgr", "pgr_strong")  # the main table's first half; the rest: capability
+
+
+def style_main_table(main: pd.DataFrame, n_seeds: int, metrics: list[str] | None = None) -> pd.io.formats.style.Styler:
+    """`evaluation.main_table` (metric x (mean, ±95%) columns), the `metrics` given (all by default), as one cell per
+    metric, "mean ±half-width" kept on one line, readable headers, and the best of the five weak-to-strong methods
+    per metric marked by its background (bold alone ran cells together)."""
+    present = list(main.columns.get_level_values(0).unique())
+    metrics = [m for m in (metrics or present) if m in present]
     cells = pd.DataFrame(index=main.index, columns=[header(m) for m in metrics], dtype=object)
     for metric in metrics:
         mean, half = main[(metric, "mean")], main[(metric, "±95%")]
@@ -35,32 +58,42 @@ def style_main_table(main: pd.DataFrame, n_seeds: int) -> pd.io.formats.style.St
             if rows:
                 best = max(rows, key=lambda r: main.loc[r, (metric, "mean")])
                 styler = styler.set_properties(subset=pd.IndexSlice[[best], [header(metric)]],
-                                               **{"font-weight": "bold"})  # fmt: skip
-    caption = (f"Mean over {n_seeds} seeds ± 95% t-interval half-width, eps = 0. Bold: the best of the five "
-               "weak-to-strong methods in each column.")  # fmt: skip
-    return styler.set_caption(caption)
+                                               **{"background-color": "#dcedc8", "font-weight": "bold"})  # fmt: skip
+    return finish(styler)
 
 
 def style_preconditions(conditions: pd.DataFrame) -> pd.io.formats.style.Styler:
     frame = conditions.drop(columns=["id"]).rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high"})
     frame["met"] = [("yes" if met else "no") if applicable else "n/a (no such channel)"
                     for met, applicable in zip(frame.met, frame.pop("applicable"))]  # fmt: skip
-    return (frame.style.hide(axis="index").format("{:.3f}", subset=["measured", "95% CI low", "95% CI high"], na_rep="")
-            .map(lambda met: f"color: {dict(yes='#1b5e20', no='#b71c1c').get(met, '#616161')}; font-weight: bold",
-                 subset=["met"])
-            .set_caption("Each condition's mean over seeds against its requirement, fixed in code before the run."))  # fmt: skip
+    frame["condition"] = frame.condition.map(notation)
+    frame["95% CI"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "" for lo, hi in zip(frame.pop("95% CI low"),
+                                                                                         frame.pop("95% CI high"))]  # fmt: skip
+    frame = frame[["condition", "required", "measured", "95% CI", "met"]]
+    return finish(frame.style.hide(axis="index").format("{:.3f}", subset=["measured"], na_rep="")
+                  .map(lambda met: f"color: {dict(yes='#1b5e20', no='#b71c1c').get(met, '#616161')}; font-weight: bold",
+                       subset=["met"]))  # fmt: skip
 
 
 VERDICT_COLORS = {"holds": "#1b5e20", "does not hold": "#b71c1c", "inconclusive": "#e65100", "untestable here": "#616161"}
 
 
+def _estimate(row) -> str:
+    return "" if pd.isna(row.estimate) else f"{row.estimate:+.3f}" + (
+        f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if pd.notna(row.ci_low) else "")  # fmt: skip
+
+
 def style_verdicts(verdicts: pd.DataFrame) -> pd.io.formats.style.Styler:
-    if not verdicts.unmet.fillna("").astype(bool).any():  # every precondition met: no empty column
-        verdicts = verdicts.drop(columns=["unmet"])
-    frame = verdicts.rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high", "unmet": "unmet preconditions"})
-    return (frame.style.hide(axis="index").format("{:+.3f}", subset=["estimate", "95% CI low", "95% CI high"], na_rep="")
-            .map(lambda v: f"color: {VERDICT_COLORS.get(v, 'black')}; font-weight: bold", subset=["verdict"])
-            .set_properties(subset=["rule"], **{"font-size": "0.85em"}))  # fmt: skip
+    """The verdicts: claim, verdict (coloured), estimate [95% CI], the rule (small) and any unmet preconditions."""
+    frame = pd.DataFrame({"claim": verdicts.claim.map(notation), "verdict": verdicts.verdict,
+                          "estimate [95% CI]": [_estimate(r) for r in verdicts.itertuples()],
+                          "rule": verdicts.rule.map(notation)})  # fmt: skip
+    if verdicts.unmet.fillna("").astype(bool).any():  # every precondition met: no empty column
+        frame["unmet preconditions"] = verdicts.unmet.fillna("").map(notation).to_numpy()
+    return finish(frame.style.hide(axis="index")
+                  .map(lambda v: f"color: {VERDICT_COLORS.get(v, 'black')}; font-weight: bold", subset=["verdict"])
+                  .set_properties(subset=["estimate [95% CI]"], **{"white-space": "nowrap"})
+                  .set_properties(subset=["rule"], **{"font-size": "0.8em"}))  # fmt: skip
 
 
 def _cell_index(cells, order: list | None = None) -> pd.MultiIndex:
@@ -250,3 +283,36 @@ def style_tuning(tuning: pd.DataFrame):
     frame.index = [label(m) for m in frame.index]
     frame.columns = [f"world {w}" for w in frame.columns]
     return frame.rename_axis("method").style
+
+
+def style_sweep(claims: pd.DataFrame):
+    """Chapter 3's table: naive pi_r sampling and CD at every alpha of the sweep (rows), the means over seeds of each
+    measure (columns); rows with no values dropped, alpha written compactly."""
+    from .evaluation import summarise
+
+    stats = summarise(claims[claims.method.isin(["cd", "naive"])])
+    stats["row"] = ["naive π_r sampling" if m == "naive" else f"CD, α = {a:g}" + (" (the head alone)" if a == 1 else "")
+                    for m, a in zip(stats.method, stats.alpha)]  # fmt: skip
+    order = ["naive π_r sampling", *sorted({r for r in stats.row if r.startswith("CD")},
+                                         key=lambda r: float(r.split("= ")[1].split(" ")[0]))]  # fmt: skip
+    wide = stats.pivot_table(index="row", columns="metric", values="mean").reindex(order).dropna(how="all")
+    columns = {"implicit": "implicit reward (nats)", "r_pref": "R_pref", "r_cap": "R_cap", "length": "length",
+               "distinct": "distinct"}  # fmt: skip
+    wide = wide[[c for c in columns if c in wide]].rename(columns=columns)
+    return finish(wide.rename_axis(None).style.format("{:.3f}", na_rep="–"))
+
+
+def training_settings(pipe, seed: int) -> pd.DataFrame:
+    """Every strong method's fixed training settings (chapter 4): its data, start, loss settings and optimiser, from
+    its registry recipe and the pipeline's configuration."""
+    from .methods import label, recipe
+
+    rows = []
+    for method in [*pipe.config.methods, "gold"]:
+        how = recipe(method)
+        cfg = pipe.fixed_config(method, pipe.training_data(how.data, seed, pipe.config.noise_levels[0]))
+        rows.append({"method": label(method), "trained on": how.data.replace("_", " "), "starts from": label(how.start),
+                     "learning rate": f"{cfg.learning_rate:.2g}", "epochs": f"{cfg.num_train_epochs:g}",
+                     "batch": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps,
+                     "β": f"{cfg.beta:g}" if how.train.__name__ not in ("sft", "train_sft") else "–"})  # fmt: skip
+    return pd.DataFrame(rows)
