@@ -75,6 +75,11 @@ def test_book_renders_in_a_browser(built_book, tmp_path):
         assert page["height"] <= 15_000, (name, page["height"])
         assert page["loaded"] == page["images"], name
         assert page["svg"] == page["images"] or page["min_raster_scale"] >= 2, name
+        assert page["too_wide"] == [], (name, page["column"], page["too_wide"])  # every table and figure fits
+        assert not page["nan"], name
+        assert page["uncaptioned"] == 0 and page["loose_images"] == 0, name  # every figure numbered and captioned
+        assert page["this_run"] == 1, name  # the provenance box, once
+        assert "Smoke run: these numbers are not findings" in page["text"], name
     index = report["index.html"]
     assert "Contrastive Weak-to-Strong" in index["title"] and index["mathjax"] > 0
     verdicts = pd.read_csv(pipeline_root / "verdicts.csv")

@@ -5,6 +5,8 @@
 For each page (every chapter by default) it reports the title, the page height at 1280 px, the number of images and
 how many of them loaded (complete with a non-zero natural width), how many are SVG and the smallest ratio of an image's
 natural to displayed width (>= 2 is "2x DPI"), whether MathJax typeset any formula, the text of the key-findings box,
+the text column's width and the widest table or figure in it (`too_wide` lists what passes the column), the figures
+and how many lack a caption, images outside a numbered figure, `nan` text, whether the page has a "This run" box,
 and saves a PNG. Prints one JSON object; exits non-zero if a page has no title or an image failed to load.
 """
 
@@ -64,6 +66,27 @@ def check_pages(book: Path, out: Path, pages: list[str], chromium: str) -> dict:
                         .map(i => i.naturalWidth / i.width), 1e9),
                     findings: (document.querySelector('.admonition.important') || {}).innerText || '',
                     text: document.body.innerText,
+                    ...(() => {
+                        const article = document.querySelector('article.bd-article') || document.querySelector('main')
+                            || document.body;
+                        const column = article.getBoundingClientRect().width;
+                        const wide = Array.from(article.querySelectorAll('table, img, svg, figure'))
+                            .filter(e => !e.closest('mjx-container'))
+                            .map(e => ({tag: e.tagName, width: Math.round(e.getBoundingClientRect().width),
+                                        text: (e.innerText || e.getAttribute('alt') || '').slice(0, 60)}));
+                        const figures = Array.from(article.querySelectorAll('figure'));
+                        return {
+                            column: Math.round(column),
+                            widest: Math.max(0, ...wide.map(w => w.width)),
+                            too_wide: wide.filter(w => w.width > column + 1),
+                            figures: figures.length,
+                            uncaptioned: figures.filter(f => !f.querySelector('figcaption')).length,
+                            loose_images: Array.from(article.querySelectorAll('img'))
+                                .filter(i => !i.closest('figure')).length,
+                            nan: /\bnan\b/i.test(article.innerText),
+                            this_run: article.querySelectorAll('.this-run').length,
+                        };
+                    })(),
                 })"""
             )
             shot = out / (name.replace("/", "_").replace(".html", ".png"))
