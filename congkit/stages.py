@@ -254,6 +254,21 @@ class Runner:
 
         return str(self._stage(stage, {**key, "seed": seed}, build))
 
+    def _prompts(self, split: str) -> list[str]:
+        return list((self.setting.train_prompts if split == "train" else self.setting.eval_prompts)["prompt"])
+
+    def _remember(self, key: tuple, make: Callable[[], Dataset]) -> Dataset:
+        """A dataset made once per object, its content key with it (every model trained on it needs that key)."""
+        if key not in self._data:
+            data = make()
+            self._data[key] = (data, content_key(data))
+        return self._data[key][0]
+
+    def _data_key(self, data: Dataset) -> str:
+        """`content_key(data)`, known without hashing again for the datasets `_remember` made."""
+        known = [key for ds, key in self._data.values() if ds is data]
+        return known[0] if known else content_key(data)
+
     def _ref(self, model: str | Path) -> str:
         """How a model enters cache keys, never by where it lies: the setting's role for its base models (the
         setting's key holds their content); an artifact of this runner by its stage key and content digest; another
@@ -292,9 +307,6 @@ class CachedConG(Runner):
         pi_r, pi_ref = self.load(pi_r_path), self.load(self.setting.weak_base)
         check_same_vocab(pi_r, pi_ref, ("post-alignment weak", "pre-alignment weak"))
         return pi_r, pi_ref
-
-    def _prompts(self, split: str) -> list[str]:
-        return list((self.setting.train_prompts if split == "train" else self.setting.eval_prompts)["prompt"])
 
     def _sampling(self, **overrides) -> DecodingConfig:
         return DecodingConfig(**{**vars(self.config.sampling), **overrides})
@@ -352,17 +364,8 @@ class CachedConG(Runner):
     # --- the strong side: every method by its recipe ----------------------------------------------------------------
 
     def training_data(self, name: str, seed: int, eps: float) -> Dataset:
-        """The training data a recipe names (`congkit.methods.DATA`); looked up once per pipeline (its content key,
-        which every model trained on it needs, is then computed once too)."""
-        if (name, seed, eps) not in self._data:
-            data = self._training_data(name, seed, eps)
-            self._data[name, seed, eps] = (data, content_key(data))
-        return self._data[name, seed, eps][0]
-
-    def _data_key(self, data: Dataset) -> str:
-        """`content_key(data)`, remembered for the datasets `training_data` handed out."""
-        known = [key for ds, key in self._data.values() if ds is data]
-        return known[0] if known else content_key(data)
+        """The training data a recipe names (`congkit.methods.DATA`), looked up once per pipeline."""
+        return self._remember((name, seed, eps), lambda: self._training_data(name, seed, eps))
 
     def _training_data(self, name: str, seed: int, eps: float) -> Dataset:
         if name in ("plain_samples", "cd_samples"):
