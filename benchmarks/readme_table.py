@@ -1,0 +1,45 @@
+"""The README's CPU benchmark table, rendered from the committed JSON (`benchmarks/results/decoding_cpu2.json`), so
+every figure in it comes from one place; `tests/test_readme.py` checks the README holds exactly this table.
+
+    python benchmarks/readme_table.py [results/decoding_cpu2.json]   # prints the table
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "decoding_cpu2.json"
+# (ratio key or keys joined by " / ", what it is, target)
+ROWS = [
+    ("cd_vs_hf_generate", "CD, two models a step, over one model's `generate`", ">= 0.65"),
+    ("two_forwards_vs_hf_generate", "the two forwards alone, stepped as CD steps them, over `generate`", ""),
+    ("cd_vs_two_forwards_v101", "CD over its two forwards, vocabulary 101", ">= 0.95"),
+    ("cd_vs_two_forwards_v32000", "the same, vocabulary 32,000", ">= 0.85"),
+    ("cd_vs_two_forwards_v151936", "the same, vocabulary 151,936", ""),
+    ("batched_vs_one_at_a_time", "batch 32 over one prompt at a time", ">= 8"),
+    ("contended_vs_quiet_b1", "batch 1 with a busy Python process beside it", ">= 0.8"),
+    ("static_vs_dynamic_cache_b32", "preallocated over dynamic cache, batch 32", ""),
+    ("static_vs_dynamic_cache_b1", "the same, batch 1", ""),
+    ("cd_b1_vs_authors_b1", "congkit batch 1 over the authors' loop (peers at torch's default threads)", ""),
+    ("cd_b1_vs_proxy_b1", "congkit batch 1 over a proxy-tuning style loop (the same)", ""),
+    ("cd_b32_vs_authors_b1", "congkit batch 32 over the authors' batch 1", ""),
+]
+
+
+def cell(results: dict, key: str) -> str:
+    """A ratio's median and range as the README shows it: "0.78 [0.73, 0.82]"."""
+    lo, hi = results[f"{key}_range"]
+    return f"{results[key]:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def table(results: dict) -> str:
+    """The README's markdown table of every ratio in `ROWS`, from a `decoding.py --json` result."""
+    lines = ["| ratio | what it is | median [range] | target |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{key}` | {what} | {cell(results, key)} | {target} |" for key, what, target in ROWS]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table(json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else RESULTS).read_text())))

@@ -1,0 +1,17 @@
+"""The README's benchmark figures come from the committed JSON: its table is exactly what the JSON renders to."""
+
+import json
+import runpy
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_readme_benchmark_table_equals_the_committed_json():
+    render = runpy.run_path(str(REPO / "benchmarks" / "readme_table.py"))
+    results = json.loads((REPO / "benchmarks" / "results" / "decoding_cpu2.json").read_text())
+    table = render["table"](results)
+    assert table in (REPO / "README.md").read_text()
+    # the rendering itself is the JSON's numbers: change one and the table changes
+    changed = dict(results, cd_vs_hf_generate=results["cd_vs_hf_generate"] + 0.1)
+    assert render["table"](changed) != table and f"{results['cd_vs_hf_generate']:.2f} [" in table
