@@ -456,8 +456,8 @@ def findings(pipe, pipe_profile: str = "default") -> dict[str, str]:
         f"Computed from this run of the {pipe_profile!r} profile: one world, {out['n_seeds']} paired seeds (each seed "
         "reruns every stage from the weak labels on; all share one pretrained base pair and one prompt set).")  # fmt: skip
     planned = plan_sentences(PLAN_RESULTS)
-    out |= {k: planned.get(k, "(no plan results in results/plan)") for k in ("plan_worlds", "plan_fixed", "plan_tuned",
-                                                                                          "plan_cd")}
+    keys = ("plan_worlds", "plan_fixed", "plan_tuned", "plan_cd")
+    out |= {k: planned.get(k, "(no plan results in results/plan)") for k in keys}
     applicable = conditions[conditions.applicable]
     out["preconditions_met"] = f"{int(applicable.met.sum())} of {len(applicable)}"
     unmet = applicable[~applicable.met]

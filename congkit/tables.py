@@ -232,7 +232,8 @@ def plan_sentences(folder) -> dict[str, str]:
                                  f"{step}; best-of-N by implicit reward − WSPO {_interval(c.loc['bon_implicit'])}")  # fmt: skip
     if (folder / "verdicts.csv").exists():  # the sampling claims do not depend on the strong budget
         v = pd.read_csv(folder / "verdicts.csv")
-        v = v[v.budget == "fixed"].set_index(v.claim.str.split(".").str[0])
+        v = v[v.budget == "fixed"]
+        v = v.set_index(v.claim.str.split(".").str[0])
         out["plan_cd"] = (f"CD − naive {_interval(v.loc['2'])}, of which the head alone − naive "
                           f"{_interval(v.loc['2c'])} and CD − the head alone {_interval(v.loc['2b'])}")  # fmt: skip
     return out

@@ -81,3 +81,18 @@ def test_the_plans_run_writes_every_table_for_both_budgets(smoke_world, tmp_path
     tuning = tables["tuning"]
     assert len(tuning) == 2 * 3 * 2 and tuning.groupby(["world", "method"]).chosen.sum().eq(1).all()
     assert set(tables["preconditions"].world) == {0, 1} and {"world_0", "world_1"} <= set(tables["comparisons"])
+
+
+def test_the_plans_committed_tables_in_words(tmp_path):
+    """The introduction's sentences about the plan profile, from the committed `results/plan` tables."""
+    from congkit.study import PLAN_RESULTS
+    from congkit.tables import plan_sentences
+
+    said = plan_sentences(PLAN_RESULTS)
+    comparisons = pd.read_csv(PLAN_RESULTS / "comparisons.csv")
+    row = comparisons[(comparisons.a == "cong") & (comparisons.metric == "r_pref") & (comparisons.budget == "fixed")]
+    assert said["plan_worlds"] == "3" and f"ConG − WSPO {row.estimate.item():+.3f}" in said["plan_fixed"]
+    verdicts = pd.read_csv(PLAN_RESULTS / "verdicts.csv")
+    claim2 = verdicts[(verdicts.budget == "fixed") & verdicts.claim.str.startswith("2.")]
+    assert said["plan_cd"].startswith(f"CD − naive {claim2.estimate.item():+.3f}") and "tuned" not in said["plan_cd"]
+    assert plan_sentences(tmp_path) == {}  # no tables: nothing said
