@@ -130,8 +130,9 @@ def plan_pipelines(root, budget: str, config=None, world_base=None, progress: bo
 
 def plan_tables(by_budget: dict[str, dict[int, Pipeline]]) -> dict[str, pd.DataFrame]:
     """The plan's result tables from built pipelines: decomposition (arm, world, seed, metric, value, budget), the
-    pooled walk and the ConG - WSPO comparisons per budget, every claim's world-aware verdict per budget, tuning (world, method, grid point, score, chosen) and each
-    world's preconditions."""
+    pooled walk and the ConG - WSPO comparisons per budget, every claim's world-aware verdict per budget, tuning
+    (world, method, grid point, score, chosen), each world's preconditions (fixed budget) and the smallest detectable
+    effect pooled over worlds (world "pooled") per budget."""
     from .evaluation import preconditions, world_verdicts
 
     tables = {"decomposition": [], "walk": [], "comparisons": [], "verdicts": [], "tuning": [], "preconditions": []}
@@ -142,10 +143,13 @@ def plan_tables(by_budget: dict[str, dict[int, Pipeline]]) -> dict[str, pd.DataF
         tables["comparisons"].append(pd.DataFrame([{k: v for k, v in r.items() if k != "worlds"} | {
             f"world_{w}": e for w, e in r["worlds"].items()} for r in rows]).assign(budget=budget))  # fmt: skip
         config = next(iter(pipes.values())).config
-        tables["verdicts"].append(world_verdicts({w: p.run() for w, p in pipes.items()}, config).assign(budget=budget))
+        results = {w: p.run() for w, p in pipes.items()}
+        tables["verdicts"].append(world_verdicts(results, config).assign(budget=budget))
+        pooled = preconditions(pd.concat([t.assign(world=w) for w, t in results.items()], ignore_index=True), config)
+        tables["preconditions"].append(pooled[pooled.id == "detectable_effect"].assign(world="pooled", budget=budget))
         for w, pipe in pipes.items():
             if budget == "tuned":
                 tables["tuning"].append(pipe.tuning_table().assign(world=w))
             if budget == "fixed":
-                tables["preconditions"].append(preconditions(pipe.run(), pipe.config).assign(world=w))
+                tables["preconditions"].append(preconditions(results[w], pipe.config).assign(world=w, budget=budget))
     return {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for name, parts in tables.items()}

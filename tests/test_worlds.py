@@ -80,7 +80,10 @@ def test_the_plans_run_writes_every_table_for_both_budgets(smoke_world, tmp_path
     assert set(tables["decomposition"].budget) == {"fixed", "tuned"} and set(tables["decomposition"].world) == {0, 1}
     tuning = tables["tuning"]
     assert len(tuning) == 2 * 3 * 2 and tuning.groupby(["world", "method"]).chosen.sum().eq(1).all()
-    assert set(tables["preconditions"].world) == {0, 1} and {"world_0", "world_1"} <= set(tables["comparisons"])
+    assert set(tables["preconditions"].world.astype(str)) == {"0", "1", "pooled"}
+    pooled = tables["preconditions"][tables["preconditions"].world.astype(str) == "pooled"]
+    assert list(pooled.id) == ["detectable_effect"] * 2 and set(pooled.budget) == {"fixed", "tuned"}
+    assert {"world_0", "world_1"} <= set(tables["comparisons"])
 
 
 def test_the_plans_committed_tables_in_words(tmp_path):
