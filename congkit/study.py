@@ -440,7 +440,7 @@ def findings(pipe, pipe_profile: str = "default") -> dict[str, str]:
     preconditions_met, unmet_note."""
     from .evaluation import preconditions, verdicts, walk
     from .provenance import SMOKE_NOTICE
-    from .tables import in_words, plan_sentences, why_sentence
+    from .tables import best_method, in_words, plan_sentences, why_sentence
 
     table = pipe.run()
     conditions = preconditions(table, pipe.config)
@@ -450,7 +450,12 @@ def findings(pipe, pipe_profile: str = "default") -> dict[str, str]:
         out[f"verdict_{key}"] = row.verdict
         interval = f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if math.isfinite(row.ci_low) else " (no interval)"
         out[f"estimate_{key}"] = f"{row.estimate:+.3f}{interval}"
-    out["why"] = why_sentence(walk(table)) if "sft_chosen" in pipe.config.methods else "(no decomposition arms run)"
+    steps = walk(table) if "sft_chosen" in pipe.config.methods else None
+    out["why"] = why_sentence(steps) if steps is not None else "(no decomposition arms run)"
+    carrying = steps[steps.carries].step if steps is not None else []
+    out["carries"] = (f"the step {carrying.iloc[0]}" if len(carrying)
+                      else "no single step (under the plan's rule)")  # fmt: skip
+    out["best_r_pref"] = best_method(table)
     out["in_words"] = in_words(table) if (table.method == "cong").any() else ""
     out["run_note"] = SMOKE_NOTICE if pipe_profile == "smoke" else (
         f"Computed from this run of the {pipe_profile!r} profile: one world, {out['n_seeds']} paired seeds (each seed "

@@ -197,7 +197,8 @@ def why_sentence(steps: pd.DataFrame) -> str:
 
 
 def in_words(table: pd.DataFrame) -> str:
-    """Where ConG ends on R_pref against every baseline and pi_r (means over seeds at the clean setting), in words."""
+    """How far ConG's mean R_pref lies from every baseline's and the weak aligned model's (means over seeds at the
+    clean setting), in words: "0.008 below WeakSFT, ..."."""
     from .evaluation import metric_mean
     from .methods import BASELINES, label
 
@@ -206,8 +207,19 @@ def in_words(table: pd.DataFrame) -> str:
     parts = []
     for other in [*BASELINES, "weak_aligned"]:
         gap = cong - metric_mean(table, other, "r_pref", eps)
-        parts.append(f"{abs(gap):.3f} {'below' if gap < 0 else 'above'} {label(other) if other != 'weak_aligned' else 'π_r'}")
-    return f"ConG's mean R_pref is {cong:.3f}: " + ", ".join(parts) + "."
+        name = label(other) if other != "weak_aligned" else "the weak aligned model"
+        parts.append(f"{abs(gap):.3f} {'below' if gap < 0 else 'above'} {name}")
+    return f"{cong:.3f}: " + ", ".join(parts)
+
+
+def best_method(table: pd.DataFrame, metric: str = "r_pref") -> str:
+    """The weak-to-strong method (`TRAINED`) with the highest mean `metric` at the clean setting, by its label."""
+    from .evaluation import metric_mean
+    from .methods import label
+
+    eps = float(table[table.alpha.isna() & table.eps.notna()].eps.min())
+    names = [m for m in ("weaksft", "auxconf", "wspo", "cong_s", "cong") if (table.method == m).any()]
+    return label(max(names, key=lambda m: metric_mean(table, m, metric, eps))) if names else "(none)"
 
 
 def plan_sentences(folder) -> dict[str, str]:
@@ -252,12 +264,21 @@ def style_plan_verdicts(verdicts: pd.DataFrame, budget: str):
         "verdict": part.verdict,
         "pooled [95% CI]": [f"{r.estimate:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" for r in part.itertuples()],
         **{f"world {c.split('_')[1]}": part[c].map("{:+.3f}".format) for c in _worlds(part)},
-        "note": [" ".join(x for x in (str(n) if isinstance(n, str) else "", f"unmet: {u}" if isinstance(u, str) and u
-                                      else "") if x) for n, u in zip(part.note, part.unmet)],
+        "note": [" ".join(x for x in (str(n) if isinstance(n, str) else "", f"unmet: {_short(u)}"
+                                      if isinstance(u, str) and u else "") if x) for n, u in zip(part.note, part.unmet)],
     })  # fmt: skip
-    return (frame.style.hide(axis="index")
-            .map(lambda v: f"color: {VERDICT_COLORS.get(v, 'black')}; font-weight: bold", subset=["verdict"])
-            .set_properties(subset=["note"], **{"font-size": "0.8em"}))  # fmt: skip
+    return finish(frame.style.hide(axis="index")
+                  .map(lambda v: f"color: {VERDICT_COLORS.get(v, 'black')}; font-weight: bold", subset=["verdict"])
+                  .set_properties(subset=["pooled [95% CI]"], **{"white-space": "nowrap", "font-size": "0.9em"})
+                  .set_properties(subset=["note"], **{"font-size": "0.8em"}))  # fmt: skip
+
+
+def _short(unmet: str) -> str:
+    """Unmet preconditions as a table cell can hold them: "format probe (w1); detectable effect (pooled)"."""
+    for long, short in (("smallest detectable paired effect on R_pref (95% CI half-width)", "detectable effect"),
+                        ("attribute probe: ", ""), ("(pooled over worlds)", "(pooled)"), ("(world ", "(w")):  # fmt: skip
+        unmet = unmet.replace(long, short)
+    return notation(unmet)
 
 
 def style_plan_walk(steps: pd.DataFrame):
