@@ -164,20 +164,20 @@ def pipeline_diagram() -> plt.Figure:
     """The ConG pipeline as boxes and arrows (the book's introduction figure)."""
     from matplotlib.patches import FancyBboxPatch
 
-    boxes = {
-        "weak": (0.02, 0.62, "weak base\n$\\pi_{ref}$"),
-        "prefs": (0.22, 0.62, "weak preference data\n(samples ranked by r*)"),
-        "dpo": (0.45, 0.62, "DPO\n$\\pi_{ref} \\to \\pi_r$"),
-        "cd": (0.66, 0.62, "contrastive decoding\n$\\log\\pi_r - (1-\\alpha)\\log\\pi_{ref}$"),
-        "strong": (0.02, 0.12, "strong base"),
-        "congs": (0.30, 0.12, "ConG-S\nSFT on CD samples"),
-        "cong": (0.58, 0.12, "ConG\nDPO: CD sample > own sample"),
+    boxes = {  # drawn at the book's column width (7 in), so 9 pt text stays at least 10 px on the page
+        "weak": (0.015, 0.62, "weak base\n$\\pi_{ref}$"),
+        "prefs": (0.21, 0.62, "preference\npairs (by $r^*$)"),
+        "dpo": (0.43, 0.62, "DPO\n$\\pi_{ref} \\to \\pi_r$"),
+        "cd": (0.66, 0.62, "contrastive\ndecoding"),
+        "strong": (0.015, 0.1, "strong base"),
+        "congs": (0.30, 0.1, "ConG-S: SFT\non CD samples"),
+        "cong": (0.64, 0.1, "ConG: DPO, CD\nsample > own"),
     }
-    fig, ax = plt.subplots(figsize=(11, 3.6))
+    fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.set_axis_off()
     centers = {}
     for key, (x, y, text) in boxes.items():
-        w, h = {"cd": 0.3, "cong": 0.24}.get(key, 0.18), 0.26
+        w, h = {"cd": 0.24, "cong": 0.26, "congs": 0.26}.get(key, 0.17), 0.28
         ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.01", fc="#e8f0fe" if y > 0.5 else "#e6f4ea",
                                     ec="#444"))  # fmt: skip
         ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=9)
@@ -198,9 +198,8 @@ def pipeline_diagram() -> plt.Figure:
     arrow("strong", "congs")
     arrow("congs", "cong")
     arrow("cd", "congs", "CD samples")
-    ax.set_title(
-        "ConG: extract the alignment direction of a weak pair by contrastive decoding, train the strong model on it"
-    )
+    ax.set_title("ConG: the weak pair's alignment direction, by contrastive decoding, trains the strong model",
+                 fontsize=10)  # fmt: skip
     return fig
 
 
