@@ -225,16 +225,34 @@ def notebook_parameters(nb) -> set[str]:
     return {n for c in nb.cells if "parameters" in c.metadata.get("tags", []) for n in _assigned_names(c.source)}
 
 
-def clean_executed(nb) -> None:
-    """What the published page must not show: stderr (progress, warnings, stage lines) and the injected-parameters
-    cell (it holds machine paths; each chapter shows its parameters once, as a table)."""
+def clean_executed(nb, machine_paths: tuple[str, ...] = ()) -> None:
+    """What the published page and its downloadable notebook must not show: stderr (progress, warnings, stage lines),
+    the injected-parameters cell on the page (each chapter shows its parameters once, as a table), and this
+    machine's folders (`machine_paths`, e.g. the checkout and the runs folder: written "" in the injected `runs_dir`,
+    which means the project's own runs/ folder, and "." elsewhere)."""
+    import re
+
+    def scrub(text: str) -> str:
+        for path in sorted(machine_paths, key=len, reverse=True):
+            text = text.replace(path, ".")
+        return text
+
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.get("name") == "stderr")]
         tags = cell.metadata.setdefault("tags", [])
-        if "injected-parameters" in tags and "remove-cell" not in tags:
-            tags.append("remove-cell")
+        if "injected-parameters" in tags:
+            cell.source = re.sub(r'^runs_dir = ".*"$', 'runs_dir = ""', cell.source, flags=re.M)
+            if "remove-cell" not in tags:
+                tags.append("remove-cell")
+        cell.source = scrub(cell.source)
+        for output in cell.outputs:
+            if "text" in output:
+                output["text"] = scrub(output["text"])
+            for kind, value in output.get("data", {}).items():
+                if kind.startswith("text/") and isinstance(value, str):
+                    output["data"][kind] = scrub(value)
 
 
 def _build_replicate(job: tuple) -> tuple[int, float, list[dict]]:
@@ -375,7 +393,7 @@ def _run_chapter(name: str, names: list[str], profile: str, runs_dir: Path, out_
         stderr_file=sys.stderr,  # stage progress lines reach the terminal, not the page
         cwd=str(REPO / "notebooks"),
     )
-    clean_executed(executed)
+    clean_executed(executed, (str(Path(runs_dir).resolve()), str(REPO)))
     nbformat.write(executed, out_dir / Path(name).with_suffix(".ipynb").name)
     seconds = time.perf_counter() - start
     print(f"[study]   done in {seconds:.0f} s", file=sys.stderr, flush=True)

@@ -43,6 +43,7 @@ def test_every_chapter_executed_without_error_and_without_stderr(built_book):
         outputs = [o for c in code for o in c.outputs]
         assert not [o for o in outputs if o.output_type == "error"], name
         assert not [o for o in outputs if o.get("name") == "stderr"], name
+        assert str(REPO) not in nbformat.writes(nb) and "/tmp/" not in nbformat.writes(nb), name  # no machine paths
 
 
 def test_pages_are_clean(built_book):
