@@ -539,8 +539,11 @@ def _step_two_threads(steppers: list[Stepper], method: str, *args, **kwargs) -> 
     if _WORKER is None or _WORKER[0] != os.getpid():  # a forked child has no copy of the parent's thread
         _WORKER = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="congkit-amateur"))
     inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+    threads = torch.get_num_threads()
 
-    def in_worker():  # autograd modes are per thread: the caller's, in the worker
+    def in_worker():  # autograd modes and intra-op threads are per thread: the caller's, in the worker, every call
+        if torch.get_num_threads() != threads:  # (else the worker kept the setting of the batch that first used it)
+            torch.set_num_threads(threads)
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             return getattr(steppers[1], method)(*args, **kwargs)
 

@@ -380,3 +380,30 @@ def test_compile_on_a_model_transformers_cannot_compile_is_named(expert, amateur
     monkeypatch.setattr(type(expert), "_can_compile_fullgraph", False)
     with pytest.raises(ValueError, match="compile=True needs a model .* LlamaForCausalLM"):
         contrastive_generate(expert, amateur, tokenizer, PROMPTS[:1], compile=True, max_new_tokens=2, progress=False)
+
+
+def test_the_amateurs_worker_thread_takes_the_callers_thread_count_at_every_step(monkeypatch):
+    """Intra-op threads are a per-thread setting: the worker must not keep the count of the batch that first used
+    it (a batch-1 step asks for one thread, a batch-32 step for torch's setting)."""
+    from congkit.decoding import step_models
+
+    monkeypatch.delenv("CONGKIT_THREADS", raising=False)
+
+    class Recorder:
+        model = tiny_llama(50, hidden_size=16, num_layers=1, num_heads=2)
+
+        def __init__(self):
+            self.seen = []
+
+        def next(self):
+            self.seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    expert, amateur = Recorder(), Recorder()
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            step_models([expert, amateur], "next")
+    finally:
+        torch.set_num_threads(before)
+    assert amateur.seen == expert.seen == [1, 2, 1]
