@@ -237,6 +237,12 @@ def clean_executed(nb, machine_paths: tuple[str, ...] = ()) -> None:
             text = text.replace(path, ".")
         return text
 
+    papermill = nb.metadata.get("papermill", {})
+    if "runs_dir" in papermill.get("parameters", {}):
+        papermill["parameters"]["runs_dir"] = ""
+    for key, value in list(papermill.items()):
+        if isinstance(value, str):
+            papermill[key] = scrub(value)
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
@@ -552,6 +558,23 @@ def _plain(value) -> str:
     return repr(value.item() if hasattr(value, "item") else value)
 
 
+COMMITTED_CHAPTERS = REPO / "results" / "chapters"  # executed chapters of profiles `make study` does not run
+
+
+def fill_missing_chapters(out_dir: Path, committed: Path = COMMITTED_CHAPTERS) -> list[str]:
+    """Copy into `out_dir` every committed executed chapter (`results/chapters/*.ipynb`, e.g. the regime profile's
+    chapter 6) that `out_dir` lacks, so a fresh clone's `make study` publishes it too; its This run box names the
+    profile, date, seeds and commit it came from. A chapter executed here is never replaced. Returns the names."""
+    copied = []
+    for chapter in sorted(Path(committed).glob("*.ipynb")):
+        target = Path(out_dir) / chapter.name
+        if not target.exists():
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(chapter, target)
+            copied.append(chapter.name)
+    return copied
+
+
 def build_book(book_dir: Path = REPO / "book") -> Path:
     """Jupyter Book 1.x (Sphinx) build of the already executed notebooks: works offline (2.x fetches its theme).
 
@@ -714,6 +737,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if not args.no_book:
+        for name in fill_missing_chapters(out_dir):
+            print(f"[study] {name}: the committed run's chapter ({COMMITTED_CHAPTERS.relative_to(REPO)})", flush=True)
         html = build_book()
         print(f"[study] book: {html / 'index.html'}")
     if args.profile == "default" and not any((REFERENCE / name).exists() for name in REFERENCE_FILES):

@@ -15,8 +15,25 @@ def test_an_executed_chapter_is_cleaned_of_stderr_and_machine_paths():
                      nbformat.v4.new_output("stream", name="stderr", text="[congkit] strong seed=0\n"),
                      nbformat.v4.new_output("display_data", data={"text/html": "<p>/home/me/congkit/book</p>"})]
     nb.cells = [injected, shown]
+    nb.metadata["papermill"] = {"parameters": {"profile": "smoke", "runs_dir": "/home/me/congkit/runs"},
+                                "input_path": "/home/me/congkit/notebooks/x.md"}  # fmt: skip
     clean_executed(nb, ("/home/me/congkit/runs", "/home/me/congkit"))
     assert injected.source.splitlines()[-1] == 'runs_dir = ""' and "remove-cell" in injected.metadata["tags"]
     assert [o.get("name") for o in shown.outputs] == ["stdout", None]  # stderr gone
     text = nbformat.writes(nb)
     assert "/home/me" not in text and "./x" in text and "<p>./book</p>" in text
+    assert nb.metadata["papermill"]["parameters"]["runs_dir"] == ""
+
+
+def test_committed_chapters_fill_only_what_this_run_lacks(tmp_path):
+    from congkit.study import fill_missing_chapters
+
+    committed, out = tmp_path / "committed", tmp_path / "notebooks"
+    committed.mkdir()
+    out.mkdir()
+    for name in ("05_results.ipynb", "06_regime.ipynb"):
+        (committed / name).write_text("committed")
+    (out / "05_results.ipynb").write_text("executed here")
+    assert fill_missing_chapters(out, committed) == ["06_regime.ipynb"]
+    assert (out / "05_results.ipynb").read_text() == "executed here" and (out / "06_regime.ipynb").exists()
+    assert fill_missing_chapters(out, committed) == []
