@@ -214,7 +214,7 @@ class Runner:
 
     def __init__(self, setting: Setting, root: str | Path, progress: bool):
         self.setting, self.root, self.progress = setting, Path(root).resolve(), progress
-        self.timings: list[dict] = []  # one row per stage built by this object: stage, seed, method, eps, seconds
+        self.timings: list[dict] = []  # one row per artifact built: stage, artifact, seed, method, eps, seconds
         self._paths: dict[tuple, str] = {}  # model_path's answers: a folder's key chain is long to recompute
         self._data: dict[tuple, tuple] = {}  # training_data's answers and their content keys
 
@@ -230,8 +230,9 @@ class Runner:
                 print(f"[congkit] {stage} {summary}", file=sys.stderr, flush=True)
             start = time.perf_counter()
             build(tmp)
-            self.timings.append({"stage": stage, "seed": key.get("seed"), "method": key.get("method", ""),
-                                 "eps": key.get("eps"), "seconds": time.perf_counter() - start})  # fmt: skip
+            self.timings.append({"stage": stage, "artifact": path.name, "seed": key.get("seed"),
+                                 "method": key.get("method", ""), "eps": key.get("eps"),
+                                 "seconds": time.perf_counter() - start})  # fmt: skip
 
         meta = {"stage": stage, "version": version, "setting": self.setting.name, "setting_key": self.setting.key,
                 "summary": f"{stage} {summary} ({self.setting.name})".replace("  ", " "), "key": key}  # fmt: skip
@@ -592,17 +593,18 @@ class Pipeline(CachedConG):
         return table
 
 
-TIMING_COLUMNS = ["stage", "seed", "method", "eps", "seconds"]
+TIMING_COLUMNS = ["stage", "artifact", "seed", "method", "eps", "seconds"]
 
 
 def record_timings(path: Path, rows: list[dict]) -> pd.DataFrame:
-    """Merge stage timings into `path` (`timings.csv`: stage, seed, method, eps, seconds): a stage built again
-    replaces its old row, stages not built now keep theirs (a cached rerun records nothing new). Returns the table."""
+    """Merge stage timings into `path` (`timings.csv`: stage, artifact (its cache folder's name), seed, method, eps,
+    seconds): an artifact built again replaces its old row, the others keep theirs (a cached rerun records nothing
+    new). Returns the table."""
     old = pd.read_csv(path) if Path(path).exists() else pd.DataFrame(columns=TIMING_COLUMNS)
     new = pd.DataFrame(rows, columns=TIMING_COLUMNS)
     if new.empty:
         return old
-    keys = ["stage", "seed", "method", "eps"]
+    keys = ["stage", "artifact"]
     merged = pd.concat([old, new], ignore_index=True).astype({"method": str}).fillna({"method": ""})
     merged = merged.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
     write_csv_atomic(merged, path)

@@ -297,12 +297,17 @@ def test_timings_merge_rebuilt_stages_and_keep_the_others(tmp_path):
     from congkit.stages import record_timings
 
     path = tmp_path / "timings.csv"
-    first = [{"stage": "strong", "seed": 0, "method": "wspo", "eps": 0.0, "seconds": 5.0},
-             {"stage": "weak_aligned", "seed": 0, "method": "", "eps": 0.0, "seconds": 2.0}]  # fmt: skip
+    first = [{"stage": "strong", "artifact": "a1", "seed": 0, "method": "wspo", "eps": 0.0, "seconds": 5.0},
+             {"stage": "weak_aligned", "artifact": "b1", "seed": 0, "method": "", "eps": 0.0, "seconds": 2.0},
+             {"stage": "evaluate", "artifact": "c1", "seed": 0, "method": "", "eps": None, "seconds": 0.5},
+             {"stage": "evaluate", "artifact": "c2", "seed": 0, "method": "", "eps": None, "seconds": 0.5}]  # fmt: skip
     record_timings(path, first)
-    assert len(record_timings(path, [])) == 2  # a cached rerun records nothing and loses nothing
-    table = record_timings(path, [{"stage": "strong", "seed": 0, "method": "wspo", "eps": 0.0, "seconds": 7.0}])
-    assert len(table) == 2 and table.set_index("stage").seconds.to_dict() == {"strong": 7.0, "weak_aligned": 2.0}
+    assert len(record_timings(path, [])) == 4  # a cached rerun records nothing and loses nothing; two evaluations
+    # of one seed are two artifacts
+    table = record_timings(path, [{"stage": "strong", "artifact": "a1", "seed": 0, "method": "wspo", "eps": 0.0,
+                                   "seconds": 7.0}])  # fmt: skip
+    assert len(table) == 4 and table.groupby("stage").seconds.sum().to_dict() == {"strong": 7.0, "weak_aligned": 2.0,
+                                                                                  "evaluate": 1.0}  # fmt: skip
     from congkit.provenance import timing_summary
 
-    assert timing_summary(path).startswith("0 min of stage builds") and "strong 78%" in timing_summary(path)
+    assert timing_summary(path).startswith("0 min of stage builds") and "strong 70%" in timing_summary(path)
