@@ -99,7 +99,7 @@ def notices(profile: str) -> list[str]:
     if profile == "smoke":
         return [SMOKE_NOTICE]
     if profile != MAIN_PROFILE:
-        return [f"This chapter comes from the {profile!r} profile (`make study PROFILE={profile}`), run separately "
+        return [f"This chapter comes from the {profile!r} profile (make study PROFILE={profile}), run separately "
                 f"from the {MAIN_PROFILE!r} profile's chapters; its date and seeds are below."]  # fmt: skip
     return []
 
