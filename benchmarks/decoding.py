@@ -18,7 +18,13 @@ generates exactly its number of tokens (EOS ignored). Ratios (> 1: the first is 
 - static_vs_dynamic_cache_b32 / _b1: CD with transformers' StaticCache against DynamicCache (grown per step).
 - peers: congkit batch 1 against the authors' style (one prompt at a time, a sampling loop over two models with two
   caches, full-vocabulary filtering: `authors_b1`) and the proxy-tuning style (the amateur inside a logits processor
-  of `model.generate`: `proxy_b1`); congkit batch 32 against the authors' batch-1 approach.
+  of `model.generate`: `proxy_b1`); congkit batch 32 against the authors' batch-1 approach. Every peer runs under
+  `inference_mode` with congkit's thread policy (one intra-op thread for a small step, `decode_threads`).
+- cd_vs_generate_processor_b32 / _b1: the same-work peer: `generate` on the same padded batch with the amateur in a
+  logits processor (`proxy_b32`, `proxy_b1`).
+- contended_torch_vs_quiet_b1 / _b32: CD beside a second torch process doing matrix multiplies on all cores (as a
+  second training job would), against the same without it; hf_generate_contended_torch_vs_quiet_b32 is plain
+  `generate` beside the same neighbour.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 import congkit  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
 from congkit import contrastive_generate, sample
-from congkit.decoding import Stepper, ThreadPlan, new_cache, step_models
+from congkit.decoding import Stepper, ThreadPlan, decode_threads, new_cache, step_models
 from congkit.models import char_tokenizer, n_parameters, tiny_llama
 from congkit.tokens import encode_prompt, pad, positions
 
@@ -129,6 +135,11 @@ RATIOS = {
     "cd_b1_vs_authors_b1": ("cd_b1", "authors_b1"),
     "cd_b1_vs_proxy_b1": ("cd_b1", "proxy_b1"),
     "cd_b32_vs_authors_b1": ("cd_b32", "authors_b1"),
+    "cd_vs_generate_processor_b32": ("cd_b32", "proxy_b32"),
+    "cd_vs_generate_processor_b1": ("cd_b1", "proxy_b1"),
+    "contended_torch_vs_quiet_b1": ("cd_b1_torch_neighbour", "cd_b1"),
+    "contended_torch_vs_quiet_b32": ("cd_b32_torch_neighbour", "cd_b32"),
+    "hf_generate_contended_torch_vs_quiet_b32": ("hf_generate_b32_torch_neighbour", "hf_generate_b32"),
 }
 
 
@@ -138,6 +149,28 @@ RATIOS = {
 def busy_process() -> subprocess.Popen:
     """One competing process that keeps a core busy (pure Python, no threads)."""
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def torch_neighbour() -> subprocess.Popen:
+    """A second torch process multiplying matrices on all cores (torch's default thread count), as a training job."""
+    return subprocess.Popen([sys.executable, "-c", "import torch\na = torch.randn(768, 768)\nwhile True:\n    a @ a"])
+
+
+def beside(neighbour, run):
+    """`run()` while `neighbour()`'s process competes; the decoding's own seconds (not the process start)."""
+
+    def timed() -> float:
+        proc = neighbour()
+        try:
+            time.sleep(0.5)
+            start = time.perf_counter()
+            run()
+            return time.perf_counter() - start
+        finally:
+            proc.kill()
+            proc.wait()
+
+    return timed
 
 
 def measure(args) -> dict:
@@ -166,22 +199,23 @@ def measure(args) -> dict:
 
     b1 = ids[:1, mask[0].bool()], mask[:1, mask[0].bool()]
     prompt0 = encode_prompt(tok, prompts[0])
-    proxy = lambda: expert.generate(input_ids=b1[0], attention_mask=b1[1], do_sample=True, temperature=0.8,  # noqa: E731
-                                    top_p=0.95, repetition_penalty=1.2, max_new_tokens=n, min_new_tokens=n,
-                                    pad_token_id=tok.pad_token_id,
-                                    logits_processor=LogitsProcessorList([AmateurProcessor(amateur)]))  # fmt: skip
+    def proxy(input_ids, attention_mask):
+        """The same-work peer: `generate` with the amateur in a logits processor, under congkit's thread policy."""
 
-    def contended():
-        """Batch-1 CD while a busy process competes; returns the decoding's own seconds (not the process start)."""
-        proc = busy_process()
-        try:
-            time.sleep(0.2)
-            start = time.perf_counter()
-            cd(prompts[:1])()
-            return time.perf_counter() - start
-        finally:
-            proc.kill()
-            proc.wait()
+        def run():
+            with torch.inference_mode(), decode_threads(expert, input_ids.shape[0]):
+                expert.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True, temperature=0.8,
+                                top_p=0.95, repetition_penalty=1.2, max_new_tokens=n, min_new_tokens=n,
+                                pad_token_id=tok.pad_token_id,
+                                logits_processor=LogitsProcessorList([AmateurProcessor(amateur)]))  # fmt: skip
+
+        return run
+
+    def authors():
+        with torch.inference_mode(), decode_threads(expert, 1):
+            authors_style(expert, amateur, prompt0, n)
+
+    contended = beside(busy_process, cd(prompts[:1]))
 
     many, one = n * len(prompts), n  # tokens generated at batch 32 and at batch 1
     cases = {  # name -> (run it, tokens it generates)
@@ -194,8 +228,12 @@ def measure(args) -> dict:
         "cd_b1": (cd(prompts[:1]), one),
         "cd_b1_dynamic": (cd(prompts[:1], cache="dynamic"), one),
         "cd_b1_contended": (contended, one),
-        "authors_b1": (lambda: authors_style(expert, amateur, prompt0, n), one),
-        "proxy_b1": (proxy, one),
+        "authors_b1": (authors, one),
+        "proxy_b1": (proxy(*b1), one),
+        "proxy_b32": (proxy(ids, mask), many),
+        "cd_b1_torch_neighbour": (beside(torch_neighbour, cd(prompts[:1])), one),
+        "cd_b32_torch_neighbour": (beside(torch_neighbour, cd(prompts)), many),
+        "hf_generate_b32_torch_neighbour": (beside(torch_neighbour, hf_generate), many),
     }
     big_tokens = args.big_vocab_tokens
     for vocab, batch in ((32_000, args.batch), (151_936, 8)):
@@ -236,7 +274,13 @@ def main() -> None:
     runs = [measure(args) for _ in range(args.runs)]
     result = {"threads": torch.get_num_threads(), "batch": args.batch, "new_tokens": args.new_tokens,
               "params_per_model_v101": n_parameters(make_pair(None, args.hidden, args.layers)[1]), "runs": args.runs,
-              "repeats": args.repeats, "tokens_per_s": runs[-1]["tokens_per_s"]}  # fmt: skip
+              "repeats": args.repeats,  # every case's tokens/s: median over the runs, and its range
+              "tokens_per_s": {case: round(statistics.median(r["tokens_per_s"][case] for r in runs), 1)
+                               for case in runs[0]["tokens_per_s"]}}  # fmt: skip
+    if len(runs) > 1:
+        result["tokens_per_s_range"] = {case: [min(r["tokens_per_s"][case] for r in runs),
+                                               max(r["tokens_per_s"][case] for r in runs)]
+                                        for case in runs[0]["tokens_per_s"]}  # fmt: skip
     for key in runs[0]:
         if key != "tokens_per_s":
             values = [r[key] for r in runs]

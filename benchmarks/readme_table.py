@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decoding_cpu2.json"
+PEERS = Path(__file__).resolve().parent / "results" / "decoding_cpu2_peers.json"  # the fairer peers (issue 24)
 # (ratio key or keys joined by " / ", what it is, target)
 ROWS = [
     ("cd_vs_hf_generate", "CD, two models a step, over one model's `generate`", ">= 0.65"),
@@ -28,18 +29,32 @@ ROWS = [
 ]
 
 
+PEER_ROWS = [
+    ("cd_vs_generate_processor_b32", "CD over the same-work peer: `generate` + the amateur in a logits processor, batch 32",
+     ">= 1.3"),
+    ("cd_vs_generate_processor_b1", "the same, batch 1", ">= 1.0"),
+    ("cd_b1_vs_authors_b1", "congkit batch 1 over the authors' loop, both at congkit's thread policy", ""),
+    ("contended_torch_vs_quiet_b1", "batch-1 CD beside a torch process multiplying matrices on all cores", ">= 0.6"),
+    ("contended_torch_vs_quiet_b32", "the same, batch 32", ">= 0.6"),
+    ("hf_generate_contended_torch_vs_quiet_b32", "plain `generate` beside the same neighbour, batch 32", ""),
+]
+
+
 def cell(results: dict, key: str) -> str:
     """A ratio's median and range as the README shows it: "0.78 [0.73, 0.82]"."""
     lo, hi = results[f"{key}_range"]
     return f"{results[key]:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def table(results: dict) -> str:
-    """The README's markdown table of every ratio in `ROWS`, from a `decoding.py --json` result."""
+def table(results: dict, rows: list = ROWS) -> str:
+    """The README's markdown table of every ratio in `rows`, from a `decoding.py --json` result."""
     lines = ["| ratio | what it is | median [range] | target |", "| --- | --- | --- | --- |"]
-    lines += [f"| `{key}` | {what} | {cell(results, key)} | {target} |" for key, what, target in ROWS]
+    lines += [f"| `{key}` | {what} | {cell(results, key)} | {target} |" for key, what, target in rows]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print(table(json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else RESULTS).read_text())))
+    if len(sys.argv) > 1:
+        print(table(json.loads(Path(sys.argv[1]).read_text())))
+    else:
+        print(table(json.loads(RESULTS.read_text())), table(json.loads(PEERS.read_text()), PEER_ROWS), sep="\n\n")

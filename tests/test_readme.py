@@ -15,3 +15,5 @@ def test_the_readme_benchmark_table_equals_the_committed_json():
     # the rendering itself is the JSON's numbers: change one and the table changes
     changed = dict(results, cd_vs_hf_generate=results["cd_vs_hf_generate"] + 0.1)
     assert render["table"](changed) != table and f"{results['cd_vs_hf_generate']:.2f} [" in table
+    peers = json.loads((REPO / "benchmarks" / "results" / "decoding_cpu2_peers.json").read_text())
+    assert render["table"](peers, render["PEER_ROWS"]) in (REPO / "README.md").read_text()
