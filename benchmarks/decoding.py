@@ -20,6 +20,8 @@ generates exactly its number of tokens (EOS ignored). Ratios (> 1: the first is 
   caches, full-vocabulary filtering: `authors_b1`) and the proxy-tuning style (the amateur inside a logits processor
   of `model.generate`: `proxy_b1`); congkit batch 32 against the authors' batch-1 approach. Every peer runs under
   `inference_mode` with congkit's thread policy (one intra-op thread for a small step, `decode_threads`).
+- cd_vs_strict_ceiling_v<V>: CD against `strict_ceiling` (exactly the two forwards, same caches, raw-logit argmax):
+  CD's overhead over its two forwards is 1 / ratio - 1.
 - cd_vs_generate_processor_b32 / _b1: the same-work peer: `generate` on the same padded batch with the amateur in a
   logits processor (`proxy_b32`, `proxy_b1`).
 - contended_torch_vs_quiet_b1 / _b32: CD beside a second torch process doing matrix multiplies on all cores (as a
@@ -79,6 +81,26 @@ def two_forwards(expert, amateur, ids, mask, new_tokens: int, cache: str) -> Non
 
 
 @torch.inference_mode()
+def strict_ceiling(expert, amateur, ids, mask, new_tokens: int, cache: str) -> None:
+    """The strict ceiling: exactly the two models' forwards with the same caches, in turn, under congkit's thread
+    policy, the next token the argmax of the expert's raw logits; no log-softmax, no head, no thread plan."""
+    models = (expert, amateur)
+    caches = [new_cache(m, cache, ids.shape[1] + new_tokens) for m in models]
+    pos = positions(mask)
+    with decode_threads(expert, ids.shape[0]):
+        outs = [m(input_ids=ids, attention_mask=mask, position_ids=pos, cache=c, use_cache=True, logits_to_keep=1)
+                for m, c in zip(models, caches)]  # fmt: skip
+        pos = pos[:, -1:]
+        for _ in range(new_tokens - 1):
+            tok = outs[0].logits[:, -1].argmax(-1)
+            caches = [o.cache for o in outs]
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            pos = pos + 1
+            outs = [m(input_ids=tok[:, None], attention_mask=mask, position_ids=pos, cache=c, use_cache=True)
+                    for m, c in zip(models, caches)]  # fmt: skip
+
+
+@torch.inference_mode()
 def authors_style(expert, amateur, prompt_ids: list[int], new_tokens: int, alpha=0.5, lam=0.1, temperature=0.8,
                   top_p=0.95, penalty=1.2) -> list[int]:  # fmt: skip
     """The ConG release's way, written out: one prompt, a sampling loop over two models with two DynamicCaches,
@@ -135,6 +157,9 @@ RATIOS = {
     "cd_b1_vs_authors_b1": ("cd_b1", "authors_b1"),
     "cd_b1_vs_proxy_b1": ("cd_b1", "proxy_b1"),
     "cd_b32_vs_authors_b1": ("cd_b32", "authors_b1"),
+    "cd_vs_strict_ceiling_v101": ("cd_b32", "ceiling_b32"),
+    "cd_vs_strict_ceiling_v32000": ("cd_v32000", "ceiling_v32000"),
+    "cd_vs_strict_ceiling_v151936": ("cd_v151936", "ceiling_v151936"),
     "cd_vs_generate_processor_b32": ("cd_b32", "proxy_b32"),
     "cd_vs_generate_processor_b1": ("cd_b1", "proxy_b1"),
     "contended_torch_vs_quiet_b1": ("cd_b1_torch_neighbour", "cd_b1"),
@@ -224,6 +249,7 @@ def measure(args) -> dict:
         "plain_b32": (lambda: sample(expert, tok, prompts, batch_size=len(prompts), **settings), many),
         "hf_generate_b32": (hf_generate, many),
         "two_forwards_b32": (lambda: two_forwards(expert, amateur, ids, mask, n, "auto"), many),
+        "ceiling_b32": (lambda: strict_ceiling(expert, amateur, ids, mask, n, "auto"), many),
         "cd_one_at_a_time": (one_at_a_time, many),
         "cd_b1": (cd(prompts[:1]), one),
         "cd_b1_dynamic": (cd(prompts[:1], cache="dynamic"), one),
@@ -243,6 +269,8 @@ def measure(args) -> dict:
         cases[f"cd_v{vocab}"] = (cd(vp, model_pair=(ve, va), tokenizer=vtok, tokens=big_tokens), big_tokens * batch)
         cases[f"two_forwards_v{vocab}"] = ((lambda e=ve, a=va, i=vids, m=vmask:
                                             two_forwards(e, a, i, m, big_tokens, "auto")), big_tokens * batch)  # fmt: skip
+        cases[f"ceiling_v{vocab}"] = ((lambda e=ve, a=va, i=vids, m=vmask:
+                                       strict_ceiling(e, a, i, m, big_tokens, "auto")), big_tokens * batch)  # fmt: skip
     ratios = {name: RATIOS[name] for name in (args.ratios or RATIOS)}
     cases = {name: cases[name] for name in dict.fromkeys(c for pair in ratios.values() for c in pair)}
     # every case once to warm up, then `repeats` interleaved rounds

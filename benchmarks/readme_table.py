@@ -12,6 +12,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decoding_cpu2.json"
 PEERS = Path(__file__).resolve().parent / "results" / "decoding_cpu2_peers.json"  # the fairer peers (issue 24)
+CEILING = Path(__file__).resolve().parent / "results" / "decoding_cpu2_ceiling.json"  # the strict ceiling
 # (ratio key or keys joined by " / ", what it is, target)
 ROWS = [
     ("cd_vs_hf_generate", "CD, two models a step, over one model's `generate`", ">= 0.65"),
@@ -40,6 +41,14 @@ PEER_ROWS = [
 ]
 
 
+CEILING_ROWS = [
+    ("cd_vs_strict_ceiling_v101", "CD over exactly its two forwards (raw-logit argmax), vocabulary 101 (overhead <= 25%)",
+     ">= 0.8"),
+    ("cd_vs_strict_ceiling_v32000", "the same, vocabulary 32,000 (overhead <= 15%)", ">= 0.87"),
+    ("cd_vs_strict_ceiling_v151936", "the same, vocabulary 151,936 (overhead <= 15%)", ">= 0.87"),
+]
+
+
 def cell(results: dict, key: str) -> str:
     """A ratio's median and range as the README shows it: "0.78 [0.73, 0.82]"."""
     lo, hi = results[f"{key}_range"]
@@ -57,4 +66,5 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         print(table(json.loads(Path(sys.argv[1]).read_text())))
     else:
-        print(table(json.loads(RESULTS.read_text())), table(json.loads(PEERS.read_text()), PEER_ROWS), sep="\n\n")
+        print(table(json.loads(RESULTS.read_text())), table(json.loads(PEERS.read_text()), PEER_ROWS),
+              table(json.loads(CEILING.read_text()), CEILING_ROWS), sep="\n\n")
