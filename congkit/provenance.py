@@ -45,20 +45,23 @@ def versions(packages=PACKAGES) -> dict[str, str]:
     return out
 
 
-def machine() -> str:
-    """CPU cores, memory and GPU of this machine, in words."""
+def gpu_name() -> str:
+    """The first GPU's name, or "" when torch sees none (or is not installed)."""
+    try:
+        import torch
+    except ImportError:
+        return ""
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+
+
+def machine(gpu: str | None = None) -> str:
+    """CPU cores, memory and GPU of this machine, in words. `gpu`: the GPU's name ("" for none); None detects it
+    (`gpu_name`), so the tests can force both branches."""
     memory = ""
     if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
         memory = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
-    gpu = "no GPU"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return f"{os.cpu_count()} CPU cores ({platform.machine()}){memory}, {gpu}"
+    gpu = gpu_name() if gpu is None else gpu
+    return f"{os.cpu_count()} CPU cores ({platform.machine()}){memory}, {gpu or 'no GPU'}"
 
 
 def run_facts(profile: str, seeds, date: datetime.date | None = None, **extra) -> dict[str, str]:

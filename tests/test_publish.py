@@ -37,3 +37,13 @@ def test_committed_chapters_fill_only_what_this_run_lacks(tmp_path):
     assert fill_missing_chapters(out, committed) == ["06_regime.ipynb"]
     assert (out / "05_results.ipynb").read_text() == "executed here" and (out / "06_regime.ipynb").exists()
     assert fill_missing_chapters(out, committed) == []
+
+
+def test_the_machine_line_names_the_gpu_or_says_there_is_none():
+    import torch
+
+    from congkit.provenance import gpu_name, machine
+
+    assert machine(gpu="NVIDIA H200").endswith(", NVIDIA H200")  # the GPU branch, forced on this CPU machine
+    assert machine(gpu="").endswith(", no GPU")
+    assert machine() == machine(gpu=gpu_name()) and (gpu_name() != "") == torch.cuda.is_available()
