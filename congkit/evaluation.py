@@ -357,13 +357,14 @@ class Condition:
         return f"<= {self.high:g}" if self.low == -math.inf else f"{self.low:g} - {self.high:g}"
 
 
-def _clean(table: pd.DataFrame) -> float:
+def clean_eps(table: pd.DataFrame) -> float:
+    """The cleanest weak-label noise rate the models of `table` were trained at (the clean setting)."""
     models = _models(table)
     return float(models.eps.min()) if len(models) else 0.0
 
 
 def _r(table, method, metric="r_pref"):
-    return per_seed(table, method, metric, eps=_clean(table))
+    return per_seed(table, method, metric, eps=clean_eps(table))
 
 
 def _headroom(table):
@@ -516,7 +517,7 @@ def capability_metrics(table: pd.DataFrame) -> list[str]:
 
 def _claim3(ours):
     def decide(table, config):
-        eps = _clean(table)
+        eps = clean_eps(table)
         diffs = {b: paired_differences(per_seed(table, ours, "r_pref", eps), per_seed(table, b, "r_pref", eps))
                  for b in BASELINES}  # fmt: skip
         holm = holm_intervals(diffs)
@@ -533,7 +534,7 @@ def _claim3(ours):
 
 
 def _claim4(table, config):
-    eps = _clean(table)
+    eps = clean_eps(table)
     results = [mean_ci(paired_differences(per_seed(table, "cong", m, eps), per_seed(table, "weaksft", m, eps)))
                for m in capability_metrics(table)]  # fmt: skip
     verdicts_ = [three_way(lo, hi, -NON_INFERIORITY_MARGIN) for _, lo, hi in results]
@@ -685,7 +686,7 @@ def decomposition_rows(table: pd.DataFrame, world: int = 0, metrics=("r_pref", "
     clean setting: columns arm, world, seed, metric, value (`decomposition.csv`)."""
     arms = ["cong", "cong_s", "wspo", *plan.value("decomposition", "arms")]
     part = _models(table)
-    part = part[part.method.isin(arms) & part.metric.isin(metrics) & np.isclose(part.eps, _clean(table))]
+    part = part[part.method.isin(arms) & part.metric.isin(metrics) & np.isclose(part.eps, clean_eps(table))]
     out = part.rename(columns={"method": "arm"})[["arm", "seed", "metric", "value"]].assign(world=world)
     return out[["arm", "world", "seed", "metric", "value"]].reset_index(drop=True)
 
@@ -695,7 +696,7 @@ def walk(table: pd.DataFrame, metric: str = "r_pref") -> pd.DataFrame:
     paired difference (to - from) over seeds with its 95% interval, and its share of the whole WSPO - ConG gap.
     `carries` marks the step the book may name: the gap's interval excludes 0, and the step is the largest in size,
     its interval excludes 0 and its share is at least `carries_share`."""
-    eps = _clean(table)
+    eps = clean_eps(table)
     total = mean_ci(paired_differences(per_seed(table, "wspo", metric, eps), per_seed(table, "cong", metric, eps)))
     rows = []
     for path, steps in (("main", plan.value("decomposition", "walk")),

@@ -458,15 +458,15 @@ def read_plan_results(folder: Path | None = None) -> dict:
     return {p.stem: pd.read_csv(p) for p in sorted(Path(folder).glob("*.csv"))}
 
 
-def findings(pipe, pipe_profile: str = "default") -> dict[str, str]:
-    """The introduction's key findings as text, computed from the pipeline's results (cached after the first run):
-    n_seeds, verdict_<claim> and estimate_<claim> for every claim, why (the walk from ConG to WSPO in words),
+def findings(pipe, pipe_profile: str = "default", table=None) -> dict[str, str]:
+    """The introduction's key findings as text, computed from the pipeline's results (`table`, its `run()` if not
+    given): n_seeds, verdict_<claim> and estimate_<claim> for every claim, why (the walk from ConG to WSPO in words),
     preconditions_met, unmet_note."""
     from .evaluation import preconditions, verdicts, walk
     from .provenance import SMOKE_NOTICE
     from .tables import best_method, in_words, plan_sentences, why_sentence
 
-    table = pipe.run()
+    table = pipe.run() if table is None else table
     conditions = preconditions(table, pipe.config)
     out = {"n_seeds": str(table.seed.nunique())}
     for row in verdicts(table, conditions, pipe.config).itertuples():

@@ -79,8 +79,7 @@ VERDICT_COLORS = {"holds": "#1b5e20", "does not hold": "#b71c1c", "inconclusive"
 
 
 def _estimate(row) -> str:
-    return "" if pd.isna(row.estimate) else f"{row.estimate:+.3f}" + (
-        f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if pd.notna(row.ci_low) else "")  # fmt: skip
+    return "" if pd.isna(row.estimate) else _interval(row)
 
 
 def style_verdicts(verdicts: pd.DataFrame) -> pd.io.formats.style.Styler:
@@ -199,10 +198,10 @@ def why_sentence(steps: pd.DataFrame) -> str:
 def in_words(table: pd.DataFrame) -> str:
     """How far ConG's mean R_pref lies from every baseline's and the weak aligned model's (means over seeds at the
     clean setting), in words: "0.008 below WeakSFT, ..."."""
-    from .evaluation import metric_mean
+    from .evaluation import clean_eps, metric_mean
     from .methods import BASELINES, label
 
-    eps = float(table[table.alpha.isna() & table.eps.notna()].eps.min())  # the clean setting
+    eps = clean_eps(table)
     cong = metric_mean(table, "cong", "r_pref", eps)
     parts = []
     for other in [*BASELINES, "weak_aligned"]:
@@ -213,12 +212,12 @@ def in_words(table: pd.DataFrame) -> str:
 
 
 def best_method(table: pd.DataFrame, metric: str = "r_pref") -> str:
-    """The weak-to-strong method (`TRAINED`) with the highest mean `metric` at the clean setting, by its label."""
-    from .evaluation import metric_mean
-    from .methods import label
+    """The weak-to-strong method (`STRONG_METHODS`) with the highest mean `metric` at the clean setting, by label."""
+    from .evaluation import clean_eps, metric_mean
+    from .methods import STRONG_METHODS, label
 
-    eps = float(table[table.alpha.isna() & table.eps.notna()].eps.min())
-    names = [m for m in ("weaksft", "auxconf", "wspo", "cong_s", "cong") if (table.method == m).any()]
+    eps = clean_eps(table)
+    names = [m for m in STRONG_METHODS if (table.method == m).any()]
     return label(max(names, key=lambda m: metric_mean(table, m, metric, eps))) if names else "(none)"
 
 
@@ -262,7 +261,7 @@ def style_plan_verdicts(verdicts: pd.DataFrame, budget: str):
     frame = pd.DataFrame({
         "claim": part.claim.str.split(".").str[0],
         "verdict": part.verdict,
-        "pooled [95% CI]": [f"{r.estimate:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]" for r in part.itertuples()],
+        "pooled [95% CI]": [_interval(r) for r in part.itertuples()],
         **{f"world {c.split('_')[1]}": part[c].map("{:+.3f}".format) for c in _worlds(part)},
         "note": [" ".join(x for x in (str(n) if isinstance(n, str) else "", f"unmet: {_short(u)}"
                                       if isinstance(u, str) and u else "") if x) for n, u in zip(part.note, part.unmet)],
@@ -286,8 +285,7 @@ def style_plan_walk(steps: pd.DataFrame):
     frame = steps[steps.path == "main"].pivot_table(index="step", columns="budget", values="estimate", sort=False)
     for budget in frame.columns:
         rows = steps[(steps.path == "main") & (steps.budget == budget)].set_index("step")
-        frame[budget] = [f"{rows.loc[s, 'estimate']:+.3f} [{rows.loc[s, 'ci_low']:+.3f}, {rows.loc[s, 'ci_high']:+.3f}]"
-                         + (" (carries)" if rows.loc[s, "carries"] else "") for s in frame.index]  # fmt: skip
+        frame[budget] = [_interval(rows.loc[s]) + (" (carries)" if rows.loc[s, "carries"] else "") for s in frame.index]
     frame.columns = [f"{b} budget" for b in frame.columns]
     return frame.rename_axis("step (R_pref, pooled over worlds)").style
 
