@@ -141,6 +141,13 @@ ARMS = tuple(m.name for m in METHODS if m.role == "arm")
 STRONG_METHODS = BASELINES + OURS  # trained from the strong base on weak supervision: the paper's comparison
 
 
+def reads_beta(name: str, data_columns) -> bool:
+    """Whether method `name`'s loss reads `TrainConfig.beta`: DPO and WSPO do, SFT and AuxConf do not (the gold
+    ceiling is DPO only on ranked pairs, i.e. data with a "chosen" column)."""
+    train = recipe(name).train
+    return train in (_dpo, _wspo) or (train is _gold and "chosen" in data_columns)
+
+
 def method(name: str) -> Method:
     """The registry entry of `name`; an unknown name raises, naming the known ones."""
     if name not in BY_NAME:

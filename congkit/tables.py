@@ -325,14 +325,15 @@ def style_sweep(claims: pd.DataFrame):
 def training_settings(pipe, seed: int) -> pd.DataFrame:
     """Every strong method's fixed training settings (chapter 4): its data, start, loss settings and optimiser, from
     its registry recipe and the pipeline's configuration."""
-    from .methods import label, recipe
+    from .methods import label, reads_beta, recipe
 
     rows = []
     for method in [*pipe.config.methods, "gold"]:
         how = recipe(method)
-        cfg = pipe.fixed_config(method, pipe.training_data(how.data, seed, pipe.config.noise_levels[0]))
+        data = pipe.training_data(how.data, seed, pipe.config.noise_levels[0])
+        cfg = pipe.fixed_config(method, data)
         rows.append({"method": label(method), "trained on": how.data.replace("_", " "), "starts from": label(how.start),
                      "learning rate": f"{cfg.learning_rate:.2g}", "epochs": f"{cfg.num_train_epochs:g}",
                      "batch": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps,
-                     "β": f"{cfg.beta:g}" if how.train.__name__ not in ("sft", "train_sft") else "–"})  # fmt: skip
+                     "β": f"{cfg.beta:g}" if reads_beta(method, data.column_names) else "–"})  # fmt: skip
     return pd.DataFrame(rows)

@@ -311,3 +311,11 @@ def test_timings_merge_rebuilt_stages_and_keep_the_others(tmp_path):
     from congkit.provenance import timing_summary
 
     assert timing_summary(path).startswith("0 min of stage builds") and "strong 70%" in timing_summary(path)
+
+
+def test_only_the_losses_that_read_beta_show_it():
+    from congkit.methods import reads_beta
+
+    assert reads_beta("wspo", ["prompt", "completion"]) and reads_beta("cong", ["prompt", "chosen", "rejected"])
+    assert not reads_beta("weaksft", ["prompt", "completion"]) and not reads_beta("auxconf", ["prompt", "completion"])
+    assert not reads_beta("gold", ["prompt"]) and reads_beta("gold", ["prompt", "chosen", "rejected"])
