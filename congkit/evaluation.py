@@ -647,21 +647,31 @@ def verdicts(table: pd.DataFrame, conditions: pd.DataFrame | None = None, config
     return pd.DataFrame(rows)
 
 
-def world_verdicts(tables: dict[int, pd.DataFrame], config=None) -> pd.DataFrame:
+def _pooled(tables: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    """The worlds' results tables as one, each row marked with its world (`per_seed` then indexes by (world, seed))."""
+    return pd.concat([t.assign(world=w) for w, t in tables.items()], ignore_index=True)
+
+
+def world_preconditions(tables: dict[int, pd.DataFrame], config=None) -> tuple[dict, pd.DataFrame]:
+    """({world: its preconditions}, the preconditions of the worlds pooled): what `world_verdicts` checks."""
+    return {w: preconditions(t, config) for w, t in tables.items()}, preconditions(_pooled(tables), config)
+
+
+def world_verdicts(tables: dict[int, pd.DataFrame], config=None, conditions: tuple | None = None) -> pd.DataFrame:
     """Every claim judged over several worlds (analysis_plan.md, question 5): the worlds' results tables pooled
     (`per_seed` then indexes by (world, seed) and `mean_ci` bootstraps worlds, then seeds within them). A claim is
     untestable if one of its preconditions is unmet in any world (checked per world) or, for the smallest detectable
     effect, on the pooled intervals; a "holds" or "does not hold" whose estimate lies on the other side of the claim's
-    threshold in some world becomes "inconclusive" (the note names the world). Columns: those of `verdicts`, then
-    note, and each world's estimate (`world_<w>`) and verdict (`verdict_world_<w>`)."""
+    threshold in some world becomes "inconclusive" (the note names the world). `conditions`: `world_preconditions`,
+    if already computed. Columns: those of `verdicts`, then note, and each world's estimate (`world_<w>`) and verdict
+    (`verdict_world_<w>`)."""
     if not tables:
         raise ValueError("world_verdicts needs at least one world's results table")
-    per_world = {w: verdicts(t, None, config) for w, t in tables.items()}
-    pooled = pd.concat([t.assign(world=w) for w, t in tables.items()], ignore_index=True)
-    pooled_conditions = preconditions(pooled, config)
+    each, pooled_conditions = conditions or world_preconditions(tables, config)
+    per_world = {w: verdicts(t, each[w], config) for w, t in tables.items()}
+    pooled = _pooled(tables)
     conditions = pd.concat(
-        [preconditions(t, config).assign(condition=lambda c, w=w: c.condition + f" (world {w})")
-         for w, t in tables.items()]
+        [c.assign(condition=lambda c, w=w: c.condition + f" (world {w})") for w, c in each.items()]
         + [pooled_conditions[pooled_conditions.id == "detectable_effect"].assign(
             condition=lambda c: c.condition + " (pooled over worlds)")], ignore_index=True)  # fmt: skip
     out = verdicts(pooled, conditions, config)

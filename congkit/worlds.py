@@ -133,7 +133,7 @@ def plan_tables(by_budget: dict[str, dict[int, Pipeline]]) -> dict[str, pd.DataF
     pooled walk and the ConG - WSPO comparisons per budget, every claim's world-aware verdict per budget, tuning
     (world, method, grid point, score, chosen), each world's preconditions (fixed budget) and the smallest detectable
     effect pooled over worlds (world "pooled") per budget."""
-    from .evaluation import preconditions, world_verdicts
+    from .evaluation import world_preconditions, world_verdicts
 
     tables = {"decomposition": [], "walk": [], "comparisons": [], "verdicts": [], "tuning": [], "preconditions": []}
     for budget, pipes in by_budget.items():
@@ -144,12 +144,12 @@ def plan_tables(by_budget: dict[str, dict[int, Pipeline]]) -> dict[str, pd.DataF
             f"world_{w}": e for w, e in r["worlds"].items()} for r in rows]).assign(budget=budget))  # fmt: skip
         config = next(iter(pipes.values())).config
         results = {w: p.run() for w, p in pipes.items()}
-        tables["verdicts"].append(world_verdicts(results, config).assign(budget=budget))
-        pooled = preconditions(pd.concat([t.assign(world=w) for w, t in results.items()], ignore_index=True), config)
+        each, pooled = conditions = world_preconditions(results, config)
+        tables["verdicts"].append(world_verdicts(results, config, conditions).assign(budget=budget))
         tables["preconditions"].append(pooled[pooled.id == "detectable_effect"].assign(world="pooled", budget=budget))
         for w, pipe in pipes.items():
             if budget == "tuned":
                 tables["tuning"].append(pipe.tuning_table().assign(world=w))
             if budget == "fixed":
-                tables["preconditions"].append(preconditions(results[w], pipe.config).assign(world=w, budget=budget))
+                tables["preconditions"].append(each[w].assign(world=w, budget=budget))
     return {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for name, parts in tables.items()}
