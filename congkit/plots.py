@@ -105,23 +105,6 @@ def alpha_sweep(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def method_bars(table: pd.DataFrame, metric: str = "r_pref", eps: float = 0.0, ylabel: str | None = None):
-    """Mean over seeds with 95% interval, one bar per method, coloured by role."""
-    part = table[(table.metric == metric) & np.isclose(table.eps, eps) & table.alpha.isna()]
-    methods = [m for m in METHOD_ORDER if m in set(part.method)]
-    stats = [mean_ci(part[part.method == m].value) for m in methods]
-    means = [s[0] for s in stats]
-    err = [[s[0] - s[1] if np.isfinite(s[1]) else 0 for s in stats],
-           [s[2] - s[0] if np.isfinite(s[2]) else 0 for s in stats]]  # fmt: skip
-    n_seeds = part.seed.nunique()
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    ax.bar([METHOD_LABELS[m] for m in methods], means, yerr=err, capsize=3,
-           color=[ROLE_COLORS[BY_NAME[m].role] for m in methods])  # fmt: skip
-    ax.set(title=f"{ylabel or metric} (ε = {eps:g}; mean, 95% CI over {n_seeds} seeds)", ylabel=ylabel or metric)
-    ax.tick_params(axis="x", rotation=30)
-    return fig
-
-
 def method_panels(table: pd.DataFrame, metrics: list[tuple[str, str]], eps: float = 0.0) -> plt.Figure:
     """One panel per (metric, label): a horizontal bar per method (mean over seeds, 95% interval), coloured by role,
     the methods named once on the shared axis."""

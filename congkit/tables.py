@@ -95,11 +95,15 @@ def style_verdicts(verdicts: pd.DataFrame) -> pd.io.formats.style.Styler:
                   .set_properties(subset=["rule"], **{"font-size": "0.8em"}))  # fmt: skip
 
 
-def _cell_index(cells, order: list | None = None) -> pd.MultiIndex:
-    """(weak pair, eps) cells as the regime tables show them, eps written compactly, in the grid's order."""
-    cells = list(cells)
-    if order:
-        cells.sort(key=lambda c: (order.index(c[0]) if c[0] in order else len(order), c[1]))
+def _in_grid_order(frame: pd.DataFrame, order: list | None) -> pd.DataFrame:
+    """A regime table indexed by (weak pair, eps), its weak pairs in the grid's `order` (as they come if None)."""
+    if not order:
+        return frame
+    return frame.loc[sorted(frame.index, key=lambda c: (order.index(c[0]) if c[0] in order else len(order), c[1]))]
+
+
+def _cell_index(cells) -> pd.MultiIndex:
+    """(weak pair, eps) cells as the regime tables show them, eps written compactly."""
     return pd.MultiIndex.from_tuples([(str(h), f"{e:g}") for h, e in cells], names=["weak pair", "ε"])
 
 
@@ -118,9 +122,8 @@ def style_regime_cells(summary: pd.DataFrame, quantities: list[str], labels: dic
             f"{row.mean:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]")  # fmt: skip
         if is_difference(row.quantity) and row.vs_zero != "includes 0":
             bold.append(((row.weak, row.eps), labels[row.quantity]))
-    index = _cell_index(frame.index, order)
+    frame = _in_grid_order(frame, order)
     frame.index = _cell_index(frame.index)
-    frame = frame.loc[index]
     bold = [((str(h), f"{e:g}"), column) for (h, e), column in bold]
     styler = frame.style.set_properties(**{"font-size": "0.85em"})
     for index, column in bold:
@@ -149,9 +152,8 @@ def style_cell_measures(measures: pd.DataFrame, order: list | None = None):
                "cong_r_cap": "ConG R_cap", "gold_r_pref": "gold R_pref", "best_baseline_r_pref": "best baseline (R_pref)",
                "best_baseline_r_cap": "best baseline (R_cap)"}  # fmt: skip
     frame = measures.set_index(["weak", "eps"])[list(columns)].rename(columns=columns)
-    index = _cell_index(frame.index, order)
+    frame = _in_grid_order(frame, order)
     frame.index = _cell_index(frame.index)
-    frame = frame.loc[index]
     for column in ("best baseline (R_pref)", "best baseline (R_cap)"):
         frame[column] = frame[column].map(label)
     return frame.style.format(precision=3).set_caption("Means over seeds.")
