@@ -310,6 +310,26 @@ def test_head_tokens_are_each_rows_head_in_id_order():
         assert not in_head[row][int(head[row].sum()) :].any()  # padding only after the row's head
 
 
+@pytest.mark.parametrize("vocab,block", [(300, 128), (256, 128), (101, 128), (1000, 7), (64, 1), (32_000, 128)])
+def test_head_ids_by_blocks_equal_the_full_mask_reference(vocab, block):
+    """`head_ids` (block maxima, then the hit blocks compared entry by entry) gives exactly the reference's ids and
+    padding: vocabularies with and without a partial last block, smaller than one block, one id per block; rows of
+    very unequal heads, an exact tie at the threshold, -inf entries and a row whose head is its whole vocabulary."""
+    from congkit.decoding import head_ids, head_tokens, plausibility_head
+
+    gen = torch.Generator().manual_seed(vocab + block)
+    scales = torch.tensor([0.0, 0.5, 2.0, 8.0, 30.0, 3.0])[:, None]
+    logp = torch.log_softmax(torch.randn(6, vocab, generator=gen) * scales, -1)
+    logp[3, : vocab // 2] = float("-inf")
+    logp[5, vocab - 1] = logp[5].max() + np.log(0.1)  # on the threshold: in the head (>=)
+    for lam in (0.1, 0.5, 1.0):
+        want_ids, want_in = head_tokens(plausibility_head(logp, lam))
+        got_ids, got_in = head_ids(logp, lam, block=block)
+        assert torch.equal(got_in, want_in) and torch.equal(got_ids, want_ids)
+    assert bool(plausibility_head(logp, 0.1)[0].all())  # row 0 (constant): its head is the whole vocabulary
+    assert bool(plausibility_head(logp, 0.1)[5, vocab - 1])
+
+
 def test_thread_plan_times_both_ways_then_keeps_the_faster_and_follows_a_change():
     from congkit.decoding import ThreadPlan
 
