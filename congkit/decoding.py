@@ -21,6 +21,7 @@ prompt's sample does not depend on the batch size, on its neighbours or on how p
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 import warnings
@@ -708,7 +709,14 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts, templated=UNSET, pad
         ids, mask = prompts, None
     else:
         texts = as_prompts(prompts)
-        return texts, [encode_prompt(tokenizer, p, apply_chat_template) for p in texts]
+        # each distinct prompt encoded once: a chat template renders in Python (~0.15 ms a prompt here) and an
+        # evaluation repeats every prompt k times
+        keys = [p if isinstance(p, str) else json.dumps(p, sort_keys=True) for p in texts]
+        encoded = {}
+        for key, p in zip(keys, texts):
+            if key not in encoded:
+                encoded[key] = encode_prompt(tokenizer, p, apply_chat_template)
+        return texts, [list(encoded[key]) for key in keys]
     if ids.dtype not in (torch.int64, torch.int32) or ids.dim() not in (1, 2):
         raise TypeError(f"token prompts must be a 1-D or 2-D integer tensor, got {ids.dtype} of shape {tuple(ids.shape)}")
     ids = ids[None] if ids.dim() == 1 else ids

@@ -33,7 +33,7 @@ import numpy as np
 from .cache import swap_in, write_csv_atomic
 from .regime import RegimeConfig, column_rows, regime_pipeline, smoke_regime_config
 from .stages import Pipeline, PipelineConfig, Setting, record_timings, smoke_pipeline_config
-from .workers import QUIET_ENV
+from .workers import QUIET_ENV, settle
 from .world_build import WorldConfig, build_world, smoke_world_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -266,6 +266,7 @@ def _build_replicate(job: tuple) -> tuple[int, float, list[dict]]:
     profile, runs_dir, real, seed = job
     start = time.perf_counter()
     _, _, pipe = study_objects(profile, runs_dir, progress=False, real=real)
+    settle()
     pipe.replicate(seed)
     return seed, time.perf_counter() - start, pipe.timings
 
@@ -292,6 +293,7 @@ def _column_job(job: tuple) -> tuple[int, int, float]:
     profile, runs_dir, weak, seed = job
     start = time.perf_counter()
     world, grid, pipes = regime_objects(profile, runs_dir, progress=False)
+    settle()
     column_rows(pipes[weak], grid, weak, seed)
     return weak, seed, time.perf_counter() - start
 
@@ -318,6 +320,7 @@ def _plan_job(job: tuple):
         build_world(plan_world_config(world, world_base), root=Path(runs_dir), progress=False)
     else:
         pipe = plan_pipelines(runs_dir, budget, config, world_base, worlds=[world])[world]
+        settle()
         pipe.tuning_rows(item) if kind == "tune" else pipe.replicate(item)
     return kind, world, item, budget, time.perf_counter() - start
 
@@ -713,6 +716,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update({k: v for k, v in QUIET_ENV.items() if k not in os.environ})
     _quiet_libraries()
     start = time.perf_counter()
+    phases: dict[str, float] = {}  # the final time table: seconds per phase of this run
     if args.profile == "plan":  # the analysis plan's run: result tables, no chapters yet
         print(f"[study] plan results: {run_plan(args.runs, args.workers)}")
         print(f"[study] total {time.perf_counter() - start:.0f} s")
@@ -726,7 +730,8 @@ def main(argv: list[str] | None = None) -> None:
                 prebuild(args.profile, Path(args.runs).resolve(), real, args.workers)
             if any(n in REGIME_CHAPTERS for n in names):
                 prebuild_regime(args.profile, Path(args.runs).resolve(), args.workers)
-        run_notebooks(args.profile, Path(args.runs), tmp, names, real=real)
+            phases["world and stages (build workers)"] = time.perf_counter() - start
+        phases["notebooks"] = sum(run_notebooks(args.profile, Path(args.runs), tmp, names, real=real).values())
         if names != list(chapters()):  # a part of the book: the other executed chapters stay as they are
             out_dir.mkdir(parents=True, exist_ok=True)
             for name in names:
@@ -739,7 +744,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_book:
         for name in fill_missing_chapters(out_dir):
             print(f"[study] {name}: the committed run's chapter ({COMMITTED_CHAPTERS.relative_to(REPO)})", flush=True)
+        book_start = time.perf_counter()
         html = build_book()
+        phases["book"] = time.perf_counter() - book_start
         print(f"[study] book: {html / 'index.html'}")
     if args.profile == "default" and not any((REFERENCE / name).exists() for name in REFERENCE_FILES):
         print(f"[study] no reference results committed yet ({REFERENCE.relative_to(REPO)}): nothing to compare")
@@ -747,7 +754,21 @@ def main(argv: list[str] | None = None) -> None:
         differences = compare_with_reference(pipeline_root(get_profile(args.profile), args.runs))
         print("[study] matches the reference results" if not differences else
               "[study] differs from the reference results (results/reference/):\n  " + "\n  ".join(differences))
-    print(f"[study] total {time.perf_counter() - start:.0f} s")
+    phases["total"] = time.perf_counter() - start
+    print(time_table(phases, pipeline_root(get_profile(args.profile), args.runs) / "timings.csv"))
+
+
+def time_table(phases: dict[str, float], timings: Path) -> str:
+    """The terminal's last lines: seconds per phase of this run, then per stage of the artifacts in `timings.csv`
+    (their build seconds summed over the build workers, so they can exceed the phase's wall time)."""
+    import pandas as pd
+
+    lines = ["[study] time table (seconds)"] + [f"[study]   {name:<34} {seconds:8.0f}" for name, seconds in phases.items()]
+    if timings.exists():
+        table = pd.read_csv(timings).groupby("stage")["seconds"].agg(["count", "sum"]).sort_values("sum", ascending=False)
+        lines.append(f"[study]   stage builds ({timings.name}, summed over workers):")
+        lines += [f"[study]     {stage:<20} {int(row['count']):4d} x {row['sum']:8.0f}" for stage, row in table.iterrows()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

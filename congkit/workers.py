@@ -8,6 +8,7 @@ pipe; what it was building is left as a `*.tmp-*` folder that the next run's loc
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -29,6 +30,13 @@ def one_core_worker() -> None:
     torch.set_num_threads(1)
     os.environ.update(QUIET_ENV)
     os.environ["CONGKIT_THREADS"] = "keep"
+
+
+def settle() -> None:
+    """Exempt every object built so far from garbage collection (`gc.freeze`), once a job has built what it keeps for
+    its whole run (world, setting, tokenizer, prompts): accelerate calls `gc.collect()` before every training, which
+    took 0.19 s a call with those objects tracked (about 3 s of a default replicate's 17 trainings) and ~0 after."""
+    gc.freeze()
 
 
 def exit_with_parent(parent: int) -> None:

@@ -311,6 +311,14 @@ def test_timings_merge_rebuilt_stages_and_keep_the_others(tmp_path):
     from congkit.provenance import timing_summary
 
     assert timing_summary(path).startswith("0 min of stage builds") and "strong 70%" in timing_summary(path)
+    from congkit.study import time_table
+
+    lines = time_table({"notebooks": 12.4, "total": 30.0}, path).splitlines()
+    assert lines[1].split()[-1] == "12" and lines[2].split()[-1] == "30"  # one line per phase, in order
+    stages = [line.split()[1] for line in lines[4:]]
+    assert stages == ["strong", "weak_aligned", "evaluate"]  # stage builds, longest first
+    assert lines[4].split()[-3:] == ["1", "x", "7"] and lines[6].split()[-3:] == ["2", "x", "1"]
+    assert "stage builds" not in time_table({"total": 1.0}, tmp_path / "none.csv")
 
 
 def test_only_the_losses_that_read_beta_show_it():
