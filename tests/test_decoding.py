@@ -427,3 +427,21 @@ def test_the_amateurs_worker_thread_takes_the_callers_thread_count_at_every_step
     finally:
         torch.set_num_threads(before)
     assert amateur.seen == expert.seen == [1, 2, 1]
+
+
+def test_prompt_ids_encodes_each_distinct_prompt_once_in_order(tokenizer, monkeypatch):
+    """Repeated prompts (an evaluation's k draws) are encoded once each, and every row still gets its own prompt's ids,
+    strings and conversations alike."""
+    from congkit import decoding
+
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add 3 and 4."}]
+    prompts = [*PROMPTS, conversation] * 3
+    want = [encode_prompt(tokenizer, p, True) for p in prompts]
+    calls = []
+    real = decoding.encode_prompt
+    monkeypatch.setattr(decoding, "encode_prompt", lambda *a: calls.append(a[1]) or real(*a))
+    texts, got = decoding.prompt_ids(tokenizer, prompts, apply_chat_template=True)
+    assert got == want and texts == prompts
+    assert len(calls) == len(PROMPTS) + 1
+    got[0].append(-1)  # rows are separate lists: changing one changes no other
+    assert got[len(PROMPTS) + 1] == want[0]
