@@ -445,3 +445,35 @@ def test_prompt_ids_encodes_each_distinct_prompt_once_in_order(tokenizer, monkey
     assert len(calls) == len(PROMPTS) + 1
     got[0].append(-1)  # rows are separate lists: changing one changes no other
     assert got[len(PROMPTS) + 1] == want[0]
+
+
+@pytest.mark.parametrize("cache", ["static", "dynamic"])
+def test_dropping_finished_rows_keeps_every_row_the_same(expert, amateur, tokenizer, monkeypatch, cache):
+    """A batch drops its finished rows (`COMPACT_FRACTION`); every row's tokens are the same as when finished rows
+    decode on, and its log-ratios equal to float32 rounding (a row computed in a smaller batch can differ in the last
+    bit), for plain sampling and CD, greedy and sampled, on both cache kinds."""
+    from congkit import decoding
+
+    drops = []
+    real = decoding.PreallocatedLayer.batch_select_indices
+    monkeypatch.setattr(decoding.PreallocatedLayer, "batch_select_indices",
+                        lambda self, keep: drops.append(len(keep)) or real(self, keep))  # fmt: skip
+    prompts = PROMPTS * 6
+    settings_ = dict(max_new_tokens=40, temperature=2.0, seed=0, progress=False, batch_size=24, cache=cache)
+    for do_sample in (True, False):
+        outs = {}
+        for fraction in (2.0, 0.0, 0.25):  # never, at every finished row, at a quarter of the batch
+            monkeypatch.setattr(decoding, "COMPACT_FRACTION", fraction)
+            plain = sample(expert, tokenizer, prompts, do_sample=do_sample, **settings_)
+            cd = contrastive_generate(expert, amateur, tokenizer, prompts, alpha=0.5, min_p=0.05, do_sample=do_sample,
+                                      **settings_)  # fmt: skip
+            outs[fraction] = plain, cd
+        for fraction in (0.0, 0.25):
+            assert outs[fraction][0].token_ids == outs[2.0][0].token_ids
+            assert outs[fraction][1].token_ids == outs[2.0][1].token_ids
+            for got, want in zip(outs[fraction][1].log_ratios, outs[2.0][1].log_ratios):
+                assert got == pytest.approx(want, abs=1e-5)
+        lengths = {len(ids) for ids in outs[2.0][0].token_ids + outs[2.0][1].token_ids}
+        assert len(lengths) >= 2  # rows end at different steps
+    if cache == "static":
+        assert drops and min(drops) < 24  # rows were dropped
