@@ -313,10 +313,11 @@ def head_ids(expert_logp: torch.Tensor, lam: float, top: torch.Tensor | None = N
         tail_rows, tail_cols = (expert_logp[:, whole:] >= threshold).nonzero(as_tuple=True)
         rows.append(tail_rows)
         cols.append(tail_cols + whole)
-    if len(rows) == 2:  # row-major, ascending ids: the tail's ids follow each row's block ids
-        order = (torch.cat(rows) * vocab + torch.cat(cols)).argsort()
-        rows, cols = [torch.cat(rows)[order]], [torch.cat(cols)[order]]
-    return _padded_ids(rows[0], cols[0], expert_logp.shape[0])
+    rows, cols = torch.cat(rows), torch.cat(cols)
+    if 0 < whole < vocab:  # row-major, ascending ids: the tail's ids go after each row's block ids
+        order = (rows * vocab + cols).argsort()
+        rows, cols = rows[order], cols[order]
+    return _padded_ids(rows, cols, expert_logp.shape[0])
 
 
 def _padded_ids(rows: torch.Tensor, cols: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -630,9 +631,8 @@ def _decode_batch(
     eos_tensor = torch.tensor(sorted(eos) or [-1], device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     live = torch.arange(batch, device=device)  # the batch rows still decoding, by their place in `prompt_ids`
-    # finished rows are dropped from caches whose layers can drop rows (not a compiled step's fixed shapes)
-    droppable = not config.compile and all(isinstance(layer, DynamicLayer) for s in steppers
-                                           for layer in getattr(s.past, "layers", [None]))  # fmt: skip
+    # finished rows are dropped from caches whose layers can drop rows (not a compiled step's `StaticCache`)
+    droppable = all(isinstance(layer, DynamicLayer) for s in steppers for layer in getattr(s.past, "layers", [None]))
     tokens, rewards = [], []
     pos = pos[:, -1:]
     plan = ThreadPlan()
@@ -650,9 +650,10 @@ def _decode_batch(
             rewards.append(ratio.new_zeros(batch).index_copy_(0, live, ratio))
         seen.scatter_(1, tok[:, None], True)
         done = done | torch.isin(tok, eos_tensor)
-        if bool(done.all()) or t == config.max_new_tokens - 1:
+        finished = int(done.sum())  # one host sync a step
+        if finished == len(live) or t == config.max_new_tokens - 1:
             break
-        if droppable and int(done.sum()) >= COMPACT_FRACTION * len(live):  # drop the finished rows
+        if droppable and finished >= COMPACT_FRACTION * len(live):  # drop the finished rows
             keep = (~done).nonzero().squeeze(-1)
             live, tok, seen, done, mask, pos = (x[keep] for x in (live, tok, seen, done, mask, pos))
             uniforms = uniforms[keep] if uniforms is not None else None
