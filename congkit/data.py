@@ -1,4 +1,5 @@
-"""Prompt sets for real checkpoints: a `datasets` dataset from a local folder or a hub id, reduced to a prompt column."""
+"""Datasets: saved ones loaded into memory, their content keys, and prompt sets for real checkpoints (a `datasets`
+dataset from a local folder or a hub id, reduced to a prompt column)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, Features, load_dataset, load_from_disk
 
-from .cache import swap_in
+from .cache import fingerprint, swap_in
+
+
+def content_key(ds: Dataset) -> str:
+    """A fingerprint of a dataset's contents (in-memory datasets get random `_fingerprint`s; this is stable)."""
+    return fingerprint(ds.to_dict())
 
 
 def load_saved_dataset(path: str | os.PathLike) -> Dataset:

@@ -43,7 +43,7 @@ from .cache import (
     write_csv_atomic,
     write_json_atomic,
 )
-from .data import load_saved_dataset
+from .data import content_key, load_saved_dataset
 from .decoding import DecodingConfig
 from .methods import BY_NAME, STRONG_METHODS, TrainInputs, recipe
 from .models import load_causal_lm, load_tokenizer
@@ -648,11 +648,6 @@ def _model_key(model: str) -> str:
 
 
 RESULT_COLUMNS = ["method", "seed", "eps", "alpha", "metric", "value"]
-
-
-def content_key(ds: Dataset) -> str:
-    """A fingerprint of a dataset's contents (in-memory datasets get random `_fingerprint`s; this is stable)."""
-    return fingerprint(ds.to_dict())
 
 
 def _seeded(cfg: TrainConfig, seed: int) -> TrainConfig:

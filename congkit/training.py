@@ -15,7 +15,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallback, TrainerCallback
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-from .cache import fingerprint
+from .data import content_key
 from .models import default_device, default_dtype
 from .tokens import as_conversation, has_chat_template
 
@@ -135,6 +135,12 @@ def _fit(trainer, history: LossHistory, save_to: str | None) -> tuple[PreTrained
     return trainer.model.eval(), history.rows
 
 
+# SFT-ready datasets this process has tokenised, by (content, tokenizer): SFTTrainer (and its subclasses here) skips
+# its tokenisation for a dataset that already has `input_ids`, so methods sharing training data tokenise it once
+# (the same trained weights, tested; the tokenisation was ~6% of a strong training)
+_TOKENISED: dict[tuple, tuple] = {}
+
+
 def train_sft(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -153,7 +159,7 @@ def train_sft(
     _quiet_transformers()
     args = SFTConfig(**_common_args(cfg, output_dir), completion_only_loss=True, max_length=None)
     history = LossHistory()
-    key = (fingerprint(data.to_dict()), id(tokenizer))
+    key = (content_key(data), id(tokenizer))
     known = _TOKENISED.get(key)
     trainer = trainer_cls(
         model=model,
@@ -167,12 +173,6 @@ def train_sft(
     while len(_TOKENISED) > 8:  # the most recent few: a study replicate reuses each dataset within a few trainings
         del _TOKENISED[next(iter(_TOKENISED))]
     return _fit(trainer, history, save_to)
-
-
-# SFT-ready datasets this process has tokenised, by (content, tokenizer): SFTTrainer (and its subclasses here) skips
-# its tokenisation for a dataset that already has `input_ids`, so methods sharing training data tokenise it once
-# (the same trained weights, tested; the tokenisation was ~6% of a strong training)
-_TOKENISED: dict[tuple, tuple] = {}
 
 
 def train_dpo(
