@@ -80,19 +80,24 @@ def run_facts(profile: str, seeds, date: datetime.date | None = None, **extra) -
     }
 
 
-def timing_summary(path: Path) -> str:
-    """`timings.csv` (stage, seed, method, eps, seconds) in one line: the total build time and the three stages that
-    took most of it; "" when there is no such file."""
+def stage_seconds(path: Path):
+    """`timings.csv` (stage, artifact, seed, method, eps, seconds) per stage: artifacts built (`count`) and their
+    seconds (`sum`), longest first; None when there is no such file."""
     import pandas as pd
 
     if not Path(path).exists():
-        return ""
-    table = pd.read_csv(path)
-    total = float(table.seconds.sum())
+        return None
+    return pd.read_csv(path).groupby("stage")["seconds"].agg(["count", "sum"]).sort_values("sum", ascending=False)
+
+
+def timing_summary(path: Path) -> str:
+    """`timings.csv` in one line: the total build time and the three stages that took most of it; "" when there is
+    no such file."""
+    stages = stage_seconds(path)
+    total = float(stages["sum"].sum()) if stages is not None else 0.0
     if total <= 0:
         return ""
-    shares = table.groupby("stage").seconds.sum().sort_values(ascending=False) / total
-    top = ", ".join(f"{stage} {share:.0%}" for stage, share in shares.head(3).items())
+    top = ", ".join(f"{stage} {seconds / total:.0%}" for stage, seconds in stages["sum"].head(3).items())
     return f"{total / 60:.0f} min of stage builds (one core each); most in {top}"
 
 

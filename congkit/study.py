@@ -761,13 +761,13 @@ def main(argv: list[str] | None = None) -> None:
 def time_table(phases: dict[str, float], timings: Path) -> str:
     """The terminal's last lines: seconds per phase of this run, then per stage of the artifacts in `timings.csv`
     (their build seconds summed over the build workers, so they can exceed the phase's wall time)."""
-    import pandas as pd
+    from .provenance import stage_seconds
 
     lines = ["[study] time table (seconds)"] + [f"[study]   {name:<34} {seconds:8.0f}" for name, seconds in phases.items()]
-    if timings.exists():
-        table = pd.read_csv(timings).groupby("stage")["seconds"].agg(["count", "sum"]).sort_values("sum", ascending=False)
+    stages = stage_seconds(timings)
+    if stages is not None:
         lines.append(f"[study]   stage builds ({timings.name}, summed over workers):")
-        lines += [f"[study]     {stage:<20} {int(row['count']):4d} x {row['sum']:8.0f}" for stage, row in table.iterrows()]
+        lines += [f"[study]     {stage:<20} {int(row['count']):4d} x {row['sum']:8.0f}" for stage, row in stages.iterrows()]
     return "\n".join(lines)
 
 
