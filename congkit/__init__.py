@@ -21,13 +21,13 @@ _extras.install()  # a missing optional package names the extra to install (`con
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "decoding": ["DecodingConfig", "Generation", "apply_repetition_penalty", "choose_tokens", "contrastive_generate",
-                 "contrastive_scores", "plausibility_head", "prompt_ids", "sample"],
+    "decoding": ["DecodingConfig", "Generation", "apply_repetition_penalty", "cd_step", "contrastive_generate",
+                 "contrastive_scores", "plausibility_head", "prompt_ids", "sample", "warpers"],
     "generation": ["CUSTOM_GENERATE_DIR", "ContrastiveDecoderOnlyOutput", "contrastive_decoding"],
     "rewards": ["ImplicitReward", "completion_logprobs", "implicit_reward", "implicit_reward_from_ids"],
     "tokens": ["encode_pair", "encode_prompt", "is_templated"],
     "methods": ["METHODS", "Method", "Recipe"],
-    "cong": ["run_cong"],
+    "cong": ["reference_cd", "run_cong"],
     "evaluation": ["main_table", "preconditions", "summarise", "verdicts"],
     "scorers": ["RewardModelScorer"],
     "stages": ["Pipeline", "PipelineConfig", "Setting", "smoke_pipeline_config"],
@@ -53,17 +53,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
-    from .cong import run_cong  # noqa: F401
+    from .cong import reference_cd, run_cong  # noqa: F401
     from .decoding import (  # noqa: F401
         DecodingConfig,
         Generation,
         apply_repetition_penalty,
-        choose_tokens,
+        cd_step,
         contrastive_generate,
         contrastive_scores,
         plausibility_head,
         prompt_ids,
         sample,
+        warpers,
     )
     from .evaluation import main_table, preconditions, summarise, verdicts  # noqa: F401
     from .generation import CUSTOM_GENERATE_DIR, ContrastiveDecoderOnlyOutput, contrastive_decoding  # noqa: F401

@@ -21,16 +21,25 @@ import json
 import shutil
 from pathlib import Path
 
-from datasets import Dataset
+from ._extras import missing_extra
 
-from . import cong
-from .cache import swap_in
-from .data import load_saved_dataset
+try:  # `python -m congkit.cli` runs as __main__, past the import hook that names a missing extra: name it here
+    from datasets import Dataset
+
+    from . import cong
+    from .cache import swap_in
+    from .data import load_saved_dataset
+    from .distributed import process_state, sharded_generate
+    from .training import TrainConfig
+except ModuleNotFoundError as error:
+    hinted = missing_extra(error, "congkit.cli")
+    if hinted is None:
+        raise
+    raise SystemExit(f"error: {hinted}") from error
+
 from .decoding import DecodingConfig
-from .distributed import process_state, sharded_generate
 from .models import load_causal_lm, load_tokenizer
 from .tokens import has_chat_template
-from .training import TrainConfig
 
 METHODS = ("sft", "auxconf", "wspo", "dpo")
 
@@ -125,15 +134,24 @@ def _positive(text: str) -> float:
 _positive.__name__ = "number > 0"
 
 
+def _loaded(load, flag: str, name: str, **kw):
+    """`load(name)`, or a one-line error naming the flag and the model when it cannot be loaded."""
+    try:
+        return load(name, **kw)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SystemExit(f"error: {flag} {name!r} cannot be loaded: {first}") from error
+
+
 def _train(args: argparse.Namespace) -> None:
     columns = ("prompt", "chosen", "rejected") if args.method == "dpo" else ("prompt", "completion")
     data = read_dataset(args.data, "--data", columns)
-    tok = load_tokenizer(args.tokenizer or args.model)
+    tok = _loaded(load_tokenizer, "--tokenizer" if args.tokenizer else "--model", args.tokenizer or args.model)
     device = process_state().device.type if args.device is None else args.device
     cfg = TrainConfig(learning_rate=args.lr, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
                       gradient_accumulation_steps=args.grad_accum, beta=args.beta, seed=args.seed,
                       max_steps=args.max_steps)  # fmt: skip
-    model = load_causal_lm(args.model, device=device)
+    model = _loaded(load_causal_lm, "--model", args.model, device=device)
     state = process_state()
     tmp = _partial(args.output)  # trained and saved beside the output, swapped in only when complete
     if state.is_main_process:
@@ -141,12 +159,14 @@ def _train(args: argparse.Namespace) -> None:
     state.wait_for_everyone()
     work, save = str(tmp / "_trainer"), str(tmp)
     if args.method == "dpo":
-        cong.dpo(model, load_causal_lm(args.ref_model or args.model, device=device), tok, data, cfg, work, save)
+        reference = _loaded(load_causal_lm, "--ref-model", args.ref_model or args.model, device=device)
+        cong.dpo(model, reference, tok, data, cfg, work, save)
     elif args.method == "wspo":
         if not (args.weak_model and args.weak_ref_model):
             raise SystemExit("wspo needs --weak-model and --weak-ref-model (and uses --ref-model or --model as reference)")
-        frozen = [load_causal_lm(m, device=device) for m in (args.ref_model or args.model, args.weak_model,
-                                                             args.weak_ref_model)]  # fmt: skip
+        frozen = [_loaded(load_causal_lm, flag, m, device=device) for flag, m in (
+            ("--ref-model", args.ref_model or args.model), ("--weak-model", args.weak_model),
+            ("--weak-ref-model", args.weak_ref_model))]  # fmt: skip
         cong.wspo(model, *frozen, tok, data, cfg, work_dir=work, save_to=save)
     elif args.method == "auxconf":
         cong.auxconf(model, tok, data, cfg, aux_weight=0.5, work_dir=work, save_to=save)
@@ -171,25 +191,30 @@ def _publish(tmp: Path, args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    config = DecodingConfig.authors(alpha=args.alpha, min_p=args.min_p if args.amateur else None,
-                                    temperature=args.temperature, top_p=args.top_p,
+    config = DecodingConfig.authors(alpha=args.alpha, plausibility_threshold=args.plausibility_threshold
+                                    if args.amateur else None, do_sample=not args.greedy, temperature=args.temperature,
+                                    top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                                     repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens,
-                                    seed=args.seed, batch_size=args.batch_size)  # fmt: skip
+                                    num_return_sequences=args.samples_per_prompt, seed=args.seed,
+                                    batch_size=args.batch_size)  # fmt: skip
     try:
         config.validate(contrastive=bool(args.amateur))
     except (TypeError, ValueError) as error:
         raise SystemExit(f"error: {error}") from error
     prompts = list(read_dataset(args.prompts, "--prompts", ("prompt",))["prompt"])
     state = process_state()
-    tok = load_tokenizer(args.tokenizer or args.expert)
+    tok = _loaded(load_tokenizer, "--tokenizer" if args.tokenizer else "--expert", args.tokenizer or args.expert)
     device = state.device.type if args.device is None else args.device
-    expert = load_causal_lm(args.expert, device=device)
-    amateur = load_causal_lm(args.amateur, device=device) if args.amateur else None
+    expert = _loaded(load_causal_lm, "--expert", args.expert, device=device)
+    amateur = _loaded(load_causal_lm, "--amateur", args.amateur, device=device) if args.amateur else None
     chat = has_chat_template(tok) if args.apply_chat_template is None else args.apply_chat_template
-    out = sharded_generate(expert, amateur, tok, prompts, config, progress=state.is_main_process,
-                           apply_chat_template=chat)  # fmt: skip
+    try:
+        out = sharded_generate(expert, amateur, tok, prompts, config, progress=state.is_main_process,
+                               apply_chat_template=chat)  # fmt: skip
+    except (TypeError, ValueError) as error:  # two models that do not pair, a tokenizer that is not theirs
+        raise SystemExit(f"error: {error}") from error
     if state.is_main_process:
-        columns = {"prompt": prompts, "completion": out.texts}
+        columns = {"prompt": out.prompts, "completion": out.texts}
         if out.log_ratios is not None:
             columns["implicit"] = out.implicit_reward(beta=1.0).total  # summed log-ratio (nats)
         tmp = _partial(args.output)
@@ -198,48 +223,69 @@ def _generate(args: argparse.Namespace) -> None:
         _publish(tmp, args)
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every option's default in --help (argparse's own defaults formatter
+    shows them only for options that have a help text)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and not action.required and action.default is not argparse.SUPPRESS:
+            text += " (default: %(default)s)"
+        return text.strip()
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m congkit.cli", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(prog="python -m congkit.cli", description=__doc__, formatter_class=_HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="one training stage (TRL trainer)")
+    train = sub.add_parser("train", help="one training stage (TRL trainer)", formatter_class=_HelpFormatter)
     train.add_argument("--method", choices=METHODS, required=True)
-    train.add_argument("--model", required=True)
+    train.add_argument("--model", required=True, help="the model to train (folder or hub id)")
     train.add_argument("--data", required=True, help="a save_to_disk dataset folder")
     train.add_argument("--output", required=True, help="a new folder (or an earlier train output, with --overwrite)")
     train.add_argument("--overwrite", action="store_true", help="replace an earlier output of this command")
-    train.add_argument("--tokenizer")
-    train.add_argument("--ref-model")
-    train.add_argument("--weak-model")
-    train.add_argument("--weak-ref-model")
-    train.add_argument("--lr", type=_positive, default=1e-5)
-    train.add_argument("--epochs", type=_positive, default=1.0)
-    train.add_argument("--max-steps", type=int, default=-1)
-    train.add_argument("--batch-size", type=_at_least(1), default=4)
-    train.add_argument("--grad-accum", type=_at_least(1), default=1)
-    train.add_argument("--beta", type=_positive, default=0.1)
-    train.add_argument("--seed", type=_at_least(0), default=0)
-    train.add_argument("--device")
-    gen = sub.add_parser("generate", help="CD (or plain sampling without --amateur), sharded across processes")
+    train.add_argument("--tokenizer", help="None: the --model's")
+    train.add_argument("--ref-model", help="dpo / wspo reference (None: --model)")
+    train.add_argument("--weak-model", help="wspo: the aligned weak model pi_r")
+    train.add_argument("--weak-ref-model", help="wspo: the weak reference pi_ref")
+    train.add_argument("--lr", type=_positive, default=1e-5, help="peak learning rate (cosine, 10%% warm-up)")
+    train.add_argument("--epochs", type=_positive, default=1.0, help="training epochs")
+    train.add_argument("--max-steps", type=int, default=-1, help="optimiser steps (-1: set by --epochs)")
+    train.add_argument("--batch-size", type=_at_least(1), default=4, help="examples per device and step")
+    train.add_argument("--grad-accum", type=_at_least(1), default=1, help="gradient accumulation steps")
+    train.add_argument("--beta", type=_positive, default=0.1, help="dpo / wspo beta")
+    train.add_argument("--seed", type=_at_least(0), default=0, help="training seed")
+    train.add_argument("--device", help="None: the process's accelerator, else cpu")
+    gen = sub.add_parser("generate", formatter_class=_HelpFormatter,
+                         help="CD (or plain sampling without --amateur), sharded across processes",
+                         description="CD between --expert (pi_r) and --amateur (pi_ref), or plain sampling of --expert "
+                                     "without --amateur. Defaults: the ConG authors' sampling (T 0.8, top-p 0.95, "
+                                     "repetition penalty 1.2, head 0.1), unlike the library's `generate`-like "
+                                     "defaults; string prompts are one user turn when the tokenizer has a chat "
+                                     "template.")  # fmt: skip
     gen.add_argument("--expert", required=True)
-    gen.add_argument("--amateur")
+    gen.add_argument("--amateur", help="the pre-alignment model; without it, plain sampling from --expert")
     gen.add_argument("--prompts", required=True, help="a save_to_disk dataset folder with a prompt column")
     gen.add_argument("--output", required=True, help="a new folder (or an earlier generate output, with --overwrite)")
     gen.add_argument("--overwrite", action="store_true", help="replace an earlier output of this command")
-    gen.add_argument("--tokenizer")
-    gen.add_argument("--alpha", type=float, default=0.5)
-    gen.add_argument("--min-p", "--lam", dest="min_p", type=float, default=0.1,
-                     help="the plausibility head's threshold lambda (--lam: its former name)")
+    gen.add_argument("--tokenizer", help="None: the --expert's")
+    gen.add_argument("--alpha", type=float, default=0.5, help="CD weight: F = log pi_r - (1 - alpha) log pi_ref")
+    gen.add_argument("--plausibility-threshold", "--lam", type=float, default=0.1,
+                     help="the head's lambda: {v : pi_r(v) >= lambda max pi_r}, on pi_r before temperature")
+    gen.add_argument("--min-p", type=float, default=None, help="transformers' MinP warper, after temperature")
     gen.add_argument("--apply-chat-template", action=argparse.BooleanOptionalAction, default=None,
-                     help="make each prompt string one user turn (default: when the tokenizer has a chat template, "
-                          "as `train` hands string data to TRL)")  # fmt: skip
-    gen.add_argument("--temperature", type=float, default=0.8)
-    gen.add_argument("--top-p", type=float, default=0.95)
-    gen.add_argument("--repetition-penalty", type=float, default=1.2)
-    gen.add_argument("--max-new-tokens", type=_at_least(1), default=512)
-    gen.add_argument("--batch-size", type=_at_least(1), default=32)
-    gen.add_argument("--seed", type=_at_least(0), default=0)
-    gen.add_argument("--device")
+                     help="make each prompt string one user turn (None: when the tokenizer has a chat template, as "
+                          "`train` hands string data to TRL)")  # fmt: skip
+    gen.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
+    gen.add_argument("--temperature", type=float, default=0.8, help="on the contrasted scores")
+    gen.add_argument("--top-k", type=_at_least(0), default=None, help="None or 0: off")
+    gen.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (1: off)")
+    gen.add_argument("--repetition-penalty", type=float, default=1.2, help="after the contrast (1: none)")
+    gen.add_argument("--max-new-tokens", type=_at_least(1), default=512, help="tokens per response at most")
+    gen.add_argument("--samples-per-prompt", type=_at_least(1), default=1,
+                     help="rows per prompt, each seeded apart (num_return_sequences)")
+    gen.add_argument("--batch-size", type=_at_least(1), default=32, help="rows per forward batch")
+    gen.add_argument("--seed", type=_at_least(0), default=0, help="row i draws from (seed, i)")
+    gen.add_argument("--device", help="None: the process's accelerator, else cpu")
     args = parser.parse_args(argv)
     check_output(args)
     (_train if args.command == "train" else _generate)(args)

@@ -8,9 +8,10 @@
     cong_s = sft(strong_base, tok, cd, config)                           # 4. ConG-S: SFT on the CD samples
     cong   = dpo(cong_s, cong_s_copy, tok, cong_pairs(cong_s, tok, cd, decoding), config)  # 5. ConG
 
-Contrastive decoding, at each step, on the head V = {v : pi_r(v) >= min_p max pi_r}:
+Contrastive decoding, at each step, on the head V = {v : pi_r(v) >= lambda max pi_r} (`plausibility_threshold`):
     F(v) = log pi_r(v) - (1 - alpha) log pi_ref(v)  =  (1 - alpha) log(pi_r / pi_ref)(v) + alpha log pi_r(v)
-so alpha trades the token-level implicit reward log(pi_r / pi_ref) against pi_r's likelihood (`congkit.decoding`).
+so alpha trades the token-level implicit reward log(pi_r / pi_ref) against pi_r's likelihood. `reference_cd` writes
+one prompt's decoding out in full; `congkit.decoding` batches it, `congkit.contrastive_decoding` runs it in `generate`.
 
 Baselines, from the same strong base: WeakSFT (SFT on pi_r's plain samples), AuxConf (Burns et al.'s
 auxiliary-confidence loss on them), WSPO (Zhu et al.: regress beta * log(pi_s / pi_s_ref) onto log(pi_r / pi_ref),
@@ -20,13 +21,17 @@ per token, on the preference set's chosen responses); the losses are in `congkit
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
+import math
 import random
 import tempfile
+import zlib
 from collections.abc import Callable, Sequence
 
+import numpy as np
+import torch
 from datasets import Dataset
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from .decoding import DecodingConfig, contrastive_generate, sample
 from .rewards import implicit_reward_from_ids
@@ -36,6 +41,45 @@ from .training import TrainConfig, train_dpo, train_sft
 
 Judge = Callable[[list[str], list[str]], Sequence[float]]  # (prompts, responses) -> explicit rewards
 Trained = tuple[PreTrainedModel, list[dict]]  # a trained model and its logged training metrics
+
+
+@torch.no_grad()
+def reference_cd(expert, amateur, prompt_ids: list[int], *, alpha: float = 0.5, plausibility_threshold: float = 0.1,
+                 do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0,
+                 min_p: float | None = None, repetition_penalty: float = 1.0, max_new_tokens: int = 16,
+                 uniforms: Sequence[float] | None = None, eos: Sequence[int] = ()) -> list[int]:  # fmt: skip
+    """Contrastive decoding of one prompt, written out: the executable definition that the batched engine and the
+    `generate` strategy are tested against. No cache, no batch, float64; both models re-read the whole sequence at
+    every step. `amateur=None` is plain sampling from `expert`. Sampling takes token min{v : CDF(v) > u_t} at the
+    given uniforms (the engine's per-row draws, `row_uniforms`), in token-id order."""
+    out: list[int] = []
+    for t in range(max_new_tokens):
+        x = torch.tensor([list(prompt_ids) + out], device=next(expert.parameters()).device)
+        log_r = torch.log_softmax(expert(x).logits[0, -1].double(), -1)
+        f = log_r if amateur is None else log_r - (1 - alpha) * torch.log_softmax(amateur(x).logits[0, -1].double(), -1)
+        if plausibility_threshold is not None:  # the head: pi_r(v) >= lambda * max pi_r
+            f = f.masked_fill(log_r.exp() < plausibility_threshold * log_r.exp().max(), -math.inf)
+        for v in set(prompt_ids) | set(out):  # repetition penalty on every token of the row
+            f[v] = f[v] * repetition_penalty if f[v] < 0 else f[v] / repetition_penalty
+        if do_sample:
+            f = f / temperature
+            if top_k:
+                f = f.masked_fill(f < f.topk(min(top_k, len(f))).values[-1], -math.inf)
+            p = torch.softmax(f, -1)
+            if top_p < 1.0:  # keep the most probable tokens until their mass reaches top_p
+                order = p.argsort(descending=True)
+                before = p[order].cumsum(0) - p[order]
+                p[order[before >= top_p]] = 0.0
+            if min_p is not None:
+                p = p.masked_fill(p < min_p * p.max(), 0.0)
+            cdf = p.cumsum(0)
+            token = int((cdf <= uniforms[t] * cdf[-1]).sum().clamp(max=len(p) - 1))
+        else:
+            token = int(f.argmax())
+        out.append(token)
+        if token in eos:
+            break
+    return out
 
 
 def draws(model, tokenizer, prompts: list[str], n: int, decoding: DecodingConfig, chat: bool) -> list[list[str]]:
@@ -146,19 +190,61 @@ def wspo(strong, strong_ref, pi_r, pi_ref, tokenizer, data: Dataset, config: Tra
                weak_ref_model=pi_ref, beta=config.beta, **kw)  # fmt: skip
 
 
+def stream_seed(seed: int, purpose: str, k: int = 0) -> int:
+    """The seed of draw `k` of the named random stream `purpose` in pipeline replicate `seed` (independent streams,
+    stable across runs and machines): every random draw of the pipeline takes its seed from one named stream."""
+    state = np.random.SeedSequence([seed, zlib.crc32(purpose.encode()), k]).generate_state(1, dtype=np.uint64)[0]
+    return int(state >> 34)
+
+
+def seeded(config: TrainConfig, seed: int) -> TrainConfig:
+    """`config` with the replicate's seed (TRL's data order and initialisations)."""
+    return dataclasses.replace(config, seed=seed)
+
+
 def run_cong(load: Callable[[str], PreTrainedModel], weak_base: str, strong_base: str, tokenizer, prompts: list[str],
-             judge: Judge, weak_dpo: TrainConfig, strong_sft: TrainConfig, cong_dpo: TrainConfig,
-             decoding: DecodingConfig, alpha: float = 0.5, n: int = 4, chat: bool = True) -> dict:  # fmt: skip
-    """The whole algorithm on real checkpoints, no cache: {"pi_r", "cd", "cong_s", "cong"}. `load(name)` returns a
-    fresh model each call (e.g. `lambda n: congkit.models.load_causal_lm(n, device="cuda")`)."""
-    pool = sample_pool(load(weak_base), tokenizer, prompts, judge, n, decoding, chat)
-    pi_r, _ = dpo(load(weak_base), load(weak_base), tokenizer, preference_pairs(pool, 0.0, 0), weak_dpo)
-    cd = contrastive_samples(pi_r, load(weak_base), tokenizer, prompts, DecodingConfig(**{**vars(decoding),
-                                                                                      "alpha": alpha}), chat)  # fmt: skip
-    cong_s, _ = sft(load(strong_base), tokenizer, cd, strong_sft)
-    pairs = cong_pairs(cong_s, tokenizer, cd, decoding, chat)
-    cong, _ = dpo(copy.deepcopy(cong_s), copy.deepcopy(cong_s), tokenizer, pairs, cong_dpo)  # reference: ConG-S
-    return {"pi_r": pi_r, "cd": cd, "cong_s": cong_s, "cong": cong}
+             judge: Judge, config, seed: int = 0, eps: float = 0.0, chat: bool = True,
+             output_dir: str | None = None) -> dict:  # fmt: skip
+    """The whole algorithm on real checkpoints, no cache: the cached pipeline's steps 1-5 with its seeds and decoding
+    streams, so one seed gives exactly the datasets and weights `congkit.stages.CachedConG` caches for it (tested).
+
+    Args:
+        load: name or folder -> a freshly loaded model, each call (e.g. `lambda p: congkit.models.load_causal_lm(p)`).
+        weak_base, strong_base: the pre-alignment weak model and the strong base (folders or hub ids).
+        prompts: the training prompts; judge: (prompts, responses) -> explicit rewards (step 1's preferences).
+        config: a `congkit.PipelineConfig`: `sampling`, `n_preference_samples`, `cd_alpha`, `cd_lam`, `weak_dpo`,
+            `strong_sft`, `cong_dpo` are read.
+        seed, eps: the replicate and its label-noise rate (the fraction of weak pairs flipped).
+        chat: string prompts are one user turn of the chat template (as the pipeline does when there is one).
+        output_dir: where pi_r, ConG-S and ConG are saved (`save_pretrained`); a temporary folder by default.
+    Returns {"pool", "pairs", "pi_r", "cd", "cong_s", "cong_pairs", "cong"}: datasets, and models loaded with `load`
+    from where they were saved.
+    """
+
+    def sampling(purpose: str, **settings) -> DecodingConfig:
+        return dataclasses.replace(config.sampling, seed=stream_seed(seed, purpose), **settings)
+
+    def trained(name: str, train: Callable[[str, str], Trained]) -> PreTrainedModel:
+        set_seed(seed)  # as the cached pipeline seeds every training stage
+        with tempfile.TemporaryDirectory(prefix="congkit-train-") as work:
+            train(work, f"{out}/{name}")
+        return load(f"{out}/{name}")
+
+    with _work_dir(output_dir) as out:
+        pool = sample_pool(load(weak_base), tokenizer, prompts, judge, config.n_preference_samples,
+                           sampling("weak_pool"), chat)  # fmt: skip
+        pairs = preference_pairs(pool, eps, stream_seed(seed, "label_noise"))
+        pi_r = trained("pi_r", lambda work, save: dpo(load(weak_base), load(weak_base), tokenizer, pairs,
+                                                      seeded(config.weak_dpo, seed), work, save))  # fmt: skip
+        cd = contrastive_samples(pi_r, load(weak_base), tokenizer, prompts, sampling(
+            "cd_samples", alpha=config.cd_alpha, plausibility_threshold=config.cd_lam), chat)  # fmt: skip
+        cd = cd.select_columns(["prompt", "completion"])
+        cong_s = trained("cong_s", lambda work, save: sft(load(strong_base), tokenizer, cd,
+                                                          seeded(config.strong_sft, seed), work, save))  # fmt: skip
+        own = cong_pairs(cong_s, tokenizer, cd, sampling("cong_own_samples"), chat)
+        cong = trained("cong", lambda work, save: dpo(load(f"{out}/cong_s"), load(f"{out}/cong_s"), tokenizer, own,
+                                                      seeded(config.cong_dpo, seed), work, save))  # fmt: skip
+    return {"pool": pool, "pairs": pairs, "pi_r": pi_r, "cd": cd, "cong_s": cong_s, "cong_pairs": own, "cong": cong}
 
 
 @contextlib.contextmanager

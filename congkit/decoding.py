@@ -6,8 +6,10 @@ At each step, over the plausibility head V_head = {v : pi_r(v) >= lambda * max_w
     p_alpha(v) = softmax(F)(v)
 
 then, as the ConG authors did, a repetition penalty on F, temperature, top-p, and a greedy or sampled choice.
-alpha = 1 is plain sampling from pi_r (with the head acting as a min-p filter); alpha = 0 samples by the token-level
-implicit reward inside the head. Plain sampling from one model (`sample`) runs through this same loop.
+alpha = 1 is plain sampling from pi_r inside the head; alpha = 0 samples by the token-level implicit reward inside
+the head. Plain sampling from one model (`sample`) runs through this same loop. Each step is `cd_step`, the one CD
+step that the `generate` strategy (`congkit.generation`) runs too; this module is the batched runtime around it
+(caches, threads, finished rows, seeds).
 
 Why a hand-written loop rather than `model.generate`: generate drives one model. CD needs two models stepping in
 lock-step on the same tokens, each with its own KV cache; transformers' logits processors see only one model's
@@ -24,17 +26,17 @@ import contextlib
 import json
 import os
 import time
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import InitVar, dataclass, field
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import (
     Cache,
     DynamicLayer,
+    LogitsProcessorList,
+    MinPLogitsWarper,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     StaticCache,
@@ -44,37 +46,45 @@ from transformers import (
 )
 from transformers.masking_utils import create_masks_for_generate
 
-from .inputs import (
-    as_prompts,
-    check_causal_lm,
-    check_int,
-    check_number,
-    check_same_device,
-    check_token_ids,
-    model_device,
+from .hub.custom_generate.step import (  # the one CD step, shared with the `generate` strategy
+    AMATEUR,
+    EXPERT,
+    apply_repetition_penalty,
+    cd_step,
+    check_pair,
+    chosen_log_ratio,
+    contrastive_scores,
+    plausibility_head,
+    require_finite,
+    row_uniforms,
+    seen_tokens,
 )
+from .inputs import as_prompts, check_causal_lm, check_int, check_number, check_token_ids, model_device
 from .models import n_parameters
-from .rewards import ImplicitReward, check_same_vocab
+from .rewards import ImplicitReward
 from .tokens import UNSET, chat_template_choice, encode_prompt, pad, pad_token_id, positions
 
-_LAM_DEPRECATED = "`lam` is deprecated: the plausibility head's threshold is `min_p`, as in `generate`"
+__all__ = ["DecodingConfig", "Generation", "apply_repetition_penalty", "cd_step", "contrastive_generate",
+           "contrastive_scores", "plausibility_head", "prompt_ids", "sample", "warpers"]  # fmt: skip
+
 
 
 @dataclass
 class DecodingConfig:
     """Settings of one decoding run, named and defaulted as `generate`'s (greedy, temperature 1, top-k 50, top-p 1,
-    no repetition penalty, one sequence per prompt); `min_p` names CD's plausibility head (the paper's lambda, 0.1).
+    no repetition penalty, one sequence per prompt); `plausibility_threshold` is CD's head (the paper's lambda, 0.1).
     `DecodingConfig.authors()` gives the ConG release's sampling (T 0.8, top-p 0.95, penalty 1.2, no top-k).
 
     Args:
         alpha: CD weight in [0, 1]: F = log pi_r - (1 - alpha) log pi_ref; 1 = plain sampling from pi_r in the head.
-        min_p: plausibility threshold lambda in (0, 1]: the head {v : pi_r(v) >= min_p max pi_r}, taken on pi_r
-            before the contrast (the tokens transformers' `MinPLogitsWarper` keeps); None = no head (plain
-            sampling only). Formerly `lam` (still accepted, with a deprecation warning).
+        plausibility_threshold: the head's lambda in (0, 1]: {v : pi_r(v) >= lambda max pi_r}, taken on pi_r's own
+            distribution before the contrast and before temperature (the paper's definition); None = no head (plain
+            sampling only). Formerly `min_p` (and before that `lam`).
         do_sample: sample (inverse CDF at per-prompt seeded uniforms) or take the argmax.
         temperature: > 0; top_k: keep the k best scores (None or 0: off); top_p: in (0, 1];
+        min_p: transformers' MinP warper in (0, 1] or None (off): after temperature, as in `generate`;
         repetition_penalty: > 0 (1 = none). All act on the contrasted scores, in `generate`'s order (penalty,
-            temperature, top-k, top-p).
+            temperature, top-k, top-p, min-p), and only when sampling (as `generate`'s warpers).
         max_new_tokens: >= 1; num_return_sequences: samples per prompt, >= 1 (returned prompt by prompt, as
             `generate`); seed: >= 0; batch_size: rows per forward batch, >= 1.
         ignore_eos: always generate max_new_tokens (benchmarks).
@@ -95,12 +105,14 @@ class DecodingConfig:
     """
 
     alpha: float = 0.5
-    min_p: float | None = 0.1  # plausibility head; None (plain sampling only) disables it
+    plausibility_threshold: float | None = 0.1  # the head (lambda); None (plain sampling only) disables it
     do_sample: bool = False
     temperature: float = 1.0
     top_k: int | None = 50
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    # transformers' MinP warper (after temperature); off by default, and then not in cache keys
+    min_p: float | None = field(default=None, metadata={"cache": "unless default"})
     max_new_tokens: int = 128
     num_return_sequences: int = 1
     seed: int = 0
@@ -118,27 +130,32 @@ class DecodingConfig:
     release_compatible: bool = False
     # compiled kernels may round differently, so a compiled run has its own cache keys (uncompiled keys unchanged)
     compile: bool = field(default=False, metadata={"cache": "unless default"})
-    lam: InitVar[float | None] = UNSET  # deprecated name of min_p
+    lam: InitVar[float | None] = UNSET  # removed: the head's threshold is `plausibility_threshold`
 
     def __post_init__(self, lam) -> None:
         if lam is not UNSET:
-            warnings.warn(_LAM_DEPRECATED, DeprecationWarning, stacklevel=3)
-            self.min_p = lam
+            raise TypeError("`lam` was removed: the plausibility head's threshold is `plausibility_threshold` "
+                            "(`min_p` is transformers' MinP warper, after temperature)")  # fmt: skip
 
     @classmethod
     def authors(cls, **overrides) -> DecodingConfig:
         """The ConG release's sampling (PAPER.md): T 0.8, top-p 0.95, repetition penalty 1.2 after the contrast,
         head lambda 0.1, no top-k; `overrides` set other fields."""
-        settings = dict(do_sample=True, temperature=0.8, top_k=None, top_p=0.95, repetition_penalty=1.2, min_p=0.1)
+        settings = dict(do_sample=True, temperature=0.8, top_k=None, top_p=0.95, repetition_penalty=1.2,
+                        plausibility_threshold=0.1)  # fmt: skip
         return cls(**{**settings, **overrides})
 
     def validate(self, contrastive: bool) -> None:
         """Raise a one-line error naming the first field out of its range, not finite, or of the wrong type."""
         check_number("alpha", self.alpha, 0.0, 1.0)
-        if contrastive and self.min_p is None:
-            raise ValueError("contrastive decoding needs a plausibility head: min_p must lie in (0, 1], got None")
+        if contrastive and self.plausibility_threshold is None:
+            raise ValueError("contrastive decoding needs a plausibility head: plausibility_threshold must lie in "
+                             "(0, 1], got None")  # fmt: skip
+        if self.plausibility_threshold is not None:
+            check_number("plausibility_threshold (the head's lambda)", self.plausibility_threshold, 0.0, 1.0,
+                         low_open=True)  # fmt: skip
         if self.min_p is not None:
-            check_number("min_p (plausibility threshold lambda)", self.min_p, 0.0, 1.0, low_open=True)
+            check_number("min_p (transformers' MinP warper)", self.min_p, 0.0, 1.0, low_open=True)
         check_number("temperature", self.temperature, 0.0, low_open=True)
         if self.top_k is not None:
             check_int("top_k", self.top_k, 0)
@@ -158,7 +175,7 @@ class DecodingConfig:
 
     def gathers_head(self, device: torch.device) -> bool:
         """Whether the steps after the head run on the head's gathered tokens (`token_choice`)."""
-        return self.min_p is not None and (self.token_choice == "head" or
+        return self.plausibility_threshold is not None and (self.token_choice == "head" or
                                            (self.token_choice == "auto" and device.type == "cpu"))  # fmt: skip
 
 
@@ -195,192 +212,36 @@ class Generation:
         return ImplicitReward(per_token, total, [t / max(len(row), 1) for t, row in zip(total, per_token)])
 
 
-# --- the contrast and the choice of token: small pure functions -------------------------------------------------
+# --- the step's processors -----------------------------------------------------------------------------------------
 
 
-def plausibility_head(expert_logp: torch.Tensor, lam: float, top: torch.Tensor | None = None) -> torch.Tensor:
-    """Boolean mask of V_head = {v : pi_r(v) >= lam * max_w pi_r(w)}, computed from log-probabilities: the tokens
-    transformers' `MinPLogitsWarper(min_p=lam)` keeps (tested), as a mask, because the engine gathers the head and
-    the contrast needs it before any processor runs. `top`: each row's max log-probability, if already computed."""
-    top = expert_logp.amax(dim=-1, keepdim=True) if top is None else top
-    return expert_logp >= top + np.log(lam)
-
-
-def release_amateur_logp(amateur_logp: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
-    """The authors' release step for the amateur: off-head entries set to -1e-3, then log_softmax a second time.
-
-    On the head this subtracts log Z', Z' = sum_head pi_ref + (|V| - |head|) e^-0.001, from every entry.
-    """
-    return torch.log_softmax(amateur_logp.masked_fill(~head, -1e-3), dim=-1)
-
-
-def contrast(expert_logp: torch.Tensor, amateur_logp: torch.Tensor | None, alpha: float) -> torch.Tensor:
-    """F = log pi_r - (1 - alpha) * log pi_ref, entry by entry (no amateur: F = log pi_r). The one place the
-    contrast is formed: on the whole vocabulary or on the head's gathered tokens alike."""
-    return expert_logp if amateur_logp is None else expert_logp - (1.0 - alpha) * amateur_logp
-
-
-def contrastive_scores(
-    expert_logp: torch.Tensor,
-    amateur_logp: torch.Tensor | None,
-    alpha: float,
-    lam: float | None,
-    release_compatible: bool = False,
-    head: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """F = log pi_r - (1 - alpha) * log pi_ref on the head, -inf elsewhere. No amateur: F = log pi_r (plain).
-
-    `head`: the head's mask, if already computed (else from `lam`; `lam=None` and no mask: no head).
-    `release_compatible`: use `release_amateur_logp` for log pi_ref (shifts F by (1 - alpha) log Z' on the head).
-    """
-    if head is None and lam is not None:
-        head = plausibility_head(expert_logp, lam)
-    if release_compatible and amateur_logp is not None:
-        if head is None:
-            raise ValueError("release_compatible contrastive scores need a plausibility head (lam)")
-        amateur_logp = release_amateur_logp(amateur_logp, head)
-    scores = contrast(expert_logp, amateur_logp, alpha)
-    return scores if head is None else scores.masked_fill(~head, float("-inf"))
-
-
-def apply_repetition_penalty(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """transformers' RepetitionPenaltyLogitsProcessor on a (B, V) mask of seen tokens: s * p if s < 0 else s / p.
-
-    Kept as a mask (updated one token a step) instead of re-gathering the whole history every step, and so that left
-    padding never counts as a seen token.
-    """
-    if penalty == 1.0:
-        return scores
-    penalised = torch.where(scores < 0, scores * penalty, scores / penalty)
-    return torch.where(seen, penalised, scores)
-
-
-def choose_tokens(scores: torch.Tensor, config: DecodingConfig, uniforms: torch.Tensor | None) -> torch.Tensor:
-    """Next token per row from final scores: argmax, or (temperature, top-k, top-p: transformers' warpers, in
-    `generate`'s order) inverse-CDF sampling with the given per-row uniforms."""
+def warpers(config: DecodingConfig) -> LogitsProcessorList | None:
+    """transformers' own warpers for a sampled run, in `generate`'s order (temperature, top-k, top-p, min-p); None
+    for greedy decoding (as `generate`, which builds no warpers then: none of them moves the argmax)."""
     if not config.do_sample:
-        return scores.argmax(dim=-1)
-    scores = TemperatureLogitsWarper(config.temperature)(None, scores)
+        return None
+    out = LogitsProcessorList([TemperatureLogitsWarper(config.temperature)])
     if config.top_k:
-        scores = TopKLogitsWarper(config.top_k)(None, scores)
+        out.append(TopKLogitsWarper(config.top_k))
     if config.top_p < 1.0:
-        scores = TopPLogitsWarper(config.top_p)(None, scores)
-    return sample_from_scores(scores, uniforms)
-
-
-def sample_from_scores(scores: torch.Tensor, uniforms: torch.Tensor | None) -> torch.Tensor:
-    """One token per row from softmax(scores): inverse CDF at the given per-row uniforms, or torch's global RNG
-    (`torch.multinomial`, as `generate`) when `uniforms` is None."""
-    if uniforms is None:
-        return torch.multinomial(torch.softmax(scores.float(), dim=-1), num_samples=1).squeeze(-1)
-    cdf = torch.softmax(scores.double(), dim=-1).cumsum(dim=-1)
-    targets = (uniforms.double() * cdf[:, -1]).unsqueeze(-1)
-    return torch.searchsorted(cdf, targets, right=True).squeeze(-1).clamp(max=scores.shape[-1] - 1)
-
-
-def head_tokens(head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, in_head) of a (B, V) head mask (`plausibility_head`): per row, the token ids of that row's head in
-    ascending id order, padded on the right to the largest head in the batch (padding: id 0, `in_head` False). The
-    slow, obviously correct reference of `head_ids` (one `nonzero` over the whole mask)."""
-    rows, cols = head.nonzero(as_tuple=True)
-    return _padded_ids(rows, cols, head.shape[0])
-
-
-HEAD_BLOCK = 128  # vocabulary block of `head_ids`: 64-128 measured fastest at 32,000 and 151,936 tokens
-
-
-def head_ids(expert_logp: torch.Tensor, lam: float, top: torch.Tensor | None = None,
-             block: int = HEAD_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """`head_tokens(plausibility_head(expert_logp, lam, top))`, found without a full-vocabulary mask.
-
-    The vocabulary is cut into blocks of `block` ids; a block holds a head token iff its max reaches the threshold
-    top + log(lam), so one `amax` pass over the blocks finds the few blocks to compare entry by entry (the same
-    comparison as `plausibility_head`, so the same tokens, tested). A full mask and its `nonzero` cost 4-5x as much at
-    32,000 and 151,936 tokens (`nonzero` alone was 3x a log-softmax); ids beyond the last whole block are compared
-    directly."""
-    top = expert_logp.amax(dim=-1, keepdim=True) if top is None else top
-    threshold = top + np.log(lam)
-    vocab = expert_logp.shape[-1]
-    whole = vocab - vocab % block
-    rows, cols = [], []
-    if whole:
-        blocks = expert_logp[:, :whole].unflatten(-1, (whole // block, block))  # a view: (B, blocks, block)
-        block_rows, block_ids = (blocks.amax(dim=-1) >= threshold).nonzero(as_tuple=True)
-        hit_rows, offsets = (blocks[block_rows, block_ids] >= threshold[block_rows]).nonzero(as_tuple=True)
-        rows.append(block_rows[hit_rows])
-        cols.append(block_ids[hit_rows] * block + offsets)
-    if whole < vocab:
-        tail_rows, tail_cols = (expert_logp[:, whole:] >= threshold).nonzero(as_tuple=True)
-        rows.append(tail_rows)
-        cols.append(tail_cols + whole)
-    rows, cols = torch.cat(rows), torch.cat(cols)
-    if 0 < whole < vocab:  # row-major, ascending ids: the tail's ids go after each row's block ids
-        order = (rows * vocab + cols).argsort()
-        rows, cols = rows[order], cols[order]
-    return _padded_ids(rows, cols, expert_logp.shape[0])
-
-
-def _padded_ids(rows: torch.Tensor, cols: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, width) ids and in_head from a head's (row, id) pairs in row-major, ascending-id order."""
-    counts = torch.bincount(rows, minlength=batch)
-    slots = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows]
-    width = int(counts.max())
-    ids = torch.zeros((batch, width), dtype=torch.long, device=rows.device)
-    ids.index_put_((rows, slots), cols)
-    return ids, torch.arange(width, device=rows.device) < counts[:, None]
+        out.append(TopPLogitsWarper(config.top_p))
+    if config.min_p is not None:
+        out.append(MinPLogitsWarper(config.min_p))
+    return out
 
 
 def next_tokens(expert_logp: torch.Tensor, amateur_logp: torch.Tensor | None, seen: torch.Tensor,
-                config: DecodingConfig, uniforms: torch.Tensor | None, top: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-    """One decoding step's token choice: the head, contrastive scores, repetition penalty, temperature, top-k, top-p,
-    argmax or inverse-CDF sampling. `top`: each row's max of `expert_logp`, if already computed.
+                config: DecodingConfig, uniforms: torch.Tensor | None, top: torch.Tensor | None = None,
+                process: LogitsProcessorList | None = None) -> torch.Tensor:  # fmt: skip
+    """One decoding step's tokens: `cd_step` with `config`'s settings (`process`: `warpers(config)`, built once a
+    batch). With `config.gathers_head(device)` the steps after the head run on its tokens gathered."""
+    process = warpers(config) if process is None else process
+    return cd_step(expert_logp, amateur_logp, alpha=config.alpha, plausibility_threshold=config.plausibility_threshold,
+                   seen=seen, repetition_penalty=config.repetition_penalty,
+                   process=(lambda s: process(None, s)) if process is not None else None, do_sample=config.do_sample,
+                   uniforms=uniforms, gather_head=config.gathers_head(expert_logp.device),
+                   release_compatible=config.release_compatible, top=top).tokens  # fmt: skip
 
-    Only the head can be chosen, so with `config.gathers_head(device)` everything after the head runs on its tokens
-    gathered (in token-id order, so ties and the CDF's order are those of the full vocabulary), without sorting a
-    150k-entry vocabulary for top-p at every step; otherwise on the whole vocabulary with off-head scores at -inf.
-    Both paths choose the same tokens (tested, each forced on a CPU).
-    """
-    if config.min_p is None or not config.gathers_head(expert_logp.device):
-        head = plausibility_head(expert_logp, config.min_p, top) if config.min_p is not None else None
-        scores = contrastive_scores(expert_logp, amateur_logp, config.alpha, None, config.release_compatible, head)
-        return choose_tokens(apply_repetition_penalty(scores, seen, config.repetition_penalty), config, uniforms)
-    ids, in_head = head_ids(expert_logp, config.min_p, top)
-    if amateur_logp is not None:
-        if config.release_compatible:  # the release renormalises over the whole vocabulary: it needs the mask
-            amateur_logp = release_amateur_logp(amateur_logp, plausibility_head(expert_logp, config.min_p, top))
-        amateur_logp = amateur_logp.gather(-1, ids)
-    scores = contrast(expert_logp.gather(-1, ids), amateur_logp, config.alpha).masked_fill(~in_head, float("-inf"))
-    scores = apply_repetition_penalty(scores, seen.gather(-1, ids), config.repetition_penalty)
-    return ids.gather(-1, choose_tokens(scores, config, uniforms)[:, None]).squeeze(-1)
-
-
-def require_finite(values: torch.Tensor, model: str, step: int) -> None:
-    """Stop decoding when a model's scores are not finite (NaN or infinite weights or activations), naming the model
-    and the step, instead of emitting tokens chosen from NaN or NaN rewards. `values`: one number per row that is
-    NaN when the row's log-softmax is (the expert's row max; the amateur's log-probability of the chosen token)."""
-    if not bool(torch.isfinite(values).all()):
-        raise FloatingPointError(f"the {model} gave non-finite log-probabilities at generated token {step} "
-                                 "(NaN or infinite weights or activations?)")  # fmt: skip
-
-
-EXPERT, AMATEUR = "expert (post-alignment model pi_r)", "amateur (pre-alignment model pi_ref)"
-
-
-def chosen_log_ratio(expert_logp: torch.Tensor, amateur_logp: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
-    """log pi_r(y) - log pi_ref(y) of each row's chosen token y: the token-level implicit reward before beta."""
-    return (expert_logp.gather(-1, tok[:, None]) - amateur_logp.gather(-1, tok[:, None])).squeeze(-1)
-
-
-def row_uniforms(seed: int, rows: Sequence[int | tuple[int, int]], steps: int) -> torch.Tensor:
-    """(len(rows), steps) uniforms; each row's come from a generator seeded by (seed, its key) alone. A key is a
-    prompt's index, or (prompt index, sample j) for the j-th of several samples of one prompt ((i, 0) is i)."""
-    out = []
-    for row in rows:
-        index, j = row if isinstance(row, tuple) else (row, 0)
-        entropy = [seed, index] if j == 0 else [seed, index, j]
-        state = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
-        out.append(torch.rand(steps, generator=torch.Generator().manual_seed(state), dtype=torch.float64))
-    return torch.stack(out)
 
 
 # --- the loop -------------------------------------------------------------------------------------------------------
@@ -626,7 +487,7 @@ def _decode_batch(
 
     batch, vocab = ids.shape[0], logps[0].shape[-1]
     # prompt tokens count as seen (as in transformers), padding does not
-    seen = torch.zeros((batch, vocab), dtype=torch.long, device=device).scatter_add_(1, ids, mask) > 0
+    seen = seen_tokens(ids, mask, vocab)
     uniforms = row_uniforms(config.seed, rows, config.max_new_tokens).to(device) if config.do_sample else None
     eos_tensor = torch.tensor(sorted(eos) or [-1], device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -635,13 +496,13 @@ def _decode_batch(
     droppable = all(isinstance(layer, DynamicLayer) for s in steppers for layer in getattr(s.past, "layers", [None]))
     tokens, rewards = [], []
     pos = pos[:, -1:]
-    plan = ThreadPlan()
+    plan, process = ThreadPlan(), warpers(config)
     for t in range(config.max_new_tokens):
         expert_logp, amateur_logp = logps[0], (logps[1] if amateur is not None else None)
         top = expert_logp.amax(dim=-1, keepdim=True)
         require_finite(top, EXPERT if amateur is not None else "model", t)
         tok = next_tokens(expert_logp, amateur_logp, seen, config, uniforms[:, t] if uniforms is not None else None,
-                          top)  # fmt: skip
+                          top, process)  # fmt: skip
         tok = tok.masked_fill(done, pad_id)
         tokens.append(torch.full((batch,), pad_id, dtype=tok.dtype, device=device).index_copy_(0, live, tok))
         if amateur_logp is not None:
@@ -688,12 +549,10 @@ def _generate(
 ) -> Generation:
     config.validate(contrastive=amateur is not None)
     check_int("index_offset", index_offset, 0)
-    names = (EXPERT, AMATEUR)
-    check_causal_lm(expert, "expert (post-alignment model)" if amateur is not None else "model")
     if amateur is not None:
-        check_causal_lm(amateur, "amateur (pre-alignment model)")
-        check_same_vocab(expert, amateur, names=names)
-        check_same_device(expert, amateur, names)
+        check_pair(expert, amateur)
+    else:
+        check_causal_lm(expert, "model")
     pad_id = pad_token_id(tokenizer)
     prompts, encoded = prompt_ids(tokenizer, prompts, pad_id=pad_id, apply_chat_template=apply_chat_template)
     if not prompts:
@@ -753,7 +612,7 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts, templated=UNSET, pad
 
 
 def _with_overrides(config: DecodingConfig, overrides: dict) -> DecodingConfig:
-    """`config` with fields set by name; the deprecated `lam` goes to `DecodingConfig`, which maps it to `min_p`."""
+    """`config` with fields set by name (the removed `lam` reaches `DecodingConfig`, which says what replaced it)."""
     unknown = sorted(set(overrides) - set(vars(config)) - {"lam"})
     if unknown:
         raise TypeError(f"unknown decoding option(s) {unknown}; DecodingConfig fields: {sorted(vars(config))}")
@@ -783,9 +642,9 @@ def contrastive_generate(
             `input_ids`, `attention_mask`) or a token tensor is used as tokenised (1-D: one prompt).
         apply_chat_template: make each plain string one user turn of a conversation (needs a chat template).
             `templated` is its deprecated predecessor.
-        config: a `DecodingConfig` (default: `generate`'s defaults, head min_p 0.1); `overrides` set its fields by
-            name (an unknown name is an error): alpha in [0, 1] (1 = plain sampling inside the head), min_p in
-            (0, 1] (the head, the paper's lambda 0.1), do_sample, temperature > 0, top_k, top_p in (0, 1],
+        config: a `DecodingConfig` (default: `generate`'s defaults, head threshold 0.1); `overrides` set its fields
+            by name (an unknown name is an error): alpha in [0, 1] (1 = plain sampling inside the head),
+            plausibility_threshold in (0, 1] (the head, the paper's lambda 0.1), min_p (transformers' MinP), do_sample, temperature > 0, top_k, top_p in (0, 1],
             repetition_penalty > 0, max_new_tokens >= 1, num_return_sequences, seed >= 0, batch_size >= 1,
             ignore_eos, release_compatible, cache, token_choice, compile. `DecodingConfig.authors()` is the paper's.
         index_offset: the index of `prompts[0]` in the full prompt set: it seeds each prompt's randomness, so
@@ -813,9 +672,10 @@ def sample(
 ) -> Generation:
     """Ordinary sampling (or greedy decoding) from one model, through the same loop as `contrastive_generate`.
 
-    Args: as `contrastive_generate`, without the amateur. No head by default (`min_p=None`); with `min_p` set the
-    head acts as a min-p filter, so `sample(min_p=l)` equals `contrastive_generate(alpha=1, min_p=l)` token for token.
+    Args: as `contrastive_generate`, without the amateur. No head by default (`plausibility_threshold=None`); with
+    it set the head filters pi_r before temperature, so `sample(plausibility_threshold=l)` equals
+    `contrastive_generate(alpha=1, plausibility_threshold=l)` token for token.
     """
-    config = _with_overrides(config or DecodingConfig(min_p=None), overrides)
+    config = _with_overrides(config or DecodingConfig(plausibility_threshold=None), overrides)
     apply_chat_template = chat_template_choice(apply_chat_template, templated)
     return _generate(model, None, tokenizer, prompts, config, index_offset, progress, apply_chat_template)

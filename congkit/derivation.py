@@ -62,7 +62,7 @@ def stepwise_identity_checks(expert, amateur, tokenizer, prompts: Sequence[str],
     from .decoding import DecodingConfig, contrastive_generate
 
     prompts = as_chat(tokenizer, prompts)  # as the pipeline gives them
-    config = DecodingConfig.authors(alpha=alpha, min_p=lam, seed=seed, repetition_penalty=1.0,
+    config = DecodingConfig.authors(alpha=alpha, plausibility_threshold=lam, seed=seed, repetition_penalty=1.0,
                                     max_new_tokens=max_new_tokens)  # fmt: skip
     gen = contrastive_generate(expert, amateur, tokenizer, prompts, config, progress=False)
     prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]

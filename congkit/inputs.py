@@ -9,12 +9,19 @@ a non-empty string or a conversation. Token tensors are accepted by the decoding
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+
+# the argument checks the CD step's folder carries (it runs from the Hub without congkit), used everywhere
+from .hub.custom_generate.step import (  # noqa: F401
+    check_causal_lm,
+    check_int,
+    check_number,
+    check_same_device,
+    model_device,
+)
 
 
 def as_texts(values: Any, name: str, allow_empty: bool = False) -> list[str]:
@@ -77,30 +84,6 @@ def as_responses(responses: Any, n_prompts: int, name: str = "responses") -> lis
     return out
 
 
-def check_int(name: str, value: Any, minimum: int | None = None) -> int:
-    """An integer (not a bool, not a float such as 2.5) that is >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
-                 low_open: bool = False) -> float:  # fmt: skip
-    """A finite real number (not a bool, a string, NaN or infinity) within [low, high] ((low, high] when
-    `low_open`). NaN compares False with everything, so without the `isfinite` test it would pass any range."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    below = value <= low if low_open else value < low if low is not None else False
-    if below or (high is not None and value > high):
-        bounds = f"{'(' if low_open else '['}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-        raise ValueError(f"{name} must lie in {bounds}, got {value}")
-    return float(value)
-
-
 def model_vocab_size(model) -> int:
     return model.get_input_embeddings().weight.shape[0]
 
@@ -113,23 +96,3 @@ def check_token_ids(model, ids: Sequence[Sequence[int]], what: str = "tokenizer"
     if top >= size:
         raise ValueError(f"{what} produced token id {top}, but the model's embedding has only {size} rows: "
                          "the tokenizer does not belong to this model")  # fmt: skip
-
-
-def model_device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def check_same_device(a, b, names: tuple[str, str]) -> None:
-    da, db = model_device(a), model_device(b)
-    if da != db:
-        raise ValueError(f"{names[0]} is on {da} but {names[1]} is on {db}: put both models on one device")
-
-
-def check_causal_lm(model, name: str) -> None:
-    """A loaded decoder-only model: not a hub id or path (load it first), not an encoder-decoder model."""
-    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
-        raise TypeError(f"{name} must be a loaded transformers model, got {type(model).__name__} {model!r:.60}; "
-                        "load it first (congkit.models.load_causal_lm or AutoModelForCausalLM.from_pretrained)")  # fmt: skip
-    if getattr(model.config, "is_encoder_decoder", False):
-        raise ValueError(f"{name} is an encoder-decoder model ({type(model).__name__}); contrastive decoding here "
-                         "steps decoder-only causal LMs")  # fmt: skip

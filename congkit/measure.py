@@ -104,7 +104,7 @@ def attribute_probes(pi_r, pi_ref, tokenizer, prompts: list[str],
                               "implicit_better": good, "implicit_worse": bad})  # fmt: skip
 
 
-def alpha_sweep(pi_r, pi_ref, tokenizer, prompts: list[str], scorer, alphas: Sequence[float], min_p: float,
+def alpha_sweep(pi_r, pi_ref, tokenizer, prompts: list[str], scorer, alphas: Sequence[float], plausibility_threshold: float,
                 decoding: DecodingConfig, chat: bool) -> Dataset:  # fmt: skip
     """Claim 2: CD samples at each alpha and naive samples of pi_r (alpha NaN), all with one seed (paired), each with
     its implicit reward (sum over tokens), length and every reward channel."""
@@ -113,7 +113,7 @@ def alpha_sweep(pi_r, pi_ref, tokenizer, prompts: list[str], scorer, alphas: Seq
     judged_rows: dict[str, list] = {}
     for alpha in [*alphas, float("nan")]:
         if alpha == alpha:  # CD at this alpha
-            run = DecodingConfig(**{**vars(decoding), "alpha": alpha, "min_p": min_p})
+            run = DecodingConfig(**{**vars(decoding), "alpha": alpha, "plausibility_threshold": plausibility_threshold})
             gen = contrastive_generate(pi_r, pi_ref, tokenizer, prompts, run, progress=False, apply_chat_template=chat)
             implicit = [sum(r) for r in gen.log_ratios]
         else:  # naive sampling from pi_r, scored by the rewards module

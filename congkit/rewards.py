@@ -12,6 +12,7 @@ with and without a chat template (tested against a `DPOTrainer` step). `Generati
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .hub.custom_generate.step import check_same_vocab
 from .inputs import (
     as_prompts,
     as_responses,
@@ -38,15 +40,6 @@ class ImplicitReward:
     per_token: list[list[float]]
     total: list[float]
     mean: list[float]
-
-
-def check_same_vocab(a: PreTrainedModel, b: PreTrainedModel, names: tuple[str, str] = ("policy", "reference")) -> None:
-    va, vb = a.get_output_embeddings().weight.shape[0], b.get_output_embeddings().weight.shape[0]
-    if va != vb:
-        raise ValueError(
-            f"vocabulary mismatch: {names[0]} has {va} output tokens, {names[1]} has {vb}; "
-            "contrastive scores need two models that share one tokenizer"
-        )
 
 
 @torch.inference_mode()
@@ -126,6 +119,11 @@ def implicit_reward_from_ids(
     check_number("beta", beta, 0.0, low_open=True)
     lp = completion_logprobs(policy, prompt_ids, completion_ids, batch_size, progress=progress)
     lr = completion_logprobs(reference, prompt_ids, completion_ids, batch_size, progress=progress)
+    for name, logps in (("policy (pi_r)", lp), ("reference (pi_ref)", lr)):
+        bad = next((i for i, row in enumerate(logps) if not bool(torch.isfinite(row).all())), None)
+        if bad is not None:  # as decoding stops on non-finite scores, instead of returning NaN rewards
+            raise FloatingPointError(f"the {name} gave non-finite log-probabilities on completion {bad} "
+                                     "(NaN or infinite weights or activations?)")  # fmt: skip
     per_token = [(beta * (a - b)).tolist() for a, b in zip(lp, lr)]
     total = [float(sum(t)) for t in per_token]
     mean = [tot / len(t) for tot, t in zip(total, per_token)]
@@ -157,7 +155,25 @@ def implicit_reward(
     """
     prompts = as_prompts(prompts)
     responses = as_responses(responses, len(prompts))
+    warn_unless_round_trip(tokenizer, responses)
     pairs = [encode_pair(tokenizer, p, r, apply_chat_template) for p, r in zip(prompts, responses)]
     return implicit_reward_from_ids(
         policy, reference, [p for p, _ in pairs], [c for _, c in pairs], beta, batch_size, progress
     )
+
+
+def warn_unless_round_trip(tokenizer: PreTrainedTokenizerBase, responses: Sequence[str]) -> list[int]:
+    """Warn when a response's text does not survive the tokenizer (decode(encode(text)) != text: characters it cannot
+    represent, normalisation, special-token text): its score is then the score of other tokens than were written.
+    Decoded samples can also re-encode to other tokens than were generated (byte-level merges, a special token
+    dropped by `skip_special_tokens`), which no text check sees. Either way, score token ids: `Generation` carries
+    them (`Generation.implicit_reward`, or `implicit_reward_from_ids` with `Generation.token_ids`). Returns the
+    indices of the responses that fail."""
+    failing = [i for i, text in enumerate(responses)
+               if tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) != text]  # fmt: skip
+    if failing:
+        warnings.warn(f"{len(failing)} of {len(responses)} responses (first: {failing[0]}) do not round-trip through "
+                      "the tokenizer (decode(encode(text)) != text), so their implicit reward scores other tokens "
+                      "than the text's; score token ids instead (Generation.implicit_reward, or "
+                      "implicit_reward_from_ids with Generation.token_ids)", stacklevel=3)  # fmt: skip
+    return failing

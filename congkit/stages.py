@@ -21,7 +21,6 @@ import json
 import shutil
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from .cache import (
     write_csv_atomic,
     write_json_atomic,
 )
+from .cong import seeded, stream_seed
 from .data import content_key, load_saved_dataset
 from .decoding import DecodingConfig
 from .methods import BY_NAME, STRONG_METHODS, TrainInputs, recipe
@@ -51,13 +51,6 @@ from .rewards import check_same_vocab
 from .scorers import Scorer
 from .tokens import has_chat_template
 from .training import TrainConfig
-
-
-def stream_seed(seed: int, purpose: str, k: int = 0) -> int:
-    """The seed of draw `k` of the named random stream `purpose` in pipeline replicate `seed` (independent streams,
-    stable across runs and machines)."""
-    state = np.random.SeedSequence([seed, zlib.crc32(purpose.encode()), k]).generate_state(1, dtype=np.uint64)[0]
-    return int(state >> 34)
 
 
 @dataclass
@@ -140,7 +133,7 @@ class PipelineConfig:
     # T 0.8 / top-p 0.95 as the authors; no repetition penalty: answers legitimately repeat tokens ("a b b").
     sampling: DecodingConfig = field(
         default_factory=lambda: DecodingConfig.authors(
-            min_p=None, repetition_penalty=1.0, max_new_tokens=20, batch_size=256
+            plausibility_threshold=None, repetition_penalty=1.0, max_new_tokens=20, batch_size=256
         )
     )
     cd_alpha: float = 0.5  # fixed before any run: the alpha of claim 2's verdict and of the ConG data
@@ -184,9 +177,9 @@ class PipelineConfig:
             recipe(name)  # an unknown method, or one without a recipe, raises here
         if self.budget not in ("fixed", "tuned"):
             raise ValueError(f"budget must be 'fixed' or 'tuned', got {self.budget!r}")
-        DecodingConfig(alpha=self.cd_alpha, min_p=self.cd_lam).validate(contrastive=True)
+        DecodingConfig(alpha=self.cd_alpha, plausibility_threshold=self.cd_lam).validate(contrastive=True)
         for a in self.alpha_sweep:
-            DecodingConfig(alpha=a, min_p=self.cd_lam).validate(contrastive=True)
+            DecodingConfig(alpha=a, plausibility_threshold=self.cd_lam).validate(contrastive=True)
 
 
 def smoke_pipeline_config() -> PipelineConfig:
@@ -195,7 +188,7 @@ def smoke_pipeline_config() -> PipelineConfig:
         seeds=[0],
         noise_levels=[0.0, 0.4],
         n_preference_samples=3,
-        sampling=DecodingConfig.authors(min_p=None, repetition_penalty=1.0, max_new_tokens=16, batch_size=256),
+        sampling=DecodingConfig.authors(plausibility_threshold=None, repetition_penalty=1.0, max_new_tokens=16, batch_size=256),
         alpha_sweep=[0.0, 0.5, 1.0],
         eval_samples=4,
         best_of=2,
@@ -340,7 +333,7 @@ class CachedConG(Runner):
 
     def weak_aligned(self, seed: int, eps: float) -> str:
         """pi_r = DPO(weak base) on the weak preference pairs (`cong.dpo`); returns its folder."""
-        pairs, cfg, base = self.weak_preferences(seed, eps), _seeded(self.config.weak_dpo, seed), self.setting.weak_base
+        pairs, cfg, base = self.weak_preferences(seed, eps), seeded(self.config.weak_dpo, seed), self.setting.weak_base
         key = {"eps": eps, "policy": self._ref(base), "train": cache_view(cfg), "data": content_key(pairs)}
         return self._train("weak_aligned", key, seed, lambda work, save: cong.dpo(
             self.load(base), self.load(base), self.tokenizer, pairs, cfg, work, save))  # fmt: skip
@@ -353,7 +346,7 @@ class CachedConG(Runner):
 
         def make() -> Dataset:
             (pi_r, pi_ref), prompts = self._weak_pair(pi_r_path), self._prompts("train")
-            cd_run = self._sampling(seed=stream_seed(seed, "cd_samples"), alpha=cfg.cd_alpha, min_p=cfg.cd_lam)
+            cd_run = self._sampling(seed=stream_seed(seed, "cd_samples"), alpha=cfg.cd_alpha, plausibility_threshold=cfg.cd_lam)
             cd = cong.contrastive_samples(pi_r, pi_ref, self.tokenizer, prompts, cd_run, self.chat)
             plain_run = self._sampling(seed=stream_seed(seed, "plain_samples"))
             plain = cong.plain_samples(pi_r, self.tokenizer, prompts, plain_run, self.chat)
@@ -445,7 +438,7 @@ class CachedConG(Runner):
         require_columns(data, DATA_COLUMNS[how.data] if how.data in DATA_COLUMNS else ("prompt",), method)
         start = self.model_path(how.start, seed, eps)
         others = {n: (start if n == "reference" else self.model_path(n, seed, eps)) for n in how.models}
-        cfg = _seeded(cfg, seed)
+        cfg = seeded(cfg, seed)
         options = {name: getattr(self.config, name) for name in how.options}
         key = {"method": method, "recipe": how.version, "eps": eps, "start": self._ref(start), "train": cache_view(cfg),
                "models": {n: self._ref(p) for n, p in others.items()}, "options": options, "data": self._data_key(data)}  # fmt: skip
@@ -648,7 +641,3 @@ def _model_key(model: str) -> str:
 
 
 RESULT_COLUMNS = ["method", "seed", "eps", "alpha", "metric", "value"]
-
-
-def _seeded(cfg: TrainConfig, seed: int) -> TrainConfig:
-    return TrainConfig(**{**vars(cfg), "seed": seed})

@@ -125,7 +125,7 @@ def real_pipeline_config() -> PipelineConfig:
         seeds=[0],
         noise_levels=[0.0, 0.2],
         n_preference_samples=5,
-        sampling=DecodingConfig.authors(min_p=None, max_new_tokens=512, batch_size=16),
+        sampling=DecodingConfig.authors(plausibility_threshold=None, max_new_tokens=512, batch_size=16),
         alpha_sweep=[0.0, 0.25, 0.5, 0.75, 1.0],
         weak_dpo=TrainConfig(
             learning_rate=8e-7, beta=0.1, per_device_train_batch_size=4, gradient_accumulation_steps=8

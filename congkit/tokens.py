@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .hub.custom_generate.step import positions  # noqa: F401  (position ids that skip padding; re-exported)
 from .inputs import Prompt, is_conversation
 
 
@@ -153,8 +154,3 @@ def pad(seqs: list[list[int]], pad_id: int, side: str = "left") -> tuple[torch.T
         ids[i, sl] = torch.tensor(s, dtype=torch.long)
         mask[i, sl] = 1
     return ids, mask
-
-
-def positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that ignore padding: 0 at each row's first real token, whichever side it is padded on."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)

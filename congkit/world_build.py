@@ -199,7 +199,8 @@ def world_card(models: dict, tokenizer, prompt_sets: dict[str, Dataset], corpus:
         entry = {"parameters": n_parameters(model)}
         for split in ("eval", "heldout"):
             prompts = prompt_sets[split]["prompt"]
-            run = DecodingConfig.authors(min_p=None, repetition_penalty=1.0, max_new_tokens=config.card_max_new_tokens)
+            run = DecodingConfig.authors(plausibility_threshold=None, repetition_penalty=1.0,
+                                         max_new_tokens=config.card_max_new_tokens)
             common = dict(progress=False, apply_chat_template=True)  # string prompts are user turns, as in the pipeline
             greedy = reward.judge(prompts, sample(model, tokenizer, prompts, run, do_sample=False, **common).texts)
             sampled_texts = sample(model, tokenizer, prompts, run, seed=0, **common).texts

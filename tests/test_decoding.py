@@ -10,16 +10,24 @@ from transformers import RepetitionPenaltyLogitsProcessor
 from congkit import (
     DecodingConfig,
     apply_repetition_penalty,
-    choose_tokens,
+    cd_step,
     contrastive_generate,
     contrastive_scores,
     implicit_reward_from_ids,
     sample,
+    warpers,
 )
 from congkit.models import char_tokenizer, tiny_llama
 from congkit.tokens import encode_prompt
 
 from .conftest import PROMPTS
+
+
+def _choose(scores, config, uniforms):
+    """The token choice after the contrast and the penalty, as `cd_step` makes it: warpers, then argmax or CDF."""
+    return cd_step(scores, None, alpha=1.0, plausibility_threshold=None, seen=None, repetition_penalty=1.0,
+                   process=(lambda s: warpers(config)(None, s)) if config.do_sample else None,
+                   do_sample=config.do_sample, uniforms=uniforms).tokens
 
 
 def reference_cd(expert, amateur, tokenizer, prompt, alpha, lam, max_new_tokens, penalty):
@@ -56,7 +64,7 @@ def test_batched_greedy_cd_equals_reference(expert, amateur, tokenizer, alpha, p
         tokenizer,
         PROMPTS,
         alpha=alpha,
-        min_p=0.1,
+        plausibility_threshold=0.1,
         do_sample=False,
         max_new_tokens=12,
         repetition_penalty=penalty,
@@ -112,7 +120,7 @@ def test_one_reward_convention_for_decoded_and_text_responses(expert, amateur, p
 
 
 def test_alpha_one_is_plain_sampling(expert, amateur, tokenizer):
-    kwargs = dict(max_new_tokens=20, seed=11, min_p=0.1, do_sample=True, progress=False)
+    kwargs = dict(max_new_tokens=20, seed=11, plausibility_threshold=0.1, do_sample=True, progress=False)
     cd = contrastive_generate(expert, amateur, tokenizer, PROMPTS, alpha=1.0, **kwargs)
     plain = sample(expert, tokenizer, PROMPTS, **kwargs)
     assert cd.token_ids == plain.token_ids
@@ -164,9 +172,9 @@ def test_sampled_token_is_in_plausibility_head(seed, alpha, lam, scale, temperat
     expert_logp = torch.log_softmax(scale * torch.randn(batch, vocab, generator=g), -1)
     amateur_logp = torch.log_softmax(scale * torch.randn(batch, vocab, generator=g), -1)
     seen = torch.rand(batch, vocab, generator=g) < 0.3
-    config = DecodingConfig(alpha=alpha, min_p=lam, do_sample=True, top_k=None, temperature=temperature, top_p=top_p, repetition_penalty=penalty)
+    config = DecodingConfig(alpha=alpha, plausibility_threshold=lam, do_sample=True, top_k=None, temperature=temperature, top_p=top_p, repetition_penalty=penalty)
     scores = apply_repetition_penalty(contrastive_scores(expert_logp, amateur_logp, alpha, lam), seen, penalty)
-    tok = choose_tokens(scores, config, torch.rand(batch, generator=g, dtype=torch.float64))
+    tok = _choose(scores, config, torch.rand(batch, generator=g, dtype=torch.float64))
     p = expert_logp.exp()
     chosen = p.gather(-1, tok[:, None]).squeeze(-1)
     assert torch.all(chosen >= lam * p.max(-1).values * (1 - 1e-6))
@@ -185,7 +193,7 @@ def test_sampling_follows_the_distribution():
     """Inverse-CDF sampling: empirical frequencies match softmax(F / T) on a small vocabulary."""
     scores = torch.tensor([[0.0, 1.0, 2.0, float("-inf")]]).repeat(20000, 1)
     config = DecodingConfig(do_sample=True)
-    tok = choose_tokens(scores, config, torch.rand(20000, generator=torch.Generator().manual_seed(0)))
+    tok = _choose(scores, config, torch.rand(20000, generator=torch.Generator().manual_seed(0)))
     freq = torch.bincount(tok, minlength=4).double() / 20000
     torch.testing.assert_close(freq, torch.softmax(scores[0].double(), -1), atol=0.015, rtol=0)
 
@@ -199,6 +207,8 @@ def test_errors(expert, amateur, tokenizer):
         (dict(alpha=-0.1), "alpha"),
         (dict(min_p=0.0), "min_p"),
         (dict(min_p=1.2), "min_p"),
+        (dict(plausibility_threshold=0.0), "plausibility_threshold"),
+        (dict(plausibility_threshold=1.2), "plausibility_threshold"),
         (dict(max_new_tokens=0), "max_new_tokens"),
     ]:
         with pytest.raises(ValueError, match=match):
@@ -256,7 +266,7 @@ def test_release_compatible_step_equals_the_authors_step_on_random_logits():
 
 
 def test_release_compatible_greedy_cd_matches_a_port_of_the_release(expert, amateur, tokenizer):
-    out = contrastive_generate(expert, amateur, tokenizer, PROMPTS, alpha=0.5, min_p=0.1, do_sample=False,
+    out = contrastive_generate(expert, amateur, tokenizer, PROMPTS, alpha=0.5, plausibility_threshold=0.1, do_sample=False,
                                repetition_penalty=1.2, release_compatible=True, max_new_tokens=12, progress=False)  # fmt: skip
     for prompt, got in zip(PROMPTS, out.token_ids):
         ids = encode_prompt(tokenizer, prompt)
@@ -287,10 +297,10 @@ def test_token_choice_over_the_head_equals_the_whole_vocabulary(do_sample, relea
         amateur = torch.log_softmax(scale * torch.randn(batch, vocab, generator=gen), -1)
         seen = torch.rand(batch, vocab, generator=gen) < 0.001
         uniforms = torch.rand(batch, generator=gen, dtype=torch.float64)
-        config = DecodingConfig(alpha=alpha, min_p=lam, temperature=0.8, top_p=top_p, repetition_penalty=penalty,
+        config = DecodingConfig(alpha=alpha, plausibility_threshold=lam, temperature=0.8, top_p=top_p, repetition_penalty=penalty,
                                 do_sample=do_sample, release_compatible=release)  # fmt: skip
         full = contrastive_scores(expert, amateur, alpha, lam, release)
-        want = choose_tokens(apply_repetition_penalty(full, seen, penalty), config, uniforms)
+        want = _choose(apply_repetition_penalty(full, seen, penalty), config, uniforms)
         for token_choice in ("head", "vocabulary"):  # "vocabulary" is what "auto" takes on a GPU
             got = next_tokens(expert, amateur, seen, dataclasses.replace(config, token_choice=token_choice), uniforms)
             assert torch.equal(got, want)
@@ -298,7 +308,7 @@ def test_token_choice_over_the_head_equals_the_whole_vocabulary(do_sample, relea
 
 
 def test_head_tokens_are_each_rows_head_in_id_order():
-    from congkit.decoding import head_tokens, plausibility_head
+    from congkit.hub.custom_generate.step import head_tokens, plausibility_head
 
     gen = torch.Generator().manual_seed(3)
     logp = torch.log_softmax(torch.randn(6, 300, generator=gen) * torch.tensor([0.5, 1, 2, 4, 8, 16])[:, None], -1)
@@ -315,7 +325,7 @@ def test_head_ids_by_blocks_equal_the_full_mask_reference(vocab, block):
     """`head_ids` (block maxima, then the hit blocks compared entry by entry) gives exactly the reference's ids and
     padding: vocabularies with and without a partial last block, smaller than one block, one id per block; rows of
     very unequal heads, an exact tie at the threshold, -inf entries and a row whose head is its whole vocabulary."""
-    from congkit.decoding import head_ids, head_tokens, plausibility_head
+    from congkit.hub.custom_generate.step import head_ids, head_tokens, plausibility_head
 
     gen = torch.Generator().manual_seed(vocab + block)
     scales = torch.tensor([0.0, 0.5, 2.0, 8.0, 30.0, 3.0])[:, None]
@@ -465,7 +475,7 @@ def test_dropping_finished_rows_keeps_every_row_the_same(expert, amateur, tokeni
         for fraction in (2.0, 0.0, 0.25):  # never, at every finished row, at a quarter of the batch
             monkeypatch.setattr(decoding, "COMPACT_FRACTION", fraction)
             plain = sample(expert, tokenizer, prompts, do_sample=do_sample, **settings_)
-            cd = contrastive_generate(expert, amateur, tokenizer, prompts, alpha=0.5, min_p=0.05, do_sample=do_sample,
+            cd = contrastive_generate(expert, amateur, tokenizer, prompts, alpha=0.5, plausibility_threshold=0.05, do_sample=do_sample,
                                       **settings_)  # fmt: skip
             outs[fraction] = plain, cd
         for fraction in (0.0, 0.25):

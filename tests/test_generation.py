@@ -39,9 +39,9 @@ def _cd_generate(expert, amateur, batch, **kw):
 def test_generate_greedy_equals_engine_and_reference(expert, amateur, tokenizer, alpha, lam, n_prompts):
     prompts = PROMPTS[:n_prompts]  # prompts of different lengths: left padding when n_prompts > 1
     batch = _batch(tokenizer, prompts)
-    out = _cd_generate(expert, amateur, batch, alpha=alpha, min_p=lam, do_sample=False, repetition_penalty=1.0,
+    out = _cd_generate(expert, amateur, batch, alpha=alpha, plausibility_threshold=lam, do_sample=False, repetition_penalty=1.0,
                        max_new_tokens=10)  # fmt: skip
-    engine = contrastive_generate(expert, amateur, tokenizer, prompts, alpha=alpha, min_p=lam, do_sample=False,
+    engine = contrastive_generate(expert, amateur, tokenizer, prompts, alpha=alpha, plausibility_threshold=lam, do_sample=False,
                                   repetition_penalty=1.0, max_new_tokens=10, progress=False)  # fmt: skip
     got = _new_tokens(out, batch, tokenizer.eos_token_id)
     assert got == engine.token_ids
@@ -52,29 +52,33 @@ def test_generate_greedy_equals_engine_and_reference(expert, amateur, tokenizer,
 def test_generate_greedy_with_repetition_penalty_equals_reference_without_padding(expert, amateur, tokenizer):
     for prompt in PROMPTS:
         batch = _batch(tokenizer, [prompt])
-        out = _cd_generate(expert, amateur, batch, alpha=0.3, min_p=0.1, do_sample=False, repetition_penalty=1.2,
+        out = _cd_generate(expert, amateur, batch, alpha=0.3, plausibility_threshold=0.1, do_sample=False, repetition_penalty=1.2,
                            max_new_tokens=10)  # fmt: skip
         assert _new_tokens(out, batch, tokenizer.eos_token_id)[0] == reference_cd(
             expert, amateur, tokenizer, prompt, 0.3, 0.1, 10, 1.2)  # fmt: skip
 
 
-def test_generation_config_and_min_p_name_the_head(expert, amateur, tokenizer):
-    """min_p in a GenerationConfig is the head (taken from transformers' MinP warper), as the keyword is."""
+def test_generation_config_carries_the_head_and_min_p_is_transformers_min_p(expert, amateur, tokenizer):
+    """plausibility_threshold in a GenerationConfig is the head, as the keyword is; min_p stays transformers' MinP
+    (a warper on the contrasted scores, greedy decoding unchanged by it)."""
     batch = _batch(tokenizer, PROMPTS)
-    config = GenerationConfig(do_sample=False, max_new_tokens=8, min_p=0.3, repetition_penalty=1.0,
+    config = GenerationConfig(do_sample=False, max_new_tokens=8, plausibility_threshold=0.3, repetition_penalty=1.0,
                               pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
     via_config = _cd_generate(expert, amateur, batch, generation_config=config, alpha=0.0)
-    via_kwargs = _cd_generate(expert, amateur, batch, alpha=0.0, min_p=0.3, do_sample=False, max_new_tokens=8,
-                              repetition_penalty=1.0)  # fmt: skip
+    via_kwargs = _cd_generate(expert, amateur, batch, alpha=0.0, plausibility_threshold=0.3, do_sample=False,
+                              max_new_tokens=8, repetition_penalty=1.0)  # fmt: skip
     assert torch.equal(via_config, via_kwargs)
-    engine = contrastive_generate(expert, amateur, tokenizer, PROMPTS, alpha=0.0, min_p=0.3, do_sample=False,
-                                  max_new_tokens=8, repetition_penalty=1.0, progress=False)  # fmt: skip
+    engine = contrastive_generate(expert, amateur, tokenizer, PROMPTS, alpha=0.0, plausibility_threshold=0.3,
+                                  do_sample=False, max_new_tokens=8, repetition_penalty=1.0, progress=False)  # fmt: skip
     assert _new_tokens(via_config, batch, tokenizer.eos_token_id) == engine.token_ids
+    with_min_p = _cd_generate(expert, amateur, batch, alpha=0.0, plausibility_threshold=0.3, do_sample=False,
+                              max_new_tokens=8, repetition_penalty=1.0, min_p=0.9)  # fmt: skip
+    assert torch.equal(with_min_p, via_kwargs)
 
 
 def test_sampled_tokens_stay_in_the_head_and_rewards_are_the_log_ratios(expert, amateur, tokenizer):
     batch = _batch(tokenizer, PROMPTS)
-    out = _cd_generate(expert, amateur, batch, alpha=0.5, min_p=0.2, do_sample=True, temperature=1.5, top_k=0,
+    out = _cd_generate(expert, amateur, batch, alpha=0.5, plausibility_threshold=0.2, do_sample=True, temperature=1.5, top_k=0,
                        top_p=1.0, max_new_tokens=12, return_dict_in_generate=True, output_scores=True,
                        output_logits=True, seed=0, beta=0.1)  # fmt: skip
     width = batch["input_ids"].shape[1]
@@ -100,12 +104,12 @@ def test_seeded_sampling_matches_the_engine_and_num_return_sequences(expert, ama
     the engine's samples of that prompt repeated three times (top-p 1, no penalty: the same operations)."""
     batch = _batch(tokenizer, PROMPTS[:1])
     kw = dict(alpha=0.5, do_sample=True, temperature=0.9, repetition_penalty=1.0, max_new_tokens=12)
-    out = _cd_generate(expert, amateur, batch, min_p=0.1, top_p=1.0, top_k=0, num_return_sequences=3, seed=7, **kw)
+    out = _cd_generate(expert, amateur, batch, plausibility_threshold=0.1, top_p=1.0, top_k=0, num_return_sequences=3, seed=7, **kw)
     assert out.shape[0] == 3
-    engine = contrastive_generate(expert, amateur, tokenizer, PROMPTS[:1] * 3, min_p=0.1, top_p=1.0, seed=7,
+    engine = contrastive_generate(expert, amateur, tokenizer, PROMPTS[:1] * 3, plausibility_threshold=0.1, top_p=1.0, seed=7,
                                   progress=False, **kw)  # fmt: skip
     assert _new_tokens(out, batch, tokenizer.eos_token_id) == engine.token_ids
-    again = _cd_generate(expert, amateur, batch, min_p=0.1, top_p=1.0, top_k=0, num_return_sequences=3, seed=7, **kw)
+    again = _cd_generate(expert, amateur, batch, plausibility_threshold=0.1, top_p=1.0, top_k=0, num_return_sequences=3, seed=7, **kw)
     assert torch.equal(out, again)
 
 
@@ -123,7 +127,7 @@ class Collect(BaseStreamer):
 def test_streamer_and_stop_strings_through_the_folder(expert, amateur, tokenizer):
     batch = _batch(tokenizer, PROMPTS[:1])
     common = dict(custom_generate=CUSTOM_GENERATE_DIR, trust_remote_code=True, amateur_model=amateur, alpha=0.5,
-                  min_p=0.1, do_sample=False, repetition_penalty=1.0, max_new_tokens=16)  # fmt: skip
+                  plausibility_threshold=0.1, do_sample=False, repetition_penalty=1.0, max_new_tokens=16)  # fmt: skip
     streamer = Collect()
     free = expert.generate(**batch, streamer=streamer, **common)
     new = free[0, batch["input_ids"].shape[1] :].tolist()
@@ -137,7 +141,7 @@ def test_streamer_and_stop_strings_through_the_folder(expert, amateur, tokenizer
     assert cut_text.endswith(stop) and text.startswith(cut_text) and len(cut_text) < len(text)
     # the callable form: stop strings as a stopping criterion, the streamer as cd_streamer
     streamer = Collect()
-    cut2 = _cd_generate(expert, amateur, batch, alpha=0.5, min_p=0.1, do_sample=False, repetition_penalty=1.0,
+    cut2 = _cd_generate(expert, amateur, batch, alpha=0.5, plausibility_threshold=0.1, do_sample=False, repetition_penalty=1.0,
                         max_new_tokens=16, cd_streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([StopStringCriteria(tokenizer, [stop])]))  # fmt: skip
     assert torch.equal(cut2, cut) and streamer.ended
@@ -149,8 +153,8 @@ def test_generate_errors_name_the_problem(expert, amateur, tokenizer):
         expert.generate(**batch, custom_generate=contrastive_decoding, max_new_tokens=2)
     with pytest.raises(ValueError, match="alpha must lie in"):
         _cd_generate(expert, amateur, batch, alpha=2.0, max_new_tokens=2)
-    with pytest.raises(ValueError, match="min_p .* must lie in"):
-        _cd_generate(expert, amateur, batch, min_p=0.0, max_new_tokens=2)
+    with pytest.raises(ValueError, match="plausibility_threshold .* must lie in"):
+        _cd_generate(expert, amateur, batch, plausibility_threshold=0.0, max_new_tokens=2)
 
 
 # --- prompts as users hold them ------------------------------------------------------------------------------------

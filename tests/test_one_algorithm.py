@@ -30,14 +30,14 @@ def test_auto_token_choice_gathers_the_head_on_a_cpu_and_masks_the_vocabulary_el
     assert not config.gathers_head(torch.device("cuda"))  # what a GPU run takes: the whole vocabulary, head masked
     assert DecodingConfig(token_choice="head").gathers_head(torch.device("cuda"))
     assert not DecodingConfig(token_choice="vocabulary").gathers_head(torch.device("cpu"))
-    assert not DecodingConfig(min_p=None, token_choice="head").gathers_head(torch.device("cpu"))  # no head to gather
+    assert not DecodingConfig(plausibility_threshold=None, token_choice="head").gathers_head(torch.device("cpu"))  # no head to gather
 
 
 @pytest.mark.parametrize("penalty", [1.0, 1.3])
 def test_the_vocabulary_path_decodes_the_reference_tokens(expert, amateur, tokenizer, penalty):
     """The path a GPU takes, forced on a CPU: greedy CD equals the slow reference (which applies the head)."""
     for alpha, lam in [(0.0, 0.1), (0.5, 0.3)]:
-        out = contrastive_generate(expert, amateur, tokenizer, PROMPTS, alpha=alpha, min_p=lam, max_new_tokens=12,
+        out = contrastive_generate(expert, amateur, tokenizer, PROMPTS, alpha=alpha, plausibility_threshold=lam, max_new_tokens=12,
                                    repetition_penalty=penalty, token_choice="vocabulary", progress=False)  # fmt: skip
         for prompt, got in zip(PROMPTS, out.token_ids):
             assert got == reference_cd(expert, amateur, tokenizer, prompt, alpha, lam, 12, penalty)
@@ -64,7 +64,7 @@ def test_both_paths_sample_the_same_tokens_inside_the_head(expert, amateur, toke
 
 
 def _greedy(amateur, **kw):
-    return dict(custom_generate=contrastive_decoding, amateur_model=amateur, alpha=0.5, min_p=0.1, do_sample=False,
+    return dict(custom_generate=contrastive_decoding, amateur_model=amateur, alpha=0.5, plausibility_threshold=0.1, do_sample=False,
                 max_new_tokens=12, **kw)  # fmt: skip
 
 
@@ -137,7 +137,7 @@ def test_unsupported_modes_are_refused_by_name(expert, amateur, tokenizer):
 def test_an_encoder_decoder_model_is_refused(expert, amateur, tokenizer):
     t5 = T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, num_layers=1, num_heads=2,
                                              d_kv=8, decoder_start_token_id=0, pad_token_id=0))  # fmt: skip
-    with pytest.raises(ValueError, match=r"amateur \(pre-alignment model\) is an encoder-decoder model"):
+    with pytest.raises(ValueError, match=r"amateur \(pre-alignment model pi_ref\) is an encoder-decoder model"):
         contrastive_generate(expert, t5, tokenizer, PROMPTS, max_new_tokens=2, progress=False)
     with pytest.raises(ValueError, match=r"model \(post-alignment\) is an encoder-decoder model"):
         t5.generate(**_batch(tokenizer, PROMPTS[:1]), **_greedy(amateur))
@@ -164,18 +164,19 @@ def test_non_finite_scores_name_the_model_and_the_step(expert, amateur, tokenize
         sample(_with_nan(expert), tokenizer, PROMPTS, max_new_tokens=4, progress=False)
 
 
-@pytest.mark.parametrize("name", ["alpha", "min_p", "top_p", "temperature", "repetition_penalty", "beta"])
+@pytest.mark.parametrize("name", ["alpha", "plausibility_threshold", "min_p", "top_p", "temperature",
+                                  "repetition_penalty", "beta"])
 def test_nan_arguments_are_refused_by_the_generate_strategy(expert, amateur, tokenizer, name):
     short = name.split("_")[-1]  # transformers' own checks catch NaN temperature and penalty first, naming them
-    with pytest.raises(ValueError, match=rf"{short}.*(must be a finite number, got nan|has to be a strictly positive)"):
+    with pytest.raises(ValueError, match=rf"{short}.*(must be a finite number, got nan|has to be a strictly positive|has to be a float)"):
         _cd_generate(expert, amateur, _batch(tokenizer, PROMPTS[:1]), max_new_tokens=2, do_sample=True,
                      **{name: float("nan")})  # fmt: skip
 
 
-def test_an_invalid_inherited_min_p_is_named_as_inherited(expert, amateur, tokenizer):
-    with pytest.raises(ValueError, match=r"min_p .* from the GenerationConfig .*checkpoint.* must lie in"):
+def test_an_invalid_inherited_cd_setting_is_named_as_inherited(expert, amateur, tokenizer):
+    with pytest.raises(ValueError, match=r"plausibility_threshold \(from the GenerationConfig\).* must lie in"):
         _cd_generate(expert, amateur, _batch(tokenizer, PROMPTS[:1]),
-                     generation_config=GenerationConfig(min_p=0.0, max_new_tokens=2))  # fmt: skip
+                     generation_config=GenerationConfig(plausibility_threshold=0.0, max_new_tokens=2))  # fmt: skip
 
 
 def test_the_cli_and_the_chapters_refuse_nan(tmp_path):
@@ -203,11 +204,10 @@ def test_the_engine_takes_generates_names_and_defaults(expert, amateur, tokenize
     assert len(three) == 6 and three.prompts == [PROMPTS[0]] * 3 + [PROMPTS[1]] * 3
     assert [three.token_ids[0], three.token_ids[3]] == one.token_ids  # the first sample of each prompt is unchanged
     assert len({tuple(t) for t in three.token_ids[:3]}) > 1  # the others are new draws
-    with pytest.warns(DeprecationWarning, match="`lam` is deprecated"):
-        old = contrastive_generate(expert, amateur, tokenizer, PROMPTS[:2], lam=0.3, **common)
-    assert old.token_ids == contrastive_generate(expert, amateur, tokenizer, PROMPTS[:2], min_p=0.3, **common).token_ids
-    with pytest.warns(DeprecationWarning):
-        assert DecodingConfig(lam=0.2).min_p == 0.2
+    with pytest.raises(TypeError, match="`lam` was removed: .* `plausibility_threshold`"):
+        contrastive_generate(expert, amateur, tokenizer, PROMPTS[:2], lam=0.3, **common)
+    with pytest.raises(TypeError, match="`lam` was removed"):
+        DecodingConfig(lam=0.2)
     top1 = contrastive_generate(expert, amateur, tokenizer, PROMPTS[:2], top_k=1, **common)
     greedy = contrastive_generate(expert, amateur, tokenizer, PROMPTS[:2], max_new_tokens=10, progress=False)
     assert top1.token_ids == greedy.token_ids  # top_k=1 samples the argmax

@@ -76,7 +76,7 @@ BAD_CALLS = [
     ("top_k -1", dict(top_k=-1), ValueError, r"top_k must be >= 0"),
     ("num_return_sequences 0", dict(num_return_sequences=0), ValueError, r"num_return_sequences must be >= 1"),
     ("token_choice", dict(token_choice="gpu"), ValueError, r"token_choice must be 'auto', 'head' or 'vocabulary'"),
-    ("amateur a string", dict(amateur_model="gpt2"), TypeError, r"amateur \(pre-alignment model\) must be a loaded"),
+    ("amateur a string", dict(amateur_model="gpt2"), TypeError, r"amateur \(pre-alignment model pi_ref\) must be a loaded"),
     ("negative index_offset", dict(index_offset=-2), ValueError, r"index_offset must be >= 0"),
 ]
 
