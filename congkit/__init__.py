@@ -23,7 +23,7 @@ _extras.install()  # a missing optional package names the extra to install (`con
 _EXPORTS = {
     "decoding": ["DecodingConfig", "Generation", "apply_repetition_penalty", "cd_step", "contrastive_generate",
                  "contrastive_scores", "plausibility_head", "prompt_ids", "sample", "warpers"],
-    "generation": ["CUSTOM_GENERATE_DIR", "ContrastiveDecoderOnlyOutput", "contrastive_decoding"],
+    "generation": ["CUSTOM_GENERATE_DIR", "ContrastiveDecoderOnlyOutput", "cd_generation_config", "contrastive_decoding"],
     "rewards": ["ImplicitReward", "completion_logprobs", "implicit_reward", "implicit_reward_from_ids"],
     "tokens": ["encode_pair", "encode_prompt", "is_templated"],
     "methods": ["METHODS", "Method", "Recipe"],
@@ -67,7 +67,12 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         warpers,
     )
     from .evaluation import main_table, preconditions, summarise, verdicts  # noqa: F401
-    from .generation import CUSTOM_GENERATE_DIR, ContrastiveDecoderOnlyOutput, contrastive_decoding  # noqa: F401
+    from .generation import (  # noqa: F401
+        CUSTOM_GENERATE_DIR,
+        ContrastiveDecoderOnlyOutput,
+        cd_generation_config,
+        contrastive_decoding,
+    )
     from .methods import METHODS, Method, Recipe  # noqa: F401
     from .regime import RegimeConfig, run_regime  # noqa: F401
     from .rewards import ImplicitReward, completion_logprobs, implicit_reward, implicit_reward_from_ids  # noqa: F401

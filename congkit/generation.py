@@ -17,6 +17,7 @@ from pathlib import Path
 from .hub.custom_generate.generate import (  # noqa: F401
     CD_DEFAULTS,
     ContrastiveDecoderOnlyOutput,
+    cd_generation_config,
     cd_settings,
     contrastive_decoding,
     generate,

@@ -1,6 +1,8 @@
-"""The README's benchmark figures come from the committed JSON: its table is exactly what the JSON renders to."""
+"""The README's benchmark figures come from the committed JSON (its table is exactly what the JSON renders to), and
+its usage blocks run as written."""
 
 import json
+import re
 import runpy
 from pathlib import Path
 
@@ -19,3 +21,14 @@ def test_the_readme_benchmark_table_equals_the_committed_json():
     assert render["table"](peers, render["PEER_ROWS"]) in (REPO / "README.md").read_text()
     ceiling = json.loads((REPO / "benchmarks" / "results" / "decoding_cpu2_ceiling.json").read_text())
     assert render["table"](ceiling, render["CEILING_ROWS"]) in (REPO / "README.md").read_text()
+
+
+def test_the_readme_usage_blocks_run_as_written(capsys):
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Using the library") : text.index("## The study")]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2  # the library, then run_cong
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "'completion'" in printed and "LlamaForCausalLM" in printed  # run_cong's CD data and its trained ConG

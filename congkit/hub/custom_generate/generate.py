@@ -28,8 +28,8 @@ only scales `implicit_rewards` (beta * log(pi_r / pi_ref)), never the decoding.
 
 Settings that persist. `alpha`, `plausibility_threshold`, `beta`, `seed` and `release_compatible` are read, in this
 order, from the call's keyword, the GenerationConfig (`GenerationConfig(alpha=0.3)`, or a checkpoint's
-`generation_config.json`: `model.generation_config.alpha = 0.3; model.save_pretrained(...)`), then the defaults
-(0.5, 0.1, 0.1, None, False).
+`generation_config.json`: `model.generation_config = cd_generation_config(model.generation_config, alpha=0.3)`, then
+`save_pretrained`), then the defaults (0.5, 0.1, 0.1, None, False).
 
 Caches. A prefilled `cache=` (transformers' multi-turn reuse) continues exactly as a fresh run of the whole
 conversation: only the tokens the cache does not hold are fed; `amateur_cache=` does the same for the amateur (without
@@ -115,6 +115,25 @@ def cd_settings(generation_config: GenerationConfig, **given) -> dict:
         elif not isinstance(value, bool):
             raise TypeError(f"{source} must be a bool, got {value!r}")
     return out
+
+
+def cd_generation_config(base: GenerationConfig | None = None, **settings) -> GenerationConfig:
+    """A GenerationConfig that carries CD's settings (`CD_DEFAULTS`' names) into `save_pretrained`:
+
+        model.generation_config = cd_generation_config(model.generation_config, alpha=0.3)
+        model.save_pretrained(path)     # generation_config.json holds alpha; from_pretrained reads it back
+
+    Why a new config: transformers (5.24) marks a model's default GenerationConfig as made from the model config, and
+    such a config drops attributes it does not know when it is loaded again, so setting
+    `model.generation_config.alpha` directly would be saved but lost on loading. `base`'s fields are kept."""
+    unknown = sorted(set(settings) - set(CD_DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown CD setting(s) {unknown}; known: {sorted(CD_DEFAULTS)}")
+    fields = {k: v for k, v in (base.to_dict() if base is not None else {}).items()
+              if not k.startswith("_") and k != "transformers_version"}  # fmt: skip
+    config = GenerationConfig(**{**fields, **settings})
+    cd_settings(config)  # checked now, not at the first generate
+    return config
 
 
 @torch.no_grad()
