@@ -40,7 +40,7 @@ def paths_agree(expert, amateur, tok, prompts) -> dict:
     masked) decode the same tokens, greedy and sampled (on a CPU both are also checked against the slow reference)."""
     out = {}
     for name, settings in (("greedy", dict(do_sample=False)), ("sampled", dict(do_sample=True, seed=3))):
-        runs = {path: contrastive_generate(expert, amateur, tok, prompts, alpha=0.0, min_p=0.1, max_new_tokens=32,
+        runs = {path: contrastive_generate(expert, amateur, tok, prompts, alpha=0.0, plausibility_threshold=0.1, max_new_tokens=32,
                                            repetition_penalty=1.2, token_choice=path, progress=False, **settings)
                 for path in ("head", "vocabulary")}  # fmt: skip
         out[name] = runs["head"].token_ids == runs["vocabulary"].token_ids
@@ -61,7 +61,7 @@ def main() -> None:
                   top_p=0.95, repetition_penalty=1.2)  # the authors' sampling
 
     def cd(batch: int, cache: str, compiled: bool = False):
-        return lambda: contrastive_generate(expert, amateur, tok, prompts[:batch], alpha=0.5, min_p=0.1,
+        return lambda: contrastive_generate(expert, amateur, tok, prompts[:batch], alpha=0.5, plausibility_threshold=0.1,
                                             batch_size=batch, cache=cache, compile=compiled, **common)  # fmt: skip
 
     def plain(batch: int, compiled: bool = False):

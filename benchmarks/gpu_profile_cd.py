@@ -26,7 +26,7 @@ def main(batch: int = 64, new_tokens: int = 64) -> None:
         for name, fn in (
             ("cd", lambda: contrastive_generate(expert, amateur, tok, prompts, alpha=0.5, **kw)),
             ("plain", lambda: sample(expert, tok, prompts, **kw)),
-            ("cd_no_head", lambda: contrastive_generate(expert, amateur, tok, prompts, alpha=0.5, min_p=1e-9, **kw)),
+            ("cd_no_head", lambda: contrastive_generate(expert, amateur, tok, prompts, alpha=0.5, plausibility_threshold=1e-9, **kw)),
         ):
             torch.cuda.synchronize()
             t = time.perf_counter()
