@@ -61,7 +61,7 @@ from .hub.custom_generate.step import (  # the one CD step, shared with the `gen
 )
 from .inputs import as_prompts, check_causal_lm, check_int, check_number, check_token_ids, model_device
 from .models import n_parameters
-from .rewards import ImplicitReward
+from .rewards import ImplicitReward, warn_unless_texts_reencode
 from .tokens import UNSET, chat_template_choice, encode_prompt, pad, pad_token_id, positions
 
 __all__ = ["DecodingConfig", "Generation", "apply_repetition_penalty", "cd_step", "contrastive_generate",
@@ -573,6 +573,7 @@ def _generate(
         if rewards is not None:
             all_rewards.extend(rewards)
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in all_ids]
+    warn_unless_texts_reencode(tokenizer, texts, all_ids, eos)
     return Generation(prompts, texts, all_ids, all_rewards if amateur is not None else None, vars(config).copy())
 
 

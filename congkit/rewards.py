@@ -177,3 +177,20 @@ def warn_unless_round_trip(tokenizer: PreTrainedTokenizerBase, responses: Sequen
                       "than the text's; score token ids instead (Generation.implicit_reward, or "
                       "implicit_reward_from_ids with Generation.token_ids)", stacklevel=3)  # fmt: skip
     return failing
+
+
+def warn_unless_texts_reencode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+                               token_ids: Sequence[Sequence[int]], eos: set[int]) -> list[int]:  # fmt: skip
+    """Warn when decoded responses re-encode to other tokens than were generated (byte-level BPE merges a model did not
+    make, a partial UTF-8 character, a special token dropped by `skip_special_tokens`): scoring such a text with
+    `implicit_reward` scores other tokens than `Generation.implicit_reward` does, so say so when decoding, where the
+    ids are known. Returns the rows that differ (a final EOS is not part of the text)."""
+    body = [list(ids[:-1]) if ids and ids[-1] in eos else list(ids) for ids in token_ids]
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    failing = [i for i, (got, want) in enumerate(zip(encoded, body)) if got != want]
+    if failing:
+        warnings.warn(f"{len(failing)} of {len(texts)} decoded responses (first: row {failing[0]}) re-encode to other "
+                      "tokens than were generated, so implicit_reward(text) would score other tokens than "
+                      "Generation.implicit_reward: score them by ids (Generation.implicit_reward, or "
+                      "implicit_reward_from_ids with Generation.token_ids)", stacklevel=4)  # fmt: skip
+    return failing

@@ -263,3 +263,29 @@ def test_a_core_install_names_the_extra_the_cli_needs():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
     assert "pip install 'congkit[train]'" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_decoded_texts_that_would_score_other_tokens_are_named_when_decoding(expert, amateur, tokenizer):
+    """Rows whose text re-encodes to the generated tokens get the same implicit reward from text and from ids; the
+    others are named by a warning when decoding (random tiny models emit special tokens mid-row)."""
+    import warnings
+
+    from congkit import implicit_reward
+    from congkit.rewards import warn_unless_texts_reencode
+
+    prompts = PROMPTS * 2
+    with pytest.warns(UserWarning, match="re-encode to other tokens than were generated") as caught:
+        out = contrastive_generate(expert, amateur, tokenizer, prompts, max_new_tokens=12, do_sample=True, seed=2,
+                                   progress=False)  # fmt: skip
+    assert caught[0].filename == __file__  # the warning points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        failing = warn_unless_texts_reencode(tokenizer, out.texts, out.token_ids, {tokenizer.eos_token_id})
+        from_text = implicit_reward(expert, amateur, tokenizer, prompts, out.texts).total
+    from_ids = out.implicit_reward().total
+    exact = [i for i in range(len(prompts)) if i not in failing]
+    assert failing and exact
+    ended = [i for i in exact if out.token_ids[i][-1:] == [tokenizer.eos_token_id]]  # (text of a cut answer gains
+    assert ended  # an EOS when scored)
+    for i in ended:
+        assert from_text[i] == pytest.approx(from_ids[i], abs=1e-4)
