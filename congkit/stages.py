@@ -9,14 +9,15 @@ The algorithm itself is in `congkit/cong.py` (read it there, top to bottom); the
   plain samples of pi_r) -> strong (each method's recipe) -> evaluate; and the weak pair's pool, probes and alpha sweep.
 
 Every artifact sits in `root/<stage>/<key>/`, written atomically, verified on reuse (`congkit.cache`). A key holds
-exactly what the result depends on: the stage's code version (`STAGES`), settings (`cache_view`: fields that cannot
-change a result left out), data by content, and models by their artifact's key and content digest, never by the path
-where they lie. Every random draw takes its seed from `stream_seed(seed, purpose, k)`: one named stream per purpose.
+exactly what the result depends on: the stage's code (`STAGES`: every congkit function it can reach, `code_key`),
+settings (`cache_view`: fields that cannot change a result left out), data by content, and models by their
+artifact's key and content digest, never by the path where they lie. Every random draw takes its seed from `stream_seed(seed, purpose, k)`: one named stream per purpose.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import sys
@@ -42,6 +43,7 @@ from .cache import (
     write_csv_atomic,
     write_json_atomic,
 )
+from .code_key import code_key, code_parts
 from .cong import seeded, stream_seed
 from .data import content_key, load_saved_dataset
 from .decoding import DecodingConfig
@@ -87,7 +89,7 @@ class Setting:
                      if d is not None]  # fmt: skip
             self.key = fingerprint(
                 self.name, *(_model_key(m) for m in (self.weak_base, self.strong_base, self.tokenizer or "")),
-                getattr(self.scorer, "name", type(self.scorer).__name__),
+                getattr(self.scorer, "name", type(self.scorer).__name__), code_key(type(self.scorer)),
                 content_key(self.train_prompts), content_key(self.eval_prompts), extra,
             )  # fmt: skip
 
@@ -117,7 +119,8 @@ class Setting:
             is_correct=lambda p, r: judge(tasks[p], r).correct,
             gold_responses=lambda p: canonical_response(tasks[p]),
             preference_probes=probes,
-            key=f"{world.path.name}@{artifact_digest(world.path)}",  # the world's settings and its models' bytes
+            # the world's settings and its models' bytes, and the code of its judge and of the callables above
+            key=f"{world.path.name}@{artifact_digest(world.path)}:{code_key(Setting.from_world, type(world.reward()))}",
             device=device or "cpu",
             dtype=torch.float32,
         )
@@ -215,7 +218,7 @@ class Runner:
         """The artifact of `stage` for `key`: reused when intact, else built (once, under a lock) and verified. Its
         `meta.json` says in words what it is (stage, code version, setting, seed, method, settings)."""
         version = STAGES[stage].version
-        path = self.root / stage / fingerprint(self.setting.key, stage, version, key)
+        path = self.root / stage / fingerprint(self.setting.key, stage, version, stage_code(stage), key)
         summary = " ".join(f"{k}={key[k]}" for k in ("method", "seed", "eps") if k in key)
 
         def timed_build(tmp: Path) -> None:
@@ -440,7 +443,7 @@ class CachedConG(Runner):
         others = {n: (start if n == "reference" else self.model_path(n, seed, eps)) for n in how.models}
         cfg = seeded(cfg, seed)
         options = {name: getattr(self.config, name) for name in how.options}
-        key = {"method": method, "recipe": how.version, "eps": eps, "start": self._ref(start), "train": cache_view(cfg),
+        key = {"method": method, "recipe": how.version, "recipe_code": code_key(how.train), "eps": eps, "start": self._ref(start), "train": cache_view(cfg),
                "models": {n: self._ref(p) for n, p in others.items()}, "options": options, "data": self._data_key(data)}  # fmt: skip
 
         def train(work: str, save: str):
@@ -611,8 +614,11 @@ DATA_COLUMNS = {"plain_samples": ("prompt", "completion"), "cd_samples": ("promp
 
 @dataclass(frozen=True)
 class Stage:
-    """A cached stage's code version (in every key) and the functions whose code produces its artifact: a test
-    hashes them and fails when they change while the version stays (tests/stage_code.json)."""
+    """A cached stage's version and the functions that produce its artifact. Both enter every key: the functions by
+    their code and all the congkit code it reaches (`stage_code`, `congkit.code_key`), so an edit that can change
+    the artifact rebuilds it without anyone bumping `version` (bump it only for a change outside congkit's code).
+    Keys assume a result does not depend on torch's thread count (builds with 1 and 2 threads can differ in the last
+    bits): the study builds every stage with the same threads."""
 
     version: int
     code: tuple[Callable, ...]
@@ -623,7 +629,8 @@ STAGES = {
     "strong_pool": Stage(1, (CachedConG.weak_pool, cong.sample_pool, cong.draws)),
     "weak_aligned": Stage(1, (CachedConG.weak_aligned, CachedConG.weak_preferences, cong.preference_pairs, cong.dpo)),
     "weak_samples": Stage(1, (CachedConG.weak_samples, cong.contrastive_samples, cong.plain_samples)),
-    "strong": Stage(1, (CachedConG._strong, CachedConG.training_data, cong.sft, cong.dpo, cong.auxconf, cong.wspo)),
+    # the strong stage's method-specific code (its recipe's `train`: data, loss, trainer) enters each key by itself
+    "strong": Stage(1, (CachedConG._strong, CachedConG.training_data)),
     "validate": Stage(1, (CachedConG.validation_score, measure.evaluate_model, measure.judged)),
     "cong_pairs": Stage(1, (CachedConG.cong_pairs, cong.cong_pairs)),
     "best_of_n": Stage(1, (CachedConG.best_of_n, cong.best_of_n_by_implicit_reward)),
@@ -633,6 +640,23 @@ STAGES = {
     "attribute_probes": Stage(1, (Pipeline.attribute_probes, measure.attribute_probes)),
     "alpha_sweep": Stage(1, (Pipeline.alpha_sweep, measure.alpha_sweep, measure.judged)),
 }
+
+
+@functools.cache
+def stage_code(stage: str) -> str:
+    """The code key of a stage (`congkit.code_key`): every congkit function and constant its code can reach, up to
+    the entry points of the other stages (their artifacts enter its key by their keys and contents)."""
+    return code_key(*STAGES[stage].code, stop=_other_stages(stage))
+
+
+def stage_parts(stage: str) -> dict[str, str]:
+    """What `stage_code` covers, by qualified name (`congkit.code_key.code_parts`)."""
+    return code_parts(*STAGES[stage].code, stop=_other_stages(stage))
+
+
+def _other_stages(stage: str) -> frozenset:
+    return frozenset({s.code[0] for name, s in STAGES.items() if name != stage} | {CachedConG.strong,
+                                                                                  CachedConG.model_path})  # fmt: skip
 
 
 def _model_key(model: str) -> str:

@@ -19,6 +19,7 @@ from datasets import Dataset
 from transformers import set_seed
 
 from .cache import build_once, fingerprint, read_json
+from .code_key import code_key
 from .data import load_saved_dataset
 from .decoding import DecodingConfig, sample
 from .models import load_causal_lm, load_tokenizer, n_parameters, tiny_llama, word_tokenizer
@@ -126,7 +127,8 @@ def pretrain(size: ModelSize, tokenizer, corpus: Dataset, cfg: TrainConfig, seed
 def build_world(config: WorldConfig | None = None, root: str | Path = "runs", progress: bool = True) -> World:
     """Build (or reuse) the world for `config` under `root/world-<fingerprint>`."""
     config = config or WorldConfig()
-    path = Path(root).resolve() / f"world-{fingerprint(config)}"  # absolute: its path enters later cache keys
+    # absolute: its path enters later cache keys; the generator's code (`code_key`) is part of the world's name
+    path = Path(root).resolve() / f"world-{fingerprint(config, code_key(build_world))}"
 
     def build(tmp: Path) -> None:
         start = time.perf_counter()
@@ -146,9 +148,10 @@ def build_world(config: WorldConfig | None = None, root: str | Path = "runs", pr
             if progress:
                 print(f"[world] pretraining {name} on {len(corpus)} corpus rows", flush=True)
             models[name] = pretrain(size, tokenizer, corpus, cfg, config.data.seed + offset, tmp / name)
-        card = world_card(models, tokenizer, prompt_sets, corpus, config)
-        card["build_seconds"] = round(time.perf_counter() - start, 1)
-        (tmp / "card.json").write_text(json.dumps(card, indent=2))
+        card = world_card(models, tokenizer, prompt_sets, corpus, config)  # no wall-clock field: the world's bytes
+        (tmp / "card.json").write_text(json.dumps(card, indent=2))  # (and every key after it) are deterministic
+        if progress:
+            print(f"[world] built in {time.perf_counter() - start:.0f} s", flush=True)
 
     build_once(path, build, meta=asdict(config), label=f"world {path.name}")
     return World(path, config)

@@ -13,7 +13,7 @@ import congkit
 PACKAGE = Path(congkit.__file__).parent
 # lowest first; a module may import modules of its own layer or below, never above
 LAYERS = [
-    ["_extras", "inputs", "plan", "provenance"],
+    ["_extras", "code_key", "inputs", "plan", "provenance"],
     ["tokens", "models"],
     ["rewards"],
     ["decoding"],
