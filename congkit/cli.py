@@ -9,28 +9,33 @@
 columns) and writes the model with `trainer.save_model` (main process, ZeRO-3 weights gathered). `generate` shards the
 prompts across processes (`congkit.distributed`) and the main process writes (prompt, completion, implicit) to disk.
 
-Outputs are written beside `--output` and swapped in when complete, with a `.congkit-cli.json` mark naming the
+Outputs are claimed when the command starts (a lock beside `--output`: a second run on the same `--output` is
+refused), built in `.NAME.partial` beside it and swapped in when complete, with a `.congkit-cli.json` mark naming the
 command and its arguments. An existing `--output` is refused unless it is an earlier output of the same command and
-`--overwrite` is given: the CLI never replaces or deletes what it did not write.
+`--overwrite` is given; one that appears while the command runs is left alone (the result stays in the partial
+folder). The CLI never replaces or deletes what it did not write.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from ._extras import missing_extra
 
 try:  # `python -m congkit.cli` runs as __main__, past the import hook that names a missing extra: name it here
     from datasets import Dataset
+    from filelock import FileLock, Timeout
 
     from . import cong
     from .cache import swap_in
     from .data import load_saved_dataset
     from .distributed import process_state, sharded_generate
-    from .training import TrainConfig
+    from .training import TrainConfig, TrainingChangesNothing
 except ModuleNotFoundError as error:
     hinted = missing_extra(error, "congkit.cli")
     if hinted is None:
@@ -90,6 +95,60 @@ def write_mark(folder: str | Path, args: argparse.Namespace) -> None:
                                                  "arguments": settings}, indent=1, sort_keys=True, default=str))
 
 
+PARTIAL_MARK = ".congkit-cli-partial"  # in a .NAME.partial folder this CLI made (and may therefore remove)
+
+
+@dataclass
+class Claim:
+    """--output claimed for one run: a lock beside it (no second run may write it at the same time), whether it held
+    an earlier output of this command when the run started, and the `.NAME.partial` folder the result is built in."""
+
+    lock: FileLock | None
+    existed: bool
+    partial: Path
+
+
+def claim_output(args: argparse.Namespace, main_process: bool = True) -> Claim:
+    """Claim --output before any work: refuse when another run holds it, or when a `.NAME.partial` folder this CLI
+    did not make is in the way (a killed run's own partial folder is removed). Other processes of a launch only
+    learn the partial folder's name."""
+    out, partial = Path(args.output), _partial(args.output)
+    if not main_process:
+        return Claim(None, out.exists(), partial)
+    lock = FileLock(str(out.parent / f".{out.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SystemExit(f"error: another congkit.cli run is writing --output {args.output!r} (it holds "
+                         f"{lock.lock_file}); wait for it to finish or choose another --output") from None
+    if partial.exists() or partial.is_symlink():
+        if not (partial.is_dir() and (partial / PARTIAL_MARK).is_file()):
+            lock.release()
+            raise SystemExit(f"error: {str(partial)!r} is in the way of --output {args.output!r} and was not made by "
+                             "congkit.cli: nothing is deleted; move it away")  # fmt: skip
+        shutil.rmtree(partial)  # a killed run's unfinished result
+    partial.mkdir(parents=True)
+    (partial / PARTIAL_MARK).write_text(json.dumps({"command": args.command, "output": str(out)}))
+    return Claim(lock, out.exists(), partial)
+
+
+def publish(claim: Claim, args: argparse.Namespace) -> None:
+    """Mark the finished result as this command's output and swap it in at --output. An --output that appeared while
+    the run worked, or that no longer holds this command's earlier output, is not replaced: the result stays in the
+    partial folder, and the error says where."""
+    out = Path(args.output)
+    written = _read_mark(out) if out.is_dir() else None
+    ours = claim.existed and written is not None and written.get("command") == args.command
+    if (out.exists() or out.is_symlink()) and not ours:
+        raise SystemExit(f"error: --output {args.output!r} appeared or changed while this run worked; it is left as "
+                         f"it is and the result is kept in {str(claim.partial)!r}")  # fmt: skip
+    (claim.partial / PARTIAL_MARK).unlink()
+    write_mark(claim.partial, args)
+    swap_in(claim.partial, args.output)
+    if claim.lock is not None:
+        claim.lock.release()
+
+
 def read_dataset(path: str, flag: str, columns: tuple[str, ...]) -> Dataset:
     """A saved dataset given on the command line, with the columns the command needs, as text, and at least one
     row."""
@@ -143,7 +202,7 @@ def _loaded(load, flag: str, name: str, **kw):
         raise SystemExit(f"error: {flag} {name!r} cannot be loaded: {first}") from error
 
 
-def _train(args: argparse.Namespace) -> None:
+def _train(args: argparse.Namespace, claim: Claim) -> None:
     columns = ("prompt", "chosen", "rejected") if args.method == "dpo" else ("prompt", "completion")
     data = read_dataset(args.data, "--data", columns)
     tok = _loaded(load_tokenizer, "--tokenizer" if args.tokenizer else "--model", args.tokenizer or args.model)
@@ -153,11 +212,21 @@ def _train(args: argparse.Namespace) -> None:
                       max_steps=args.max_steps)  # fmt: skip
     model = _loaded(load_causal_lm, "--model", args.model, device=device)
     state = process_state()
-    tmp = _partial(args.output)  # trained and saved beside the output, swapped in only when complete
-    if state.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)  # what a killed run left
+    tmp = claim.partial  # trained and saved beside the output, swapped in only when complete
     state.wait_for_everyone()
     work, save = str(tmp / "_trainer"), str(tmp)
+    try:
+        _train_method(args, model, tok, data, cfg, device, work, save)
+    except TrainingChangesNothing as error:
+        raise SystemExit(f"error: {error}") from None
+    state.wait_for_everyone()
+    if state.is_main_process:
+        shutil.rmtree(tmp / "_trainer", ignore_errors=True)
+        publish(claim, args)
+
+
+def _train_method(args: argparse.Namespace, model, tok, data, cfg: TrainConfig, device: str, work: str,
+                  save: str) -> None:  # fmt: skip
     if args.method == "dpo":
         reference = _loaded(load_causal_lm, "--ref-model", args.ref_model or args.model, device=device)
         cong.dpo(model, reference, tok, data, cfg, work, save)
@@ -172,10 +241,6 @@ def _train(args: argparse.Namespace) -> None:
         cong.auxconf(model, tok, data, cfg, aux_weight=0.5, work_dir=work, save_to=save)
     else:
         cong.sft(model, tok, data, cfg, work, save)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        shutil.rmtree(tmp / "_trainer", ignore_errors=True)
-        _publish(tmp, args)
 
 
 def _partial(output: str) -> Path:
@@ -183,14 +248,7 @@ def _partial(output: str) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-def _publish(tmp: Path, args: argparse.Namespace) -> None:
-    """Mark `tmp` as this command's output and swap it in at --output (the earlier output, which --overwrite allowed
-    to replace, is deleted only once the new one is in place)."""
-    write_mark(tmp, args)
-    swap_in(tmp, args.output)
-
-
-def _generate(args: argparse.Namespace) -> None:
+def _generate(args: argparse.Namespace, claim: Claim) -> None:
     config = DecodingConfig.authors(alpha=args.alpha, plausibility_threshold=args.plausibility_threshold
                                     if args.amateur else None, do_sample=not args.greedy, temperature=args.temperature,
                                     top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
@@ -217,10 +275,8 @@ def _generate(args: argparse.Namespace) -> None:
         columns = {"prompt": out.prompts, "completion": out.texts}
         if out.log_ratios is not None:
             columns["implicit"] = out.implicit_reward(beta=1.0).total  # summed log-ratio (nats)
-        tmp = _partial(args.output)
-        shutil.rmtree(tmp, ignore_errors=True)
-        Dataset.from_dict(columns).save_to_disk(str(tmp))
-        _publish(tmp, args)
+        Dataset.from_dict(columns).save_to_disk(str(claim.partial))
+        publish(claim, args)
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -288,7 +344,12 @@ def main(argv: list[str] | None = None) -> None:
     gen.add_argument("--device", help="None: the process's accelerator, else cpu")
     args = parser.parse_args(argv)
     check_output(args)
-    (_train if args.command == "train" else _generate)(args)
+    claim = claim_output(args, main_process=int(os.environ.get("RANK", "0")) == 0)
+    try:
+        (_train if args.command == "train" else _generate)(args, claim)
+    finally:
+        if claim.lock is not None and claim.lock.is_locked:
+            claim.lock.release()
 
 
 if __name__ == "__main__":

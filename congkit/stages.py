@@ -180,6 +180,8 @@ class PipelineConfig:
             recipe(name)  # an unknown method, or one without a recipe, raises here
         if self.budget not in ("fixed", "tuned"):
             raise ValueError(f"budget must be 'fixed' or 'tuned', got {self.budget!r}")
+        for name in ("weak_dpo", "strong_sft", "gold_sft", "wspo", "cong_dpo", "gold_dpo"):
+            getattr(self, name).validate(f"PipelineConfig.{name}")
         DecodingConfig(alpha=self.cd_alpha, plausibility_threshold=self.cd_lam).validate(contrastive=True)
         for a in self.alpha_sweep:
             DecodingConfig(alpha=a, plausibility_threshold=self.cd_lam).validate(contrastive=True)

@@ -7,6 +7,7 @@ Data is always a `datasets.Dataset`. With a chat template it is passed in TRL's 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallba
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from .data import content_key
+from .inputs import check_int, check_number
 from .models import default_device, default_dtype
 from .tokens import as_conversation, has_chat_template
 
@@ -47,6 +49,41 @@ class TrainConfig:
     # recompute activations in the backward pass to save memory (TRL's SFT/DPO default on): on CPU the recomputation
     # gives the same numbers (tested), so not part of any cache key; off here, where it cost 17% of a strong training
     activation_checkpointing: bool = field(default=False, metadata={"cache": False})
+
+    def validate(self, name: str = "TrainConfig") -> None:
+        """One-line errors for settings that cannot train: a learning rate or epochs that are not positive (without
+        `max_steps`), batch sizes below one, a warm-up fraction outside [0, 1)."""
+        check_number(f"{name}.learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_int(f"{name}.max_steps", self.max_steps)
+        if self.max_steps <= 0:
+            check_number(f"{name}.num_train_epochs", self.num_train_epochs, 0.0, low_open=True)
+        check_int(f"{name}.per_device_train_batch_size", self.per_device_train_batch_size, 1)
+        check_int(f"{name}.gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
+        check_number(f"{name}.warmup_steps", self.warmup_steps, 0.0)
+
+
+class TrainingChangesNothing(ValueError):
+    """The training asked for would leave every weight as it is (no optimiser step at a learning rate above 0)."""
+
+
+def optimiser_steps(batches_per_epoch: int, args) -> tuple[int, int]:
+    """(optimiser steps, warm-up steps) a transformers `Trainer` takes with `args` over `batches_per_epoch` batches:
+    ceil(batches / accumulation) steps an epoch, ceil(epochs x that) in all (or `max_steps`)."""
+    per_epoch = max(math.ceil(batches_per_epoch / args.gradient_accumulation_steps), 1)
+    total = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * per_epoch)
+    return total, args.get_warmup_steps(total)
+
+
+def require_training(batches_per_epoch: int, args) -> None:
+    """Refuse a training that changes no weight: transformers' schedules start a linear warm-up at a learning rate
+    of 0, so with w >= 1 warm-up steps the first step moves nothing and at least two steps are needed (one without
+    warm-up); no data or a learning rate of 0 never trains."""
+    total, warmup = optimiser_steps(batches_per_epoch, args)
+    if batches_per_epoch == 0 or args.learning_rate <= 0 or total < (2 if warmup >= 1 else 1):
+        raise TrainingChangesNothing(
+            f"this training would change no weight: {batches_per_epoch} batches an epoch, {total} optimiser step(s), "
+            f"{warmup} of them warm-up from a learning rate of 0 (learning_rate {args.learning_rate}, epochs "
+            f"{args.num_train_epochs}, max_steps {args.max_steps}); train longer, on more data, or without warm-up")
 
 
 class LossHistory(TrainerCallback):
@@ -127,6 +164,7 @@ def quiet() -> bool:
 
 
 def _fit(trainer, history: LossHistory, save_to: str | None) -> tuple[PreTrainedModel, list[dict]]:
+    require_training(len(trainer.get_train_dataloader()), trainer.args)
     if quiet():  # with tqdm disabled, Trainer prints every log dict instead: drop that printer too
         trainer.remove_callback(PrinterCallback)
     trainer.train()
@@ -157,6 +195,7 @@ def train_sft(
     weights gathered), so the same call works under `accelerate launch`.
     """
     _quiet_transformers()
+    cfg.validate()
     args = SFTConfig(**_common_args(cfg, output_dir), completion_only_loss=True, max_length=None)
     history = LossHistory()
     key = (content_key(data), id(tokenizer))
@@ -186,6 +225,7 @@ def train_dpo(
 ) -> tuple[PreTrainedModel, list[dict]]:
     """DPO with TRL's DPOTrainer on (prompt, chosen, rejected), `ref_model` frozen; `save_to` as in `train_sft`."""
     _quiet_transformers()
+    cfg.validate()
     args = DPOConfig(
         **_common_args(cfg, output_dir),
         beta=cfg.beta,

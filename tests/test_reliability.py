@@ -1,0 +1,96 @@
+"""Nothing lost to a race, nothing trained for nothing: the CLI claims its output before any work, and training that
+could change no weight is refused."""
+
+import argparse
+import json
+
+import pytest
+from filelock import FileLock
+
+from congkit import cli
+
+
+def _args(tmp_path, **kw) -> argparse.Namespace:
+    return argparse.Namespace(command="generate", output=str(tmp_path / "out"), overwrite=False, **kw)
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(tmp_path):
+    held = FileLock(str(tmp_path / ".out.lock"))
+    held.acquire()
+    try:
+        with pytest.raises(SystemExit, match="another congkit.cli run is writing --output"):
+            cli.claim_output(_args(tmp_path))
+    finally:
+        held.release()
+    claim = cli.claim_output(_args(tmp_path))
+    assert claim.lock.is_locked and (claim.partial / cli.PARTIAL_MARK).is_file()
+    claim.lock.release()
+
+
+def test_a_partial_folder_the_cli_did_not_make_is_never_deleted(tmp_path):
+    mine = tmp_path / ".out.partial"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a user's file")
+    with pytest.raises(SystemExit, match="was not made by congkit.cli: nothing is deleted"):
+        cli.claim_output(_args(tmp_path))
+    assert (mine / "notes.txt").read_text() == "a user's file"
+    assert not FileLock(str(tmp_path / ".out.lock")).is_locked
+    mine.rename(tmp_path / "moved")
+    first = cli.claim_output(_args(tmp_path))  # a killed run's own partial folder is cleared by the next run
+    (first.partial / "half-written").write_text("x")
+    first.lock.release()
+    second = cli.claim_output(_args(tmp_path))
+    assert not (second.partial / "half-written").exists()
+    second.lock.release()
+
+
+def test_an_output_that_appears_during_the_run_is_left_alone(tmp_path):
+    args = _args(tmp_path)
+    claim = cli.claim_output(args)
+    (claim.partial / "result.txt").write_text("the result")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "theirs.txt").write_text("someone else's")
+    with pytest.raises(SystemExit, match="appeared or changed while this run worked; .* kept in"):
+        cli.publish(claim, args)
+    assert (tmp_path / "out" / "theirs.txt").read_text() == "someone else's"
+    assert (claim.partial / "result.txt").read_text() == "the result"
+    claim.lock.release()
+    (tmp_path / "out" / "theirs.txt").unlink()
+    (tmp_path / "out").rmdir()
+    claim = cli.claim_output(args)
+    (claim.partial / "result.txt").write_text("the result")
+    cli.publish(claim, args)
+    assert (tmp_path / "out" / "result.txt").read_text() == "the result"
+    assert json.loads((tmp_path / "out" / cli.MARK).read_text())["command"] == "generate"
+    assert not (tmp_path / "out" / cli.PARTIAL_MARK).exists() and not claim.lock.is_locked
+
+
+def test_training_that_would_change_no_weight_is_refused(tokenizer, tmp_path):
+    import torch
+    from datasets import Dataset
+
+    from congkit.models import tiny_llama
+    from congkit.training import TrainConfig, TrainingChangesNothing, train_sft
+
+    data = Dataset.from_dict({"prompt": ["a", "b", "c", "d"], "completion": ["x", "y", "z", "w"]})
+    model = tiny_llama(len(tokenizer), hidden_size=16, num_layers=1, num_heads=2, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    # 4 rows, batch 32: one optimiser step, which the warm-up takes at a learning rate of 0
+    for cfg in (TrainConfig(), TrainConfig(num_train_epochs=1e-9, per_device_train_batch_size=1)):
+        with pytest.raises(TrainingChangesNothing, match="would change no weight: 1 batches an epoch, 1 optimiser"
+                           if cfg.per_device_train_batch_size == 32 else "would change no weight: 4 batches"):
+            train_sft(model, tokenizer, data, cfg, str(tmp_path / "work"))
+    for bad, match in ((dict(learning_rate=0.0), "learning_rate must lie in"),
+                       (dict(num_train_epochs=0), "num_train_epochs must lie in")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            train_sft(model, tokenizer, data, TrainConfig(**bad), str(tmp_path / "work"))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    trained, _ = train_sft(model, tokenizer, data, TrainConfig(warmup_steps=0.0), str(tmp_path / "work"))
+    assert not all(torch.equal(v, before[k]) for k, v in trained.state_dict().items())  # one step without warm-up
+
+
+def test_a_pipeline_or_cli_that_would_train_nothing_says_so(tmp_path):
+    from congkit import PipelineConfig, TrainConfig
+
+    with pytest.raises(ValueError, match=r"PipelineConfig.strong_sft.num_train_epochs must lie in"):
+        PipelineConfig(strong_sft=TrainConfig(num_train_epochs=0)).validate()
