@@ -523,24 +523,43 @@ def parameter_table(**params):
 
 
 REFERENCE = REPO / "results" / "reference"  # the committed results of the default profile: what the book shows
-REFERENCE_FILES = ("preconditions.csv", "verdicts.csv", "decomposition.csv", "tuning.csv")
+REFERENCE_FILES = ("preconditions.csv", "verdicts.csv", "decomposition.csv")  # each of them must be there
 
 
-def compare_with_reference(run_dir: Path, reference: Path = REFERENCE, tolerance: float = 1e-6) -> list[str]:
-    """Each difference between a fresh run's result tables and the committed reference ones beyond float noise
-    (numbers differing by more than `tolerance`, relative or absolute; any text or shape difference): [] when the
-    run matches. A table the reference has but the run lacks is a difference; one neither has is skipped."""
+def read_reference(reference: Path | None = None) -> dict:
+    """The committed reference tables, {file name: DataFrame}. A missing, unreadable or empty one is an error naming
+    it (checked before a run, so a run never ends in "matches" against tables that are not there)."""
+    import pandas as pd
+
+    tables, reference = {}, REFERENCE if reference is None else reference
+    for name in REFERENCE_FILES:
+        path = Path(reference) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: reference table missing (restore it from git, or write a new reference "
+                                    "with --accept-new-reference)")  # fmt: skip
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not a readable CSV table ({str(error).splitlines()[0]})") from None
+        if frame.empty:
+            raise ValueError(f"{path}: the reference table has no rows")
+        tables[name] = frame
+    return tables
+
+
+def compare_with_reference(run_dir: Path, reference: Path | None = None, tolerance: float = 1e-6) -> list[str]:
+    """Each difference between a fresh run's result tables and the committed reference ones (`read_reference`) beyond
+    float noise (numbers differing by more than `tolerance`, relative or absolute; any text or shape difference): []
+    when the run matches. A table the run lacks is a difference."""
     import pandas as pd
 
     differences = []
-    for name in REFERENCE_FILES:
-        want_file, got_file = reference / name, Path(run_dir) / name
-        if not want_file.exists():
-            continue
+    for name, want in read_reference(reference).items():
+        got_file = Path(run_dir) / name
         if not got_file.exists():
             differences.append(f"{name}: missing from the run")
             continue
-        want, got = pd.read_csv(want_file), pd.read_csv(got_file)
+        got = pd.read_csv(got_file)
         if list(want.columns) != list(got.columns) or len(want) != len(got):
             differences.append(f"{name}: columns or rows differ ({list(got.columns)} x {len(got)} vs "
                                f"{list(want.columns)} x {len(want)})")  # fmt: skip
@@ -555,6 +574,19 @@ def compare_with_reference(run_dir: Path, reference: Path = REFERENCE, tolerance
                 want_value, got_value = (x.iloc[row] for x in (a, b))
                 differences.append(f"{name} row {row} {column}: reference {_plain(want_value)}, this run {_plain(got_value)}")
     return differences
+
+
+def accept_new_reference(run_dir: Path, reference: Path | None = None) -> None:
+    """Write the run's result tables as the new reference (each file atomically)."""
+    reference = REFERENCE if reference is None else reference
+    for name in REFERENCE_FILES:
+        source = Path(run_dir) / name
+        if not source.is_file():
+            raise FileNotFoundError(f"{source}: the run wrote no such table; nothing was accepted")
+    for name in REFERENCE_FILES:
+        tmp = Path(reference) / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        shutil.copyfile(Path(run_dir) / name, tmp)
+        os.replace(tmp, Path(reference) / name)
 
 
 def _plain(value) -> str:
@@ -698,6 +730,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", help="notebook name prefixes to run, e.g. 05")
     parser.add_argument("--no-book", action="store_true", help="execute the notebooks, skip the book build")
     parser.add_argument("--workers", type=int, default=2, help="processes that build the seeds before the notebooks")
+    parser.add_argument("--accept-new-reference", action="store_true",
+                        help="default profile: write this run's result tables as the new results/reference/ instead "
+                             "of comparing with it")  # fmt: skip
     parser.add_argument("--real", default="{}", help='profile real: JSON of RealCheckpoints fields, e.g. '
                         '\'{"weak_model": "/models/Qwen2.5-0.5B-Instruct"}\'')  # fmt: skip
     args = parser.parse_args(argv)
@@ -710,6 +745,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--real is given but profile {args.profile!r} ignores it; use --profile real")
     if Path(args.runs).exists() and not Path(args.runs).is_dir():
         parser.error(f"--runs {args.runs!r} is a file, not a folder")
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    if args.profile == "default" and not args.accept_new_reference:
+        try:  # the comparison at the end needs every reference table: checked before any work
+            read_reference()
+        except (OSError, ValueError) as error:
+            parser.error(str(error))
     remove_dead_runs_leftovers(REPO / "book")
     # the terminal shows one line per stage and per finished job, no trainer dicts or progress bars (set before the
     # libraries read them; the build workers and kernels inherit them)
@@ -748,14 +790,19 @@ def main(argv: list[str] | None = None) -> None:
         html = build_book()
         phases["book"] = time.perf_counter() - book_start
         print(f"[study] book: {html / 'index.html'}")
-    if args.profile == "default" and not any((REFERENCE / name).exists() for name in REFERENCE_FILES):
-        print(f"[study] no reference results committed yet ({REFERENCE.relative_to(REPO)}): nothing to compare")
+    differences = []
+    if args.profile == "default" and args.accept_new_reference:
+        accept_new_reference(pipeline_root(get_profile(args.profile), args.runs))
+        print(f"[study] wrote this run's tables as the new reference results ({REFERENCE}/, "
+              "--accept-new-reference): commit them with the reason")  # fmt: skip
     elif args.profile == "default":
         differences = compare_with_reference(pipeline_root(get_profile(args.profile), args.runs))
         print("[study] matches the reference results" if not differences else
               "[study] differs from the reference results (results/reference/):\n  " + "\n  ".join(differences))
     phases["total"] = time.perf_counter() - start
     print(time_table(phases, pipeline_root(get_profile(args.profile), args.runs) / "timings.csv"))
+    if differences:
+        raise SystemExit(1)
 
 
 def time_table(phases: dict[str, float], timings: Path) -> str:

@@ -44,7 +44,7 @@ class LengthJudge:
 
 root, runs = sys.argv[1], sys.argv[2]
 prompts = Dataset.from_dict({"prompt": ["Add 3 and 4.", "Sort: b a c", "Reverse abc", "Spell cat"]})
-quick = dict(num_train_epochs=1, per_device_train_batch_size=4)
+quick = dict(num_train_epochs=2, per_device_train_batch_size=4, warmup_steps=0.0)
 config = PipelineConfig(seeds=[0], noise_levels=[0.0], n_preference_samples=3,
                         sampling=DecodingConfig.authors(plausibility_threshold=None, repetition_penalty=1.0,
                                                         max_new_tokens=6),

@@ -310,7 +310,8 @@ def test_cli_replaces_its_own_output_only_with_overwrite(tmp_path, saved_model, 
                   "--output", str(out), "--overwrite"])  # fmt: skip
     cli.main(_generate_argv(saved_model, prompts_folder, out, "--overwrite", "--seed", "3"))
     assert json.loads((out / ".congkit-cli.json").read_text())["arguments"]["seed"] == 3
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial or old copy left
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert left == [".cd.lock"]  # no partial or old copy left; the empty lock file stays (removing it would race)
 
 
 def test_cli_refuses_zero_epochs_and_non_text_completions(tmp_path, saved_model, capsys):
@@ -438,11 +439,33 @@ def test_a_run_is_compared_with_the_reference_results(tmp_path):
         folder.mkdir()
         pd.DataFrame({"claim": ["1", "3a"], "verdict": ["holds", "does not hold"],
                       "estimate": [0.756, -0.113]}).to_csv(folder / "verdicts.csv", index=False)  # fmt: skip
+        for name in ("preconditions.csv", "decomposition.csv"):
+            pd.DataFrame({"name": ["a"], "value": [0.5]}).to_csv(folder / name, index=False)
     assert study.compare_with_reference(run, reference) == []
     pd.DataFrame({"claim": ["1", "3a"], "verdict": ["holds", "inconclusive"],
                   "estimate": [0.756 + 1e-9, -0.101]}).to_csv(run / "verdicts.csv", index=False)  # fmt: skip
     assert study.compare_with_reference(run, reference) == [
         "verdicts.csv row 1 verdict: reference 'does not hold', this run 'inconclusive'",
         "verdicts.csv row 1 estimate: reference -0.113, this run -0.101"]  # fmt: skip
-    (reference / "decomposition.csv").write_text("arm,value\ncong,0.7\n")
+    (run / "decomposition.csv").unlink()
     assert "decomposition.csv: missing from the run" in study.compare_with_reference(run, reference)
+    study.accept_new_reference(run.parent / "reference", reference)  # the reference accepted as itself: unchanged
+    (reference / "preconditions.csv").unlink()  # a reference table deleted: an error naming it, never "matches"
+    with pytest.raises(FileNotFoundError, match="preconditions.csv: reference table missing"):
+        study.compare_with_reference(run, reference)
+    (reference / "preconditions.csv").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match="preconditions.csv: not a readable CSV table"):
+        study.read_reference(reference)
+    (reference / "preconditions.csv").write_text("")
+    with pytest.raises(ValueError, match="preconditions.csv: not a readable CSV table"):
+        study.read_reference(reference)
+
+
+def test_the_study_refuses_a_broken_reference_and_bad_workers_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(study, "REFERENCE", tmp_path)  # an empty reference folder
+    with pytest.raises(SystemExit):
+        study.main(["--profile", "default", "--runs", str(tmp_path / "runs")])
+    assert "reference table missing" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    with pytest.raises(SystemExit):
+        study.main(["--profile", "smoke", "--workers", "-3", "--runs", str(tmp_path / "runs")])
+    assert "--workers must be >= 1, got -3" in capsys.readouterr().err

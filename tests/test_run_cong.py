@@ -32,7 +32,7 @@ def checkpoints(tmp_path_factory):
 
 
 def _config() -> PipelineConfig:
-    quick = dict(num_train_epochs=1, per_device_train_batch_size=4)
+    quick = dict(num_train_epochs=2, per_device_train_batch_size=4, warmup_steps=0.0)
     return PipelineConfig(
         seeds=[0], noise_levels=[0.0], n_preference_samples=3,
         sampling=DecodingConfig.authors(plausibility_threshold=None, repetition_penalty=1.0, max_new_tokens=8,
