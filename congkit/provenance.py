@@ -23,8 +23,14 @@ SMOKE_NOTICE = "Smoke run: these numbers are not findings (tiny models, few seed
 
 
 def commit(repo: Path = REPO) -> str:
-    """The checkout's short commit, with "+ local changes" when tracked files differ from it; "unknown" outside git."""
+    """The checkout's short commit, with "+ local changes" when tracked files differ from it; "unknown (not a git
+    checkout)" outside git, and "unknown (inside another repository ...)" for a copy lying in another repository's
+    work tree (whose commit is not this code's)."""
     try:
+        top = subprocess.run(["git", "-C", str(repo), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                             check=True).stdout.strip()  # fmt: skip
+        if Path(top).resolve() != Path(repo).resolve():
+            return f"unknown (not a git checkout: inside another repository, {top})"
         head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=10", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip()  # fmt: skip
         dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],

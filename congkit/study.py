@@ -366,11 +366,20 @@ def run_notebooks(
         return {name: _run_chapter(name, names, profile, runs_dir, out_dir, real) for name in names}
 
 
+def kernel_environment() -> dict[str, str]:
+    """What the chapters' kernels inherit besides `QUIET_ENV`: this congkit first on their import path (a venv's
+    editable install may point at another checkout), and its folder, which `notebook_setup` checks."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": str(REPO) + (os.pathsep + path if path else ""), "CONGKIT_CHECKOUT": str(REPO)}
+
+
 @contextlib.contextmanager
 def quiet_environment():
-    """`QUIET_ENV` set for what starts inside the block (kernels), the caller's environment restored after it."""
-    saved = {k: os.environ.get(k) for k in QUIET_ENV}
-    os.environ.update(QUIET_ENV)
+    """`QUIET_ENV` and `kernel_environment()` set for what starts inside the block (kernels), the caller's
+    environment restored after it."""
+    wanted = {**QUIET_ENV, **kernel_environment()}
+    saved = {k: os.environ.get(k) for k in wanted}
+    os.environ.update(wanted)
     try:
         yield
     finally:
@@ -415,8 +424,17 @@ def notebook_setup(profile: str, runs_dir: str = "", seed: int | None = None, re
     notebook is run from."""
     runs_dir = runs_dir or str(DEFAULT_RUNS)
     check_notebook_parameters(profile, runs_dir, seed, real, **chapter)
+    check_checkout()
     _quiet_page()
     return study_objects(profile, runs_dir, progress=True, real=real)
+
+
+def check_checkout(expected: str | None = None) -> None:
+    """A chapter executed by a study runs the study's congkit: refuse a kernel that imported another copy."""
+    expected = os.environ.get("CONGKIT_CHECKOUT") if expected is None else expected
+    if expected and Path(expected).resolve() != REPO:
+        raise RuntimeError(f"this chapter's kernel imported congkit from {REPO}, but the study runs the one in "
+                           f"{expected}: install that checkout (pip install -e) or run the study from it")  # fmt: skip
 
 
 def regime_setup(profile: str, runs_dir: str = ""):

@@ -94,3 +94,21 @@ def test_a_pipeline_or_cli_that_would_train_nothing_says_so(tmp_path):
 
     with pytest.raises(ValueError, match=r"PipelineConfig.strong_sft.num_train_epochs must lie in"):
         PipelineConfig(strong_sft=TrainConfig(num_train_epochs=0)).validate()
+
+
+def test_chapters_run_the_checkout_that_runs_the_study_and_name_its_commit(tmp_path):
+    import shutil
+    import subprocess
+
+    from congkit import provenance, study
+
+    env = study.kernel_environment()
+    assert env["PYTHONPATH"].split(":")[0] == str(study.REPO) == env["CONGKIT_CHECKOUT"]
+    study.check_checkout(str(study.REPO))  # the same checkout: fine
+    with pytest.raises(RuntimeError, match="imported congkit from .* but the study runs the one in"):
+        study.check_checkout(str(tmp_path))
+    copy = tmp_path / "copy"
+    shutil.copytree(study.REPO / "congkit", copy / "congkit", ignore=shutil.ignore_patterns("__pycache__"))
+    assert provenance.commit(copy) == "unknown (not a git checkout)"
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert provenance.commit(copy).startswith("unknown (not a git checkout: inside another repository")
