@@ -203,6 +203,10 @@ def build_once(
     label = label or str(path)
     if is_complete(path) and not verify(path):
         return path
+    if path.is_symlink() and not path.exists():  # a link to nothing holds no artifact (and would fail the final rename)
+        warnings.warn(f"{label}: {path} is a symbolic link to nothing ({os.readlink(path)}); removing the link and "
+                      "building the artifact", CorruptArtifactWarning, stacklevel=2)  # fmt: skip
+        path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
     with lock_for(path):
         for stale in path.parent.glob(f"{path.name}.tmp-*"):  # we hold the lock: these belong to dead runs
@@ -268,10 +272,18 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
 
 
+def manifests(root: str | os.PathLike) -> list[Path]:
+    """The manifest of every complete artifact below `root`: a `_COMPLETE` file inside an artifact's own files (a
+    stray copy) marks no artifact of its own."""
+    found = sorted(Path(root).rglob(COMPLETE))
+    artifacts = {m.parent for m in found}
+    return [m for m in found if m.is_file() and not any(parent in artifacts for parent in m.parent.parents)]
+
+
 def verify_tree(root: str | os.PathLike, full: bool = True) -> dict[str, list[str]]:
     """Verify every complete artifact below `root`: {artifact folder: problems} for the ones that fail."""
     bad = {}
-    for manifest in sorted(Path(root).rglob(COMPLETE)):
+    for manifest in manifests(root):
         problems = verify(manifest.parent, full=full)
         if problems:
             bad[str(manifest.parent)] = problems
@@ -282,12 +294,13 @@ def artifacts(root: str | os.PathLike) -> list[dict]:
     """Every complete artifact below `root`, as {folder, stage, summary, files, bytes, intact}: what
     `python -m congkit.cache ls` prints (the summary comes from the artifact's meta.json)."""
     rows = []
-    for manifest in sorted(Path(root).rglob(COMPLETE)):
+    for manifest in manifests(root):
         folder = manifest.parent
         try:
             meta = json.loads((folder / "meta.json").read_text())
         except (OSError, ValueError):
             meta = {}
+        meta = meta if isinstance(meta, dict) else {}  # e.g. a JSON list: no summary, still listed
         files = _files(folder)
         rows.append({"folder": str(folder.relative_to(root)), "stage": meta.get("stage", folder.parent.name),
                      "summary": meta.get("summary", ""), "files": len(files),
@@ -312,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['folder']}  {row['summary'] or row['stage']}  ({row['files']} files, "
                   f"{row['bytes'] / 2**20:.1f} MiB){flag}")  # fmt: skip
         return 0
-    n = len(list(Path(args.root).rglob(COMPLETE)))
+    n = len(manifests(args.root))
     bad = verify_tree(args.root)
     for folder, problems in bad.items():
         print(f"CORRUPT {folder}", *(f"  {p}" for p in problems), sep="\n")

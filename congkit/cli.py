@@ -68,7 +68,11 @@ def check_output(args: argparse.Namespace) -> None:
         if out == source or source in out.parents or out in source.parents:
             raise SystemExit(f"error: --output {args.output!r} overlaps the input --{name.replace('_', '-')} "
                              f"{value!r}; writing it would destroy the input. Choose another --output.")  # fmt: skip
-    if not out.exists() and not out.is_symlink():
+    given = Path(args.output)
+    if given.is_symlink() and not given.exists():
+        raise SystemExit(f"error: --output {args.output!r} is a symbolic link to nothing ({os.readlink(given)}); "
+                         "choose another --output")  # fmt: skip
+    if not out.exists():
         return
     if not out.is_dir():
         raise SystemExit(f"error: --output {args.output!r} is an existing file, not written by this command; "

@@ -86,14 +86,36 @@ def run_facts(profile: str, seeds, date: datetime.date | None = None, **extra) -
     }
 
 
+TIMING_COLUMNS = ["stage", "artifact", "seed", "method", "eps", "seconds"]
+
+
+def read_timings(path: Path):
+    """`timings.csv` as a table (columns `TIMING_COLUMNS`), None when there is no such file; a file that is not such
+    a table (empty, garbage, a column missing, seconds that are not numbers) is a one-line error naming it."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a timings table ({str(error).splitlines()[0]}); move it away and the next run "
+                         "starts a new one") from None  # fmt: skip
+    missing = [c for c in TIMING_COLUMNS if c not in frame.columns]
+    if missing or pd.to_numeric(frame["seconds"], errors="coerce").isna().any():
+        problem = f"columns {missing} missing" if missing else "seconds that are not numbers"
+        raise ValueError(f"{path}: not a timings table ({problem}); move it away and the next run starts a new one")
+    return frame
+
+
 def stage_seconds(path: Path):
     """`timings.csv` (stage, artifact, seed, method, eps, seconds) per stage: artifacts built (`count`) and their
     seconds (`sum`), longest first; None when there is no such file."""
-    import pandas as pd
-
-    if not Path(path).exists():
+    frame = read_timings(path)
+    if frame is None:
         return None
-    return pd.read_csv(path).groupby("stage")["seconds"].agg(["count", "sum"]).sort_values("sum", ascending=False)
+    return frame.groupby("stage")["seconds"].agg(["count", "sum"]).sort_values("sum", ascending=False)
 
 
 def timing_summary(path: Path) -> str:

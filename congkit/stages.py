@@ -49,6 +49,7 @@ from .data import content_key, load_saved_dataset
 from .decoding import DecodingConfig
 from .methods import BY_NAME, STRONG_METHODS, TrainInputs, recipe
 from .models import load_causal_lm, load_tokenizer
+from .provenance import TIMING_COLUMNS, read_timings
 from .rewards import check_same_vocab
 from .scorers import Scorer
 from .tokens import has_chat_template
@@ -170,6 +171,8 @@ class PipelineConfig:
     def validate(self) -> None:
         if not self.seeds:
             raise ValueError("PipelineConfig.seeds is empty: name at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"PipelineConfig.seeds repeats a seed ({self.seeds}): each replicate once")
         if not self.noise_levels or any(not 0.0 <= e <= 1.0 for e in self.noise_levels):
             raise ValueError(f"noise_levels must be a non-empty list in [0, 1], got {self.noise_levels}")
         if self.n_preference_samples < 2:
@@ -180,6 +183,12 @@ class PipelineConfig:
             recipe(name)  # an unknown method, or one without a recipe, raises here
         if self.budget not in ("fixed", "tuned"):
             raise ValueError(f"budget must be 'fixed' or 'tuned', got {self.budget!r}")
+        if self.budget == "tuned":
+            for name in ("learning_rate_multipliers", "epochs"):
+                grid = plan.value("tuning", name)
+                if not grid or any(not isinstance(v, (int, float)) or v <= 0 for v in grid):
+                    raise ValueError(f"the analysis plan's tuning grid [tuning] {name} must list numbers > 0, got "
+                                     f"{grid!r}: a tuned budget picks from that grid")  # fmt: skip
         for name in ("weak_dpo", "strong_sft", "gold_sft", "wspo", "cong_dpo", "gold_dpo"):
             getattr(self, name).validate(f"PipelineConfig.{name}")
         DecodingConfig(alpha=self.cd_alpha, plausibility_threshold=self.cd_lam).validate(contrastive=True)
@@ -591,14 +600,12 @@ class Pipeline(CachedConG):
         return table
 
 
-TIMING_COLUMNS = ["stage", "artifact", "seed", "method", "eps", "seconds"]
-
-
 def record_timings(path: Path, rows: list[dict]) -> pd.DataFrame:
     """Merge stage timings into `path` (`timings.csv`: stage, artifact (its cache folder's name), seed, method, eps,
     seconds): an artifact built again replaces its old row, the others keep theirs (a cached rerun records nothing
     new). Returns the table."""
-    old = pd.read_csv(path) if Path(path).exists() else pd.DataFrame(columns=TIMING_COLUMNS)
+    old = read_timings(path)
+    old = pd.DataFrame(columns=TIMING_COLUMNS) if old is None else old
     new = pd.DataFrame(rows, columns=TIMING_COLUMNS)
     if new.empty:
         return old

@@ -688,6 +688,8 @@ def check_notebook_parameters(profile: str, runs_dir: str, seed: int | None = No
         raise ValueError(f"parameter profile={profile!r}: unknown profile; choose one of {PROFILES}")
     if not isinstance(runs_dir, (str, os.PathLike)):
         raise TypeError(f"parameter runs_dir must be a folder path, got {runs_dir!r}")
+    if runs_dir and Path(runs_dir).exists() and not Path(runs_dir).is_dir():
+        raise ValueError(f"parameter runs_dir {str(runs_dir)!r} is a file, not a folder")
     if real is not None and not isinstance(real, dict):
         raise TypeError(f"parameter real must be a dict of RealCheckpoints fields, got {type(real).__name__} {real!r}")
     if real and profile != "real":

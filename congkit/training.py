@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallba
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from .data import content_key
-from .inputs import check_int, check_number
+from .inputs import check_int, check_number, is_conversation
 from .models import default_device, default_dtype
 from .tokens import as_conversation, has_chat_template
 
@@ -142,6 +142,11 @@ def to_trl_format(tokenizer: PreTrainedTokenizerBase, ds: Dataset, columns: tupl
     if missing:
         raise ValueError(f"dataset lacks column(s) {missing}; it has {ds.column_names}")
     ds = ds.select_columns(["prompt", *columns])
+    for column in ("prompt", *columns):
+        bad = next((i for i, v in enumerate(ds[column]) if not isinstance(v, str) and not is_conversation(v)), None)
+        if bad is not None:
+            raise ValueError(f"training data row {bad}: {column} must be text (or a conversation for the prompt), "
+                             f"got {ds[column][bad]!r:.40}")  # fmt: skip
     if not has_chat_template(tokenizer):
         return ds
 

@@ -121,8 +121,11 @@ def plan_pipelines(root, budget: str, config=None, world_base=None, progress: bo
 
     seeds = list(range(plan.value("study", "seeds_per_world")))
     config = dataclasses.replace(config or PipelineConfig(), seeds=config.seeds if config else seeds, budget=budget)
+    worlds = plan.value("study", "worlds") if worlds is None else worlds
+    if not worlds:
+        raise ValueError("no worlds to run: the analysis plan's [study] worlds (or `worlds`) must name at least one")
     out = {}
-    for w in plan.value("study", "worlds") if worlds is None else worlds:
+    for w in worlds:
         world = build_world(plan_world_config(w, world_base), root=Path(root), progress=progress)
         out[w] = Pipeline(Setting.from_world(world), config, root=Path(root) / f"world-{w}", progress=progress)
     return out

@@ -112,3 +112,50 @@ def test_chapters_run_the_checkout_that_runs_the_study_and_name_its_commit(tmp_p
     assert provenance.commit(copy) == "unknown (not a git checkout)"
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     assert provenance.commit(copy).startswith("unknown (not a git checkout: inside another repository")
+
+
+def test_failures_name_their_file_or_argument(tmp_path, tokenizer):
+    from datasets import Dataset
+
+    from congkit import PipelineConfig, provenance, study, worlds
+    from congkit.stages import record_timings
+    from congkit.training import to_trl_format
+
+    timings = tmp_path / "timings.csv"
+    for content in ("", "\x00\x01garbage\n1,2\n", "stage,artifact,seed,method,eps,seconds\nweak_pool,a,0,,0.0,fast\n"):
+        timings.write_text(content)
+        for read in (provenance.stage_seconds, lambda p: record_timings(p, [])):
+            with pytest.raises(ValueError, match=r"timings.csv: not a timings table"):
+                read(timings)
+    with pytest.raises(ValueError, match="no worlds to run"):
+        worlds.plan_pipelines(tmp_path, "fixed", worlds=[])
+    with pytest.raises(ValueError, match=r"seeds repeats a seed \(\[0, 0\]\)"):
+        PipelineConfig(seeds=[0, 0]).validate()
+    with pytest.raises(ValueError, match="runs_dir .* is a file, not a folder"):
+        study.check_notebook_parameters("smoke", str(timings))
+    data = Dataset.from_dict({"prompt": ["a", None], "completion": ["x", "y"]})
+    with pytest.raises(ValueError, match="training data row 1: prompt must be text"):
+        to_trl_format(tokenizer, data, ("completion",))
+    dangling = tmp_path / "out"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(SystemExit, match="is a symbolic link to nothing"):
+        cli.main(["generate", "--expert", "e", "--prompts", "p", "--output", str(dangling)])
+
+
+def test_the_cache_lists_what_it_holds_despite_odd_files(tmp_path):
+    from congkit import cache
+
+    cache.build_once(tmp_path / "stage" / "a", lambda tmp: (tmp / "x.txt").write_text("x"), meta={"stage": "s"})
+    rows = cache.artifacts(tmp_path)
+    assert len(rows) == 1 and rows[0]["intact"]
+    listed = cache.build_once(tmp_path / "stage" / "b", lambda tmp: (tmp / "meta.json").write_text("[1, 2]"))
+    nested = cache.build_once(tmp_path / "stage" / "c", lambda tmp: ((tmp / "sub").mkdir(),
+                                                                     (tmp / "sub" / cache.COMPLETE).write_text("{}")))
+    rows = {r["folder"]: r for r in cache.artifacts(tmp_path)}
+    assert set(rows) == {"stage/a", "stage/b", "stage/c"} and all(r["intact"] for r in rows.values())
+    assert cache.verify_tree(tmp_path) == {} and listed.exists() and nested.exists()
+    link = tmp_path / "stage" / "d"
+    link.symlink_to(tmp_path / "gone")
+    with pytest.warns(cache.CorruptArtifactWarning, match="symbolic link to nothing"):
+        built = cache.build_once(link, lambda tmp: (tmp / "y.txt").write_text("y"))
+    assert (built / "y.txt").read_text() == "y" and not built.is_symlink()
