@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 
 QUIET_ENV = {"CONGKIT_QUIET": "1", "TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
              "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
@@ -66,9 +66,18 @@ def run_in_workers(job: Callable, jobs: Iterable, workers: int, describe: Callab
             results.append(job(job_))
             print(f"[{tag}]   {describe(done, len(jobs), results[-1])}", file=sys.stderr, flush=True)
         return results
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
-                             initargs=(os.getpid(),)) as pool:  # fmt: skip
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
+                               initargs=(os.getpid(),))  # fmt: skip
+    try:
         for done, result in enumerate(pool.map(job, jobs), 1):
             print(f"[{tag}]   {describe(done, len(jobs), result)}", file=sys.stderr, flush=True)
             results.append(result)
+    except KeyboardInterrupt:  # stop at once, saying so, rather than wait for the jobs that are running to finish
+        print(f"[{tag}] interrupted: stopping the build workers now; what they were building is left unfinished "
+              "(*.tmp-* folders the next run removes), everything finished stays cached", file=sys.stderr, flush=True)
+        for child in active_children():
+            child.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return results

@@ -159,3 +159,62 @@ def test_the_cache_lists_what_it_holds_despite_odd_files(tmp_path):
     with pytest.warns(cache.CorruptArtifactWarning, match="symbolic link to nothing"):
         built = cache.build_once(link, lambda tmp: (tmp / "y.txt").write_text("y"))
     assert (built / "y.txt").read_text() == "y" and not built.is_symlink()
+
+
+INTERRUPTED = """
+import time
+from congkit.workers import run_in_workers
+run_in_workers(time.sleep, [60, 60], 2, lambda done, total, result: f"{done}/{total}")
+"""
+
+
+@pytest.mark.slow
+def test_an_interrupted_build_says_so_and_stops_its_workers_at_once():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = subprocess.Popen([sys.executable, "-c", INTERRUPTED], stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # the workers have started their minute-long jobs
+    workers = subprocess.run(["pgrep", "-P", str(run.pid)], capture_output=True, text=True).stdout.split()
+    assert workers
+    run.send_signal(signal.SIGINT)
+    start = time.perf_counter()
+    _, err = run.communicate(timeout=60)
+    assert time.perf_counter() - start < 20  # not the minute the jobs would take
+    assert "interrupted: stopping the build workers now" in err
+    time.sleep(1)
+    for pid in workers:
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+PARENT = """
+import subprocess, sys, time
+from congkit.study import die_with_parent
+child = subprocess.Popen(["sleep", "60"], preexec_fn=die_with_parent)
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_a_book_build_child_dies_with_the_study():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)  # a killed study: no handler of its own runs
+    parent.wait()
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{child}") or open(f"/proc/{child}/stat").read().split()[2] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the child outlived its killed parent")
