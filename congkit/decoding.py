@@ -68,7 +68,6 @@ __all__ = ["DecodingConfig", "Generation", "apply_repetition_penalty", "cd_step"
            "contrastive_scores", "plausibility_head", "prompt_ids", "sample", "warpers"]  # fmt: skip
 
 
-
 @dataclass
 class DecodingConfig:
     """Settings of one decoding run, named and defaulted as `generate`'s (greedy, temperature 1, top-k 50, top-p 1,
@@ -139,7 +138,7 @@ class DecodingConfig:
 
     @classmethod
     def authors(cls, **overrides) -> DecodingConfig:
-        """The ConG release's sampling (PAPER.md): T 0.8, top-p 0.95, repetition penalty 1.2 after the contrast,
+        """The ConG release's sampling (Jiang et al., 2025): T 0.8, top-p 0.95, repetition penalty 1.2 after the contrast,
         head lambda 0.1, no top-k; `overrides` set other fields."""
         settings = dict(do_sample=True, temperature=0.8, top_k=None, top_p=0.95, repetition_penalty=1.2,
                         plausibility_threshold=0.1)  # fmt: skip

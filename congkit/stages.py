@@ -11,7 +11,8 @@ The algorithm itself is in `congkit/cong.py` (read it there, top to bottom); the
 Every artifact sits in `root/<stage>/<key>/`, written atomically, verified on reuse (`congkit.cache`). A key holds
 exactly what the result depends on: the stage's code (`STAGES`: every congkit function it can reach, `code_key`),
 settings (`cache_view`: fields that cannot change a result left out), data by content, and models by their
-artifact's key and content digest, never by the path where they lie. Every random draw takes its seed from `stream_seed(seed, purpose, k)`: one named stream per purpose.
+artifact's key and content digest, never by the path where they lie. Every random draw takes its seed from
+`stream_seed(seed, purpose, k)`: one named stream per purpose.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class Setting:
             task = tasks[prompt]
             return [(a, canonical_response(task), one_attribute_worse(task, a)) for a in PREFERENCE_ATTRIBUTES]
 
+        scorer = world.reward()
         return cls(
             name=f"world-{world.path.name}",
             weak_base=str(world.model_path("weak_base")),
@@ -116,12 +118,12 @@ class Setting:
             eval_prompts=world.prompts("eval"),
             heldout_prompts=heldout,
             valid_prompts=world.prompts("valid") if "valid" in world.splits else None,
-            scorer=world.reward(),
+            scorer=scorer,
             is_correct=lambda p, r: judge(tasks[p], r).correct,
             gold_responses=lambda p: canonical_response(tasks[p]),
             preference_probes=probes,
             # the world's settings and its models' bytes, and the code of its judge and of the callables above
-            key=f"{world.path.name}@{artifact_digest(world.path)}:{code_key(Setting.from_world, type(world.reward()))}",
+            key=f"{world.path.name}@{artifact_digest(world.path)}:{code_key(Setting.from_world, type(scorer))}",
             device=device or "cpu",
             dtype=torch.float32,
         )
