@@ -69,8 +69,17 @@ def _name(obj) -> str | None:
 @functools.cache
 def _read(obj) -> tuple[str, tuple]:
     """(normalised source, the objects it references) of one congkit function or class."""
+    if obj.__name__ == "<lambda>":
+        return _read_lambda(obj)
     source = textwrap.dedent(inspect.getsource(obj))
-    tree = ast.parse(source)
+    try:
+        tree = ast.parse(source)
+        defined = tree.body[0].name
+    except (SyntaxError, IndexError, AttributeError):
+        defined = None
+    if defined != obj.__name__:  # the file was edited after this process imported it: keys must see loaded code
+        raise RuntimeError(f"the source of {obj.__module__}.{obj.__qualname__} on disk no longer matches the code this "
+                           "process loaded (edited while it ran?): start the run again")  # fmt: skip
     _drop_docstrings(tree)
     module = sys.modules[obj.__module__]
     owner = _owner(obj, module)
@@ -83,6 +92,20 @@ def _read(obj) -> tuple[str, tuple]:
                 constants.append(target[1])
     text = ast.dump(tree, annotate_fields=False) + "".join(sorted(set(constants)))
     return text, tuple(found)
+
+
+def _read_lambda(function: types.FunctionType) -> tuple[str, tuple]:
+    """A lambda's source cannot be parsed alone (`inspect` gives its whole line): its bytecode, constants and names
+    stand for it, and the names it reads from its module are followed."""
+
+    def describe(code: types.CodeType) -> str:
+        consts = [describe(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+        return f"{code.co_code.hex()}|{code.co_names}|{consts}"
+
+    module = sys.modules[function.__module__]
+    found = [target for name in function.__code__.co_names if name in module.__dict__
+             for target in _found(module.__dict__[name], f"{module.__name__}.{name}") if _name(target) is not None]
+    return describe(function.__code__), tuple(found)
 
 
 def _owner(obj, module) -> type | None:

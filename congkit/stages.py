@@ -304,6 +304,8 @@ class CachedConG(Runner):
         super().__init__(setting, root, progress)
         self.config = config or PipelineConfig()
         self.config.validate()
+        for stage in STAGES:  # every stage's code key, read now, from the code this process loaded (cached after)
+            stage_code(stage)
         self.tokenizer = load_tokenizer(setting.tokenizer or setting.weak_base)
         # string prompts are one user turn when the tokenizer has a chat template, as `to_trl_format` hands them to TRL
         self.chat = has_chat_template(self.tokenizer)
