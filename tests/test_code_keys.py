@@ -94,6 +94,7 @@ def test_a_stage_key_covers_the_code_it_reaches_up_to_the_other_stages():
     assert "congkit.trainers.wspo_loss" in code_parts(congkit.methods.recipe("wspo").train)
 
 
+@pytest.mark.slow
 def test_edits_change_exactly_the_keys_of_the_code_they_touch(tmp_path):
     copy = _copy(tmp_path)
     before = _run(copy, KEYS)
