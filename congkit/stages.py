@@ -304,8 +304,10 @@ class CachedConG(Runner):
         super().__init__(setting, root, progress)
         self.config = config or PipelineConfig()
         self.config.validate()
-        for stage in STAGES:  # every stage's code key, read now, from the code this process loaded (cached after)
-            stage_code(stage)
+        for stage in STAGES:  # every stage's and recipe's code key, read now, from the code this process loaded
+            stage_code(stage)  # (cached after: an edit on disk during the run changes no key of this run)
+        for method in [*self.config.methods, "gold"]:
+            code_key(recipe(method).train)
         self.tokenizer = load_tokenizer(setting.tokenizer or setting.weak_base)
         # string prompts are one user turn when the tokenizer has a chat template, as `to_trl_format` hands them to TRL
         self.chat = has_chat_template(self.tokenizer)
