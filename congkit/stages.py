@@ -304,10 +304,7 @@ class CachedConG(Runner):
         super().__init__(setting, root, progress)
         self.config = config or PipelineConfig()
         self.config.validate()
-        for stage in STAGES:  # every stage's and recipe's code key, read now, from the code this process loaded
-            stage_code(stage)  # (cached after: an edit on disk during the run changes no key of this run)
-        for method in [*self.config.methods, "gold"]:
-            code_key(recipe(method).train)
+        read_code_keys(self.config.methods)
         self.tokenizer = load_tokenizer(setting.tokenizer or setting.weak_base)
         # string prompts are one user turn when the tokenizer has a chat template, as `to_trl_format` hands them to TRL
         self.chat = has_chat_template(self.tokenizer)
@@ -662,6 +659,15 @@ def stage_code(stage: str) -> str:
     """The code key of a stage (`congkit.code_key`): every congkit function and constant its code can reach, up to
     the entry points of the other stages (their artifacts enter its key by their keys and contents)."""
     return code_key(*STAGES[stage].code, stop=_other_stages(stage))
+
+
+def read_code_keys(methods: list[str]) -> None:
+    """Every stage's and every recipe's (`methods` and the gold ceiling) code key, read now from the code this process
+    loaded and cached after, so an edit on disk while a run goes on changes no key of that run."""
+    for stage in STAGES:
+        stage_code(stage)
+    for method in [*methods, "gold"]:
+        code_key(recipe(method).train)
 
 
 def stage_parts(stage: str) -> dict[str, str]:
