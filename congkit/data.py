@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, Features, load_dataset, load_from_disk
 
-from .cache import fingerprint, swap_in
+from .cache import fingerprint
 
 
 def content_key(ds: Dataset) -> str:
@@ -36,19 +34,6 @@ def load_saved_dataset(path: str | os.PathLike) -> Dataset:
         return load_from_disk(str(path), keep_in_memory=True)
     except Exception as error:  # datasets raises FileNotFoundError, JSONDecodeError, ArrowInvalid, ...
         raise ValueError(f"{path}: cannot read the saved dataset ({type(error).__name__}: {error})") from error
-
-
-def save_dataset_atomic(ds: Dataset, path: str | os.PathLike) -> Path:
-    """`save_to_disk` into a temporary sibling, then swap it in: a crash never leaves a half-written dataset."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        ds.save_to_disk(str(tmp))
-        swap_in(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
 
 
 def load_prompts(source: str | os.PathLike, split: str, column: str = "prompt", limit: int | None = None) -> Dataset:

@@ -1,4 +1,4 @@
-"""Numerical checks of the CD-implicit reward equivalence (PAPER.md), on real next-token distributions.
+"""Numerical checks of the CD-implicit reward equivalence (Jiang et al., 2025), on real next-token distributions.
 
     F(v) = (1 - alpha) * log(pi_r(v) / pi_ref(v)) + alpha * log pi_r(v) = log pi_r(v) - (1 - alpha) * log pi_ref(v)
 

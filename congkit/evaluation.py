@@ -93,7 +93,6 @@ METRICS: tuple[Metric, ...] = (
     Metric("length", "length (chars)", None, _mean("lengths")),
     Metric("reward", "r*", True, _mean("scores")),
 )
-METRIC = {m.name: m for m in METRICS}
 CAPABILITY_METRICS = ("r_cap", "heldout_accuracy", "mc_accuracy")  # what can show a capability loss, best first
 
 

@@ -143,49 +143,6 @@ def noise_curves(table: pd.DataFrame, metric: str = "r_pref") -> plt.Figure:
     return fig
 
 
-def pipeline_diagram() -> plt.Figure:
-    """The ConG pipeline as boxes and arrows (the book's introduction figure)."""
-    from matplotlib.patches import FancyBboxPatch
-
-    boxes = {  # drawn at the book's column width (7 in), so 9 pt text stays at least 10 px on the page
-        "weak": (0.015, 0.62, "weak base\n$\\pi_{ref}$"),
-        "prefs": (0.21, 0.62, "preference\npairs (by $r^*$)"),
-        "dpo": (0.43, 0.62, "DPO\n$\\pi_{ref} \\to \\pi_r$"),
-        "cd": (0.66, 0.62, "contrastive\ndecoding"),
-        "strong": (0.015, 0.1, "strong base"),
-        "congs": (0.30, 0.1, "ConG-S: SFT\non CD samples"),
-        "cong": (0.64, 0.1, "ConG: DPO, CD\nsample > own"),
-    }
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.set_axis_off()
-    centers = {}
-    for key, (x, y, text) in boxes.items():
-        w, h = {"cd": 0.24, "cong": 0.26, "congs": 0.26}.get(key, 0.17), 0.28
-        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.01", fc="#e8f0fe" if y > 0.5 else "#e6f4ea",
-                                    ec="#444"))  # fmt: skip
-        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=9)
-        centers[key] = (x, y, w, h)
-
-    def arrow(a, b, label=""):
-        xa, ya, wa, ha = centers[a]
-        xb, yb, wb, hb = centers[b]
-        start = (xa + wa, ya + ha / 2) if abs(ya - yb) < 0.1 else (xa + wa / 2, ya)
-        end = (xb, yb + hb / 2) if abs(ya - yb) < 0.1 else (xb + wb / 2, yb + hb)
-        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", lw=1.2))
-        if label:
-            ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.03, label, fontsize=8, ha="center")
-
-    arrow("weak", "prefs")
-    arrow("prefs", "dpo")
-    arrow("dpo", "cd")
-    arrow("strong", "congs")
-    arrow("congs", "cong")
-    arrow("cd", "congs", "CD samples")
-    ax.set_title("ConG: the weak pair's alignment direction, by contrastive decoding, trains the strong model",
-                 fontsize=10)  # fmt: skip
-    return fig
-
-
 # --- the regime map (congkit.regime) -------------------------------------------------------------------------------
 
 

@@ -117,7 +117,7 @@ def get_profile(name: str, real_overrides: dict | None = None) -> Profile:
 
 
 def real_pipeline_config() -> PipelineConfig:
-    """The paper's optimiser settings (PAPER.md) for 0.5-8B models; one seed, two noise levels by default."""
+    """The paper's optimiser settings (Jiang et al., 2025) for 0.5-8B models; one seed, two noise levels by default."""
     from .decoding import DecodingConfig
     from .training import TrainConfig
 

@@ -11,6 +11,7 @@ from congkit import (
     DecodingConfig,
     apply_repetition_penalty,
     cd_step,
+    cong,
     contrastive_generate,
     contrastive_scores,
     implicit_reward_from_ids,
@@ -31,28 +32,9 @@ def _choose(scores, config, uniforms):
 
 
 def reference_cd(expert, amateur, tokenizer, prompt, alpha, lam, max_new_tokens, penalty):
-    """Greedy CD for one prompt, no cache, no batching: the formula of PAPER.md written out."""
-    ids = encode_prompt(tokenizer, prompt)
-    out = []
-    for _ in range(max_new_tokens):
-        x = torch.tensor([ids + out])
-        with torch.no_grad():
-            log_pr = torch.log_softmax(expert(x).logits[0, -1].double(), -1)
-            log_pref = torch.log_softmax(amateur(x).logits[0, -1].double(), -1)
-        p_r = log_pr.exp()
-        best, best_score = None, -float("inf")
-        for v in range(len(p_r)):
-            if p_r[v] < lam * p_r.max():
-                continue  # outside the plausibility head
-            score = (1 - alpha) * (log_pr[v] - log_pref[v]) + alpha * log_pr[v]
-            if v in ids + out:
-                score = score * penalty if score < 0 else score / penalty
-            if score > best_score:
-                best, best_score = v, score
-        out.append(best)
-        if best == tokenizer.eos_token_id:
-            break
-    return out
+    """Greedy CD of one prompt by the definition (`congkit.cong.reference_cd`: no cache, no batching, float64)."""
+    return cong.reference_cd(expert, amateur, encode_prompt(tokenizer, prompt), alpha=alpha, plausibility_threshold=lam,
+                             repetition_penalty=penalty, max_new_tokens=max_new_tokens, eos=[tokenizer.eos_token_id])
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
