@@ -52,7 +52,7 @@ class TrainConfig:
 
     def validate(self, name: str = "TrainConfig") -> None:
         """One-line errors for settings that cannot train: a learning rate or epochs that are not positive (without
-        `max_steps`), batch sizes below one, a warm-up fraction outside [0, 1)."""
+        `max_steps`), batch sizes below one, a negative warm-up (a fraction below 1, or a step count)."""
         check_number(f"{name}.learning_rate", self.learning_rate, 0.0, low_open=True)
         check_int(f"{name}.max_steps", self.max_steps)
         if self.max_steps <= 0:
