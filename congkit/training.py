@@ -169,7 +169,8 @@ def quiet() -> bool:
 
 
 def _fit(trainer, history: LossHistory, save_to: str | None) -> tuple[PreTrainedModel, list[dict]]:
-    require_training(len(trainer.get_train_dataloader()), trainer.args)
+    args = trainer.args  # batches an epoch as the trainer's sampler forms them (no last batch dropped)
+    require_training(math.ceil(len(trainer.train_dataset) / (args.per_device_train_batch_size * args.world_size)), args)
     if quiet():  # with tqdm disabled, Trainer prints every log dict instead: drop that printer too
         trainer.remove_callback(PrinterCallback)
     trainer.train()
