@@ -20,7 +20,7 @@ CASES = {
     "congkit": "import transformers, congkit",
     "congkit_decoding": "import congkit.decoding",
     "transformers_model_classes": "from transformers import PreTrainedModel, GenerationConfig",
-    "congkit_pipeline": "import congkit.stages",
+    "congkit_pipeline": "import congkit.pipeline",
 }
 
 

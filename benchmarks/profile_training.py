@@ -14,11 +14,12 @@ import time
 
 os.environ["CONGKIT_QUIET"] = "1"
 from congkit import cong  # noqa: E402
+from congkit.stages import fixed_config  # noqa: E402
 from congkit.study import study_objects  # noqa: E402
 
 world, setting, pipe = study_objects("default", "runs", progress=False)
-data = pipe.training_data("plain_samples", 0, 0.0)
-cfg = pipe.fixed_config("weaksft", data)
+data = pipe.plain_samples(0, 0.0)
+cfg = fixed_config(pipe, "weaksft", data)
 model = pipe.load(setting.strong_base)
 with tempfile.TemporaryDirectory() as work:
     prof = cProfile.Profile()

@@ -30,7 +30,7 @@ _EXPORTS = {
     "cong": ["reference_cd", "run_cong"],
     "evaluation": ["main_table", "preconditions", "summarise", "verdicts"],
     "scorers": ["RewardModelScorer"],
-    "stages": ["Pipeline", "PipelineConfig", "Setting", "smoke_pipeline_config"],
+    "pipeline": ["Pipeline", "PipelineConfig", "Setting", "smoke_pipeline_config"],
     "training": ["TrainConfig"],
     "world": ["ExplicitReward", "NoiseRates", "Task", "WorldData", "judge"],
     "world_build": ["World", "WorldConfig", "build_world", "card_table", "smoke_world_config"],
@@ -74,10 +74,10 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         contrastive_decoding,
     )
     from .methods import METHODS, Method, Recipe  # noqa: F401
+    from .pipeline import Pipeline, PipelineConfig, Setting, smoke_pipeline_config  # noqa: F401
     from .regime import RegimeConfig, run_regime  # noqa: F401
     from .rewards import ImplicitReward, completion_logprobs, implicit_reward, implicit_reward_from_ids  # noqa: F401
     from .scorers import RewardModelScorer  # noqa: F401
-    from .stages import Pipeline, PipelineConfig, Setting, smoke_pipeline_config  # noqa: F401
     from .tokens import encode_pair, encode_prompt, is_templated  # noqa: F401
     from .training import TrainConfig  # noqa: F401
     from .world import ExplicitReward, NoiseRates, Task, WorldData, judge  # noqa: F401

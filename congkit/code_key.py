@@ -1,10 +1,10 @@
 """The code a cached result depends on, as part of its key: every congkit function and class a stage can run.
 
-    code_key(CachedConG.weak_samples, cong.contrastive_samples)   # -> "3f9a0c1b2d4e"
+    code_key(stages.weak_samples, cong.contrastive_samples)   # -> "3f9a0c1b2d4e"
 
 Starting from the given functions, the source's own references are followed: names in a function's module (and names
 imported inside it), `module.name` attributes, `self.name` / `cls.name` inside a method (looked up on its class, so
-inherited methods count), each congkit function or class reached, transitively, and the module-level constants of
+inherited methods count), `p.name` where parameter `p` is annotated with a congkit class (looked up on that class), each congkit function or class reached, transitively, and the module-level constants of
 plain data (numbers, strings, tuples, dicts) they read. Each piece enters the key as its syntax tree without
 docstrings (comments are not in the tree), so an edit to a comment or a docstring changes no key, while an edit to
 the judge, the CD step, a loss or a trainer wrapper changes the key of every stage that can reach it: those stages
@@ -82,10 +82,11 @@ def _read(obj) -> tuple[str, tuple]:
                            "process loaded (edited while it ran?): start the run again")  # fmt: skip
     _drop_docstrings(tree)
     module = sys.modules[obj.__module__]
-    owner = _owner(obj, module)
+    owners = _owners(tree, obj, module)
+    _drop_annotations(tree)  # type hints run no code: an edited hint changes no key, a hinted class is not followed
     found, constants = [], []
     for node in ast.walk(tree):
-        for target in _resolve(node, module, owner):
+        for target in _resolve(node, module, owners):
             if _name(target) is not None:
                 found.append(target)
             elif isinstance(target, tuple) and target and target[0] == "constant":
@@ -108,23 +109,34 @@ def _read_lambda(function: types.FunctionType) -> tuple[str, tuple]:
     return describe(function.__code__), tuple(found)
 
 
-def _owner(obj, module) -> type | None:
-    """The class a method is defined in (so `self.x` can be looked up on it), or None."""
-    if isinstance(obj, type):
-        return obj
+def _owners(tree: ast.AST, obj, module) -> dict[str, type]:
+    """{name: class} for the names whose attributes are looked up on a congkit class: `self` and `cls` in a method
+    (its class), and every parameter annotated with a congkit class (`run: Pipeline`)."""
+    owners = {}
     head = obj.__qualname__.split(".")[0]
-    candidate = getattr(module, head, None)
-    return candidate if isinstance(candidate, type) and "." in obj.__qualname__ else None
+    candidate = obj if isinstance(obj, type) else getattr(module, head, None)
+    if isinstance(candidate, type) and (isinstance(obj, type) or "." in obj.__qualname__):
+        owners = {"self": candidate, "cls": candidate}
+    function = tree.body[0] if isinstance(tree, ast.Module) and tree.body else None
+    if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        for arg in [*function.args.posonlyargs, *function.args.args, *function.args.kwonlyargs]:
+            note = arg.annotation
+            name = note.value if isinstance(note, ast.Constant) else note.id if isinstance(note, ast.Name) else None
+            cls = module.__dict__.get(name) if isinstance(name, str) else None
+            if isinstance(cls, type) and _is_ours(cls):
+                owners[arg.arg] = cls
+    return owners
 
 
-def _resolve(node: ast.AST, module, owner):
+def _resolve(node: ast.AST, module, owners: dict[str, type]):
     """The congkit objects (and constants, as ("constant", "name=repr")) one syntax node refers to."""
     if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in module.__dict__:
         yield from _found(module.__dict__[node.id], f"{module.__name__}.{node.id}")
     elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
         base = node.value.id
-        if base in ("self", "cls") and owner is not None:
-            yield from _found(getattr(owner, node.attr, None), f"{owner.__qualname__}.{node.attr}")
+        if base in owners:
+            owner = owners[base]
+            yield from _found(inspect.getattr_static(owner, node.attr, None), f"{owner.__qualname__}.{node.attr}")
         else:
             value = module.__dict__.get(base)
             if isinstance(value, types.ModuleType) and _is_ours(value) or isinstance(value, type) and _is_ours(value):
@@ -171,3 +183,13 @@ def _drop_docstrings(tree: ast.AST) -> None:
             first = node.body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
                 node.body = node.body[1:] or [ast.Pass()]
+
+
+def _drop_annotations(tree: ast.AST) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg):
+            node.annotation = None
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.returns = None
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:  # a hinted variable keeps its value
+            node.annotation = ast.Constant(None)

@@ -82,11 +82,21 @@ def reference_cd(expert, amateur, prompt_ids: list[int], *, alpha: float = 0.5, 
     return out
 
 
+def draw_row(i: int, j: int, n_prompts: int) -> int:
+    """The row of draw j of prompt i when `n` draws of `n_prompts` prompts run as one batch over `prompts * n`:
+    j * n_prompts + i. Each row is seeded by (decoding.seed, row), so every draw is independent."""
+    return j * n_prompts + i
+
+
+def by_prompt(flat: Sequence, n_prompts: int, n: int) -> list[list]:
+    """A batched run's rows (`draw_row` layout) regrouped per prompt: [prompt i][draw j]."""
+    return [[flat[draw_row(i, j, n_prompts)] for j in range(n)] for i in range(n_prompts)]
+
+
 def draws(model, tokenizer, prompts: list[str], n: int, decoding: DecodingConfig, chat: bool) -> list[list[str]]:
-    """`n` samples of every prompt in one batched run: draw j of prompt i is row j * len(prompts) + i, seeded by
-    (decoding.seed, row), so every draw is independent. Returned per prompt."""
+    """`n` samples of every prompt in one batched run (`draw_row` layout), returned per prompt."""
     texts = sample(model, tokenizer, prompts * n, decoding, progress=False, apply_chat_template=chat).texts
-    return [[texts[j * len(prompts) + i] for j in range(n)] for i in range(len(prompts))]
+    return by_prompt(texts, len(prompts), n)
 
 
 def sample_pool(model, tokenizer, prompts: list[str], judge: Judge, n: int, decoding: DecodingConfig,
@@ -159,8 +169,8 @@ def cong_pairs(cong_s: PreTrainedModel, tokenizer, cd: Dataset, decoding: Decodi
 
 
 def scored_draws(pi_r, pi_ref, tokenizer, prompts: list[str], n: int, decoding: DecodingConfig, chat: bool):
-    """`n` pi_r samples of every prompt (draw j of prompt i at row j * len(prompts) + i) and the weak pair's implicit
-    reward of each (beta 1): (the `Generation`, an `ImplicitReward`)."""
+    """`n` pi_r samples of every prompt (`draw_row` layout) and the weak pair's implicit reward of each (beta 1):
+    (the `Generation`, an `ImplicitReward`)."""
     gen = sample(pi_r, tokenizer, prompts * n, decoding, progress=False, apply_chat_template=chat)
     prompt_ids = [encode_prompt(tokenizer, p, chat) for p in prompts] * n
     return gen, implicit_reward_from_ids(pi_r, pi_ref, prompt_ids, gen.token_ids, beta=1.0, batch_size=256)
@@ -171,9 +181,9 @@ def best_of_n_by_implicit_reward(pi_r, pi_ref, tokenizer, prompts: list[str], n:
     """Beyond the paper, with exactly ConG's information: per prompt, the one of `n` pi_r samples with the largest
     summed implicit reward log(pi_r / pi_ref)(y) (no labels). Columns prompt, completion, implicit."""
     gen, scored = scored_draws(pi_r, pi_ref, tokenizer, prompts, n, decoding, chat)
+    per_prompt = by_prompt(scored.total, len(prompts), n)
+    rows = [draw_row(i, max(range(n), key=per_prompt[i].__getitem__), len(prompts)) for i in range(len(prompts))]
     implicit = scored.total
-    best = [max(range(n), key=lambda j, i=i: implicit[j * len(prompts) + i]) for i in range(len(prompts))]
-    rows = [b * len(prompts) + i for i, b in enumerate(best)]
     return Dataset.from_dict({"prompt": prompts, "completion": [gen.texts[r] for r in rows],
                               "implicit": [implicit[r] for r in rows]})  # fmt: skip
 
@@ -206,7 +216,7 @@ def run_cong(load: Callable[[str], PreTrainedModel], weak_base: str, strong_base
              judge: Judge, config, seed: int = 0, eps: float = 0.0, chat: bool = True,
              output_dir: str | None = None) -> dict:  # fmt: skip
     """The whole algorithm on real checkpoints, no cache: the cached pipeline's steps 1-5 with its seeds and decoding
-    streams, so one seed gives exactly the datasets and weights `congkit.stages.CachedConG` caches for it (tested).
+    streams, so one seed gives exactly the datasets and weights `congkit.Pipeline` caches for it (tested).
 
     Args:
         load: name or folder -> a freshly loaded model, each call (e.g. `lambda p: congkit.models.load_causal_lm(p)`).

@@ -27,7 +27,7 @@ from datasets import Dataset
 from scipy import stats
 
 from . import plan
-from .methods import BASELINES, METHOD_LABELS, METHOD_ORDER, OURS, label
+from .methods import METHODS, label, with_role
 
 CONFIDENCE = plan.value("study", "confidence")
 # claims 3 and 4: R_cap (and held-out accuracy) may not fall by more than this
@@ -289,7 +289,7 @@ def main_table(table: pd.DataFrame, eps: float = 0.0, metrics: list[str] = MAIN_
     summary = summarise(models[np.isclose(models.eps, eps)])
     summary = summary[summary.metric.isin(metrics)]
     out = {}
-    for method in [m for m in METHOD_ORDER if m in set(summary.method)]:
+    for method in [m for m in METHODS if m in set(summary.method)]:
         row = {}
         for metric in metrics:
             hit = summary[(summary.method == method) & (summary.metric == metric)]
@@ -297,7 +297,7 @@ def main_table(table: pd.DataFrame, eps: float = 0.0, metrics: list[str] = MAIN_
                 m, lo, hi = hit.iloc[0][["mean", "ci_low", "ci_high"]]
                 row[(metric, "mean")] = m
                 row[(metric, "±95%")] = (hi - lo) / 2 if np.isfinite(lo) else math.nan
-        out[METHOD_LABELS.get(method, method)] = row
+        out[label(method)] = row
     frame = pd.DataFrame(out).T
     frame.columns = pd.MultiIndex.from_tuples(frame.columns)
     return frame[[c for c in frame.columns if c[0] in metrics]].reindex(columns=sorted(
@@ -376,12 +376,19 @@ def smallest_detectable_effect(table: pd.DataFrame, metric: str = "r_pref") -> f
     """The median, over claim 3's comparisons (ConG-S, ConG vs each baseline), of the 95% CI half-width of the
     per-seed paired difference in `metric` at the clean setting: the smallest effect these seeds resolve."""
     widths = []
-    for ours in OURS:
-        for base in BASELINES:
+    for ours in in_run(table, "ours"):
+        for base in in_run(table, "baseline"):
             d = paired_differences(_r(table, ours, metric), _r(table, base, metric))
             mean, lo, hi = mean_ci(d)
             widths.append((hi - lo) / 2)
     return float(np.median(widths)) if widths and np.isfinite(widths).all() else math.nan
+
+
+def in_run(table: pd.DataFrame, *roles: str) -> list[str]:
+    """The registered methods of these roles that the run trained (rows in `table`), in registry order: verdicts,
+    tables and preconditions compare the methods of the run, not every method the registry knows."""
+    present = set(table.method)
+    return [m for m in with_role(*roles) if m in present]
 
 
 def _gap(a: str, b: str, metric: str = "r_pref") -> Callable[[pd.DataFrame], pd.Series]:
@@ -458,6 +465,24 @@ def three_way(lo: float, hi: float, threshold: float = 0.0) -> str:
     return INCONCLUSIVE
 
 
+def all_of(verdicts_: list[str]) -> str:
+    """The verdict of a conjunction of tests: holds if every part holds, does not hold if any part does not, else
+    inconclusive."""
+    if verdicts_ and all(v == HOLDS for v in verdicts_):
+        return HOLDS
+    return DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts_ else INCONCLUSIVE
+
+
+def sign_rule(verdict: str, estimate: float, worlds: dict, threshold: float = 0.0) -> tuple[str, str]:
+    """The plan's rule over worlds: a "holds" or "does not hold" whose estimate lies on the other side of `threshold`
+    in some world ({world: estimate}) becomes "inconclusive"; returns (verdict, note naming the worlds)."""
+    side = np.sign(estimate - threshold)
+    flipped = [w for w, e in worlds.items() if np.isfinite(e) and np.sign(e - threshold) != side]
+    if verdict in (HOLDS, DOES_NOT_HOLD) and flipped:
+        return INCONCLUSIVE, f"flips sign in world {', '.join(map(str, flipped))}"
+    return verdict, ""
+
+
 def holm_intervals(diffs: dict[str, np.ndarray], confidence: float = CONFIDENCE) -> dict[str, tuple]:
     """Holm-corrected intervals for several paired comparisons: the comparison with the i-th smallest p-value
     (i = 0..m-1) gets the interval at level 1 - (1 - confidence) / (m - i). {name: (mean, lo, hi)}."""
@@ -479,6 +504,7 @@ class Claim:
     decide: Callable  # (table, config) -> (verdict, estimate, ci_low, ci_high)
     needs_any: tuple[str, ...] = ("r_pref",)
     threshold: float = 0.0  # what the estimate is judged against (a world's estimate "flips" across it)
+    methods: tuple[str, ...] = ()  # the methods it compares ("baseline": at least one); without one: untestable here
 
 
 def _claim1(table, config):
@@ -501,9 +527,7 @@ def _sweep_comparison(better: str, worse: str):
     def decide(table, config):
         a, b = _sweep_arm(table, better, config), _sweep_arm(table, worse, config)
         out = {metric: mean_ci(paired_differences(a(metric), b(metric))) for metric in ("implicit", "r_pref")}
-        verdicts_ = {three_way(s[1], s[2]) for s in out.values()}
-        verdict = HOLDS if verdicts_ == {HOLDS} else DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts_ else INCONCLUSIVE
-        return (verdict, *out["r_pref"])
+        return (all_of([three_way(s[1], s[2]) for s in out.values()]), *out["r_pref"])
 
     return decide
 
@@ -517,17 +541,16 @@ def capability_metrics(table: pd.DataFrame) -> list[str]:
 def _claim3(ours):
     def decide(table, config):
         eps = clean_eps(table)
+        baselines = in_run(table, "baseline")
         diffs = {b: paired_differences(per_seed(table, ours, "r_pref", eps), per_seed(table, b, "r_pref", eps))
-                 for b in BASELINES}  # fmt: skip
+                 for b in baselines}  # fmt: skip
         holm = holm_intervals(diffs)
-        best = max(BASELINES, key=lambda b: metric_mean(table, b, "r_pref", eps))
+        best = max(baselines, key=lambda b: metric_mean(table, b, "r_pref", eps))
         verdicts_ = [three_way(lo, hi) for _, lo, hi in holm.values()]
         for metric in capability_metrics(table)[:1]:  # the capability guard, where the judge or setting has one
             cap = mean_ci(paired_differences(per_seed(table, ours, metric, eps), per_seed(table, best, metric, eps)))
             verdicts_.append(three_way(cap[1], cap[2], -NON_INFERIORITY_MARGIN))
-        verdict = (HOLDS if all(v == HOLDS for v in verdicts_)
-                   else DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts_ else INCONCLUSIVE)  # fmt: skip
-        return (verdict, *holm[best])
+        return (all_of(verdicts_), *holm[best])
 
     return decide
 
@@ -536,8 +559,7 @@ def _claim4(table, config):
     eps = clean_eps(table)
     results = [mean_ci(paired_differences(per_seed(table, "cong", m, eps), per_seed(table, "weaksft", m, eps)))
                for m in capability_metrics(table)]  # fmt: skip
-    verdicts_ = [three_way(lo, hi, -NON_INFERIORITY_MARGIN) for _, lo, hi in results]
-    verdict = HOLDS if all(v == HOLDS for v in verdicts_) else DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts_ else INCONCLUSIVE
+    verdict = all_of([three_way(lo, hi, -NON_INFERIORITY_MARGIN) for _, lo, hi in results])
     worst = min(results, key=lambda r: r[1] if np.isfinite(r[1]) else r[0])
     return (verdict, *worst)
 
@@ -582,24 +604,25 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("2c. (extra) the plausibility head alone beats naive pi_r sampling",
           "CD at alpha 1 minus naive pi_r samples, as 2b (estimate: R_pref)",
           (PROBE, "headroom"), _sweep_comparison("head", "naive")),
-    Claim("3a. ConG beats the best baseline (WeakSFT, AuxConf, WSPO)",
-          "ConG minus each baseline on R_pref, paired over seeds, Holm-corrected intervals over the 3 baselines; holds "
+    Claim("3a. ConG beats the best baseline ({baselines})",
+          "ConG minus each baseline on R_pref, paired over seeds, Holm-corrected intervals over the {n_baselines} "
+          "baselines; holds "
           "if all lie above 0 and {capability}; does not hold if any R_pref interval lies below 0 or the capability "
           "interval below -{margin}; else inconclusive (estimate: vs the best baseline)",
-          RANKING + CEILING, _claim3("cong")),
-    Claim("3b. ConG-S beats the best baseline (WeakSFT, AuxConf, WSPO)", "as 3a, for ConG-S",
-          RANKING + CEILING, _claim3("cong_s")),
+          RANKING + CEILING, _claim3("cong"), methods=("cong", "baseline")),
+    Claim("3b. ConG-S beats the best baseline ({baselines})", "as 3a, for ConG-S",
+          RANKING + CEILING, _claim3("cong_s"), methods=("cong_s", "baseline")),
     Claim("4. capabilities are preserved (ConG vs WeakSFT)",
           "ConG minus WeakSFT on each capability metric ({capability_metrics}), paired 95% intervals; holds if all lie "
           "above -{margin} (non-inferior), does not hold if any lies below -{margin}, else inconclusive (estimate: the "
           "less favourable)",
           CAPABILITY + ("detectable_effect",), _claim4, needs_any=CAPABILITY_METRICS,
-          threshold=-NON_INFERIORITY_MARGIN),
+          threshold=-NON_INFERIORITY_MARGIN, methods=("cong", "weaksft")),
     Claim("5. ConG is more robust to label noise than WeakSFT",
           "drop in R_pref from the cleanest to the noisiest weak labels (eps {eps_low} -> {eps_high}), per seed; ConG's "
           "drop minus WeakSFT's, paired 95% interval; holds if it lies below 0, does not hold if above 0, else "
           "inconclusive",
-          RANKING + CEILING, _claim5),
+          RANKING + CEILING, _claim5, methods=("cong", "weaksft")),
 )  # fmt: skip
 
 
@@ -615,6 +638,18 @@ def _check_registries() -> None:
 _check_registries()
 
 
+def claim_text(claim: Claim, table: pd.DataFrame) -> str:
+    """The claim with the run's baselines named."""
+    return claim.claim.format(baselines=", ".join(label(b) for b in in_run(table, "baseline")) or "none in this run")
+
+
+def missing_methods(claim: Claim, table: pd.DataFrame) -> list[str]:
+    """The methods a claim compares that the run did not train (by label; "a baseline" if it trained none)."""
+    present = set(table.method)
+    return [("a baseline" if m == "baseline" else label(m)) for m in claim.methods
+            if (not in_run(table, "baseline") if m == "baseline" else m not in present)]  # fmt: skip
+
+
 def rule_text(claim: Claim, table: pd.DataFrame, config=None) -> str:
     """The claim's rule with this run's numbers filled in."""
     levels = _noise_levels(table) or [math.nan]
@@ -623,7 +658,8 @@ def rule_text(claim: Claim, table: pd.DataFrame, config=None) -> str:
                   if caps else "(no capability metric: judged on R_pref alone)")  # fmt: skip
     return claim.rule.format(alpha=config.cd_alpha if config is not None else 0.5, margin=f"{NON_INFERIORITY_MARGIN:g}",
                              eps_low=f"{levels[0]:g}", eps_high=f"{levels[-1]:g}", capability=capability,
-                             capability_metrics=", ".join(caps) or "none")  # fmt: skip
+                             capability_metrics=", ".join(caps) or "none",
+                             n_baselines=len(in_run(table, "baseline")))  # fmt: skip
 
 
 def verdicts(table: pd.DataFrame, conditions: pd.DataFrame | None = None, config=None) -> pd.DataFrame:
@@ -635,13 +671,16 @@ def verdicts(table: pd.DataFrame, conditions: pd.DataFrame | None = None, config
     for c in CLAIMS:
         needed = conditions[conditions.id.apply(lambda i, ids=c.conditions: i in ids or i.split(":")[0] in ids)]
         unmet = list(needed.condition[needed.applicable & ~needed.met])
-        if not any((table.metric == m).any() for m in c.needs_any):
+        if missing := missing_methods(c, table):
+            verdict, estimate, lo, hi = UNTESTABLE, math.nan, math.nan, math.nan
+            unmet = [f"the run trained no {', '.join(missing)}"]
+        elif not any((table.metric == m).any() for m in c.needs_any):
             verdict, estimate, lo, hi = UNTESTABLE, math.nan, math.nan, math.nan
             unmet = [f"the judge has no channel for {' / '.join(c.needs_any)} and the setting no held-out set"]
         else:
             verdict, estimate, lo, hi = c.decide(table, config)
             verdict = UNTESTABLE if unmet else verdict
-        rows.append(dict(claim=c.claim, verdict=verdict, estimate=estimate, ci_low=lo, ci_high=hi,
+        rows.append(dict(claim=claim_text(c, table), verdict=verdict, estimate=estimate, ci_low=lo, ci_high=hi,
                          rule=rule_text(c, table, config), unmet="; ".join(unmet)))  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -677,10 +716,8 @@ def world_verdicts(tables: dict[int, pd.DataFrame], config=None, conditions: tup
     out["note"] = ""
     for i, claim in enumerate(CLAIMS):
         estimates = {w: v.loc[i, "estimate"] for w, v in per_world.items()}
-        side = np.sign(out.loc[i, "estimate"] - claim.threshold)
-        flipped = [w for w, e in estimates.items() if np.isfinite(e) and np.sign(e - claim.threshold) != side]
-        if out.loc[i, "verdict"] in (HOLDS, DOES_NOT_HOLD) and flipped:
-            out.loc[i, ["verdict", "note"]] = INCONCLUSIVE, f"flips sign in world {', '.join(map(str, flipped))}"
+        out.loc[i, ["verdict", "note"]] = sign_rule(out.loc[i, "verdict"], out.loc[i, "estimate"], estimates,
+                                                    claim.threshold)  # fmt: skip
         for w, e in estimates.items():
             out.loc[i, f"world_{w}"] = e
             out.loc[i, f"verdict_world_{w}"] = per_world[w].loc[i, "verdict"]
@@ -700,32 +737,42 @@ def decomposition_rows(table: pd.DataFrame, world: int = 0, metrics=("r_pref", "
     return out[["arm", "world", "seed", "metric", "value"]].reset_index(drop=True)
 
 
-def walk(table: pd.DataFrame, metric: str = "r_pref") -> pd.DataFrame:
-    """The walk from ConG to WSPO one change at a time (the plan's `walk`, then its `other_walk`): per step, the
-    paired difference (to - from) over seeds with its 95% interval, and its share of the whole WSPO - ConG gap.
-    `carries` marks the step the book may name: the gap's interval excludes 0, and the step is the largest in size,
-    its interval excludes 0 and its share is at least `carries_share`."""
-    eps = clean_eps(table)
-    total = mean_ci(paired_differences(per_seed(table, "wspo", metric, eps), per_seed(table, "cong", metric, eps)))
+def walk_steps(compare: Callable[[str, str], dict], metric: str = "r_pref") -> pd.DataFrame:
+    """The walk from ConG to WSPO one change at a time (the plan's `walk`, then its `other_walk`), each step judged by
+    `compare(a, b)` -> {"estimate", "ci_low", "ci_high", "verdict", ...} for `a` minus `b` (its other entries become
+    columns): per step (to - from), its share of the whole WSPO - ConG gap, and `carries`, the step the book may
+    name: the gap is decided (holds or does not hold), and the step is the largest in size on the main path, is
+    decided itself, and has a share of at least the plan's `carries_share`."""
+    total = compare("wspo", "cong")
     rows = []
     for path, steps in (("main", plan.value("decomposition", "walk")),
                         ("other", plan.value("decomposition", "other_walk"))):  # fmt: skip
         for start, end in steps:
-            mean, lo, hi = mean_ci(paired_differences(per_seed(table, end, metric, eps), per_seed(table, start, metric,
-                                                                                                    eps)))  # fmt: skip
-            rows.append(dict(path=path, step=f"{label(start)} -> {label(end)}", start=start, end=end, metric=metric,
-                             estimate=mean, ci_low=lo, ci_high=hi,
-                             share=mean / total[0] if total[0] else math.nan))  # fmt: skip
+            c = compare(end, start)
+            share = c["estimate"] / total["estimate"] if total["estimate"] else math.nan
+            rows.append({"path": path, "step": f"{label(start)} -> {label(end)}", "start": start, "end": end,
+                         "metric": metric, **{k: c.pop(k) for k in ("estimate", "ci_low", "ci_high")}, "share": share,
+                         **c})  # fmt: skip
     frame = pd.DataFrame(rows)
     frame["carries"] = False
     main = frame[(frame.path == "main") & frame.estimate.notna()]
-    if len(main):
+    if len(main) and total["verdict"] in (HOLDS, DOES_NOT_HOLD):
         top = main.estimate.abs().idxmax()
-        lo, hi, share = frame.loc[top, ["ci_low", "ci_high", "share"]]
-        gap = np.isfinite(total[1]) and (total[1] > 0 or total[2] < 0)  # there is a gap to carry
-        excludes_zero = (lo > 0 or hi < 0) if np.isfinite(lo) else False
-        frame.loc[top, "carries"] = bool(gap and excludes_zero and share >= plan.value("decomposition", "carries_share"))
+        decided = frame.loc[top, "verdict"] in (HOLDS, DOES_NOT_HOLD)
+        frame.loc[top, "carries"] = bool(decided and frame.loc[top, "share"] >= plan.value("decomposition",
+                                                                                          "carries_share"))  # fmt: skip
     return frame
+
+
+def walk(table: pd.DataFrame, metric: str = "r_pref") -> pd.DataFrame:
+    """`walk_steps` over one world's seeds: each step the paired difference over seeds with its 95% interval."""
+    eps = clean_eps(table)
+
+    def compare(a: str, b: str) -> dict:
+        mean, lo, hi = mean_ci(paired_differences(per_seed(table, a, metric, eps), per_seed(table, b, metric, eps)))
+        return {"estimate": mean, "ci_low": lo, "ci_high": hi, "verdict": three_way(lo, hi)}
+
+    return walk_steps(compare, metric).drop(columns="verdict")
 
 
 def side_by_side(sweep: Dataset, alphas=(0.0, 0.5, 1.0), n: int = 6) -> pd.DataFrame:

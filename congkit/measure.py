@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from datasets import Dataset
 
-from .cong import scored_draws
+from .cong import draw_row, scored_draws
 from .decoding import DecodingConfig, contrastive_generate, sample
 from .rewards import implicit_reward, implicit_reward_from_ids, mean_response_logprobs
 from .tokens import encode_prompt
@@ -25,7 +25,7 @@ def judged(scorer, prompts: list[str], texts: list[str]) -> dict[str, list[float
 
 
 def flat_draws(model, tokenizer, prompts: list[str], k: int, decoding: DecodingConfig, chat: bool) -> list[str]:
-    """k samples of every prompt: draw j of prompt i at index j * len(prompts) + i (each row seeded apart)."""
+    """k samples of every prompt, flat, in `cong.draw_row`'s layout (each row seeded apart)."""
     return sample(model, tokenizer, prompts * k, decoding, progress=False, apply_chat_template=chat).texts
 
 
@@ -34,9 +34,9 @@ def evaluate_model(model, tokenizer, prompts: list[str], scorer, k: int, decodin
     """k samples per prompt judged on every channel (lists of k rows of len(prompts)), their lengths, and
     `capability(model)` (held-out accuracy and the like)."""
     texts, n = flat_draws(model, tokenizer, prompts, k, decoding, chat), len(prompts)
-    result = {name: [values[j * n : (j + 1) * n] for j in range(k)]
-              for name, values in judged(scorer, prompts * k, texts).items()}  # fmt: skip
-    result["lengths"] = [[len(t) for t in texts[j * n : (j + 1) * n]] for j in range(k)]
+    per_draw = lambda values: [[values[draw_row(i, j, n)] for i in range(n)] for j in range(k)]  # noqa: E731
+    result = {name: per_draw(values) for name, values in judged(scorer, prompts * k, texts).items()}
+    result["lengths"] = per_draw([len(t) for t in texts])
     return {**result, **(capability(model) if capability is not None else {})}
 
 
@@ -87,7 +87,8 @@ def weak_pair_pool(pi_r, pi_ref, tokenizer, prompts: list[str], scorer, k: int, 
     every reward channel: claim 1 and the ranking preconditions are measured within this pool."""
     gen, implicit = scored_draws(pi_r, pi_ref, tokenizer, prompts, k, decoding, chat)
     n = len(prompts)
-    rows = {"prompt": prompts * k, "k": [j for j in range(k) for _ in range(n)], "response": gen.texts,
+    order = sorted((draw_row(i, j, n), i, j) for i in range(n) for j in range(k))  # row -> (prompt i, draw j)
+    rows = {"prompt": [prompts[i] for _, i, _ in order], "k": [j for _, _, j in order], "response": gen.texts,
             "implicit": implicit.total, "implicit_mean": implicit.mean}  # fmt: skip
     return Dataset.from_dict({**rows, **judged(scorer, prompts * k, gen.texts)})
 

@@ -6,8 +6,10 @@ Roles: `reference` (the untrained bases and the aligned weak model), `baseline` 
 ConG), `ceiling` (the strong model trained on gold supervision), `arm` (an ablation beyond the paper, run when a
 profile asks for it). `noise`: the method is also trained on noisy weak labels (epsilon > 0), for claim 5.
 
-Adding a strong method is one entry here (plus a trainer in `congkit.trainers` if its loss is new): its data source
-names a dataset the pipeline caches (`DATA`), its `train` function calls `congkit.cong`.
+Adding a strong method is its entry (`register(Method(...))`, here or in your own code) and, if its loss is new, a
+`train` function calling a trainer; on new data, a source declared with `@data_source(columns)` where it is defined
+(`DATA_SOURCES`: the one table of training data). The run reads the registry: verdicts, tables and the CLI take the
+methods a run trained.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import cong
+from .runner import node
 
 
 @dataclass(frozen=True)
@@ -67,15 +70,28 @@ class Method:
     recipe: Recipe | None = field(default=None, compare=False)
 
 
-# --- the training data a recipe can name: (prompt, completion) for SFT-like losses, (prompt, chosen, rejected) for DPO
-DATA = {
-    "plain_samples": "one ordinary sample of pi_r per training prompt",
-    "cd_samples": "one CD sample (pi_r against pi_ref, alpha = cd_alpha) per training prompt",
-    "weak_chosen": "the weak preference set's chosen responses",
-    "gold": "gold responses (SFT), or the strong base's own samples ranked by the explicit reward (DPO)",
-    "cong_pairs": "CD sample (chosen) vs ConG-S's own sample (rejected)",
-    "bon_implicit": "the best of N pi_r samples per training prompt by the weak pair's implicit reward (no labels)",
-}
+@dataclass(frozen=True)
+class DataSource:
+    """Training data a recipe can name: a node `fn(pipe, seed, eps) -> Dataset` (`congkit.runner.node`) whose
+    dataset has `columns` ((prompt, completion) for SFT-like losses, (prompt, chosen, rejected) for DPO)."""
+
+    name: str
+    columns: tuple[str, ...]
+    description: str
+
+
+DATA_SOURCES: dict[str, DataSource] = {}  # the one table of training data, filled where each source is defined
+
+
+def data_source(*columns: str, stage: bool = False):
+    """Declare the decorated node function (`congkit.runner.node`; `stage`: its dataset is a cached artifact) a
+    training-data source with these columns; its docstring describes it."""
+
+    def declare(fn: Callable) -> Callable:
+        DATA_SOURCES[fn.__name__] = DataSource(fn.__name__, columns, " ".join((fn.__doc__ or "").split()))
+        return node(fn, stage=stage)
+
+    return declare
 
 
 def _sft(x: TrainInputs):
@@ -108,7 +124,23 @@ def _gold_config(config, data):
 
 WSPO_MODELS = ("strong_base", "weak_aligned", "weak_base")
 
-METHODS: tuple[Method, ...] = (
+METHODS: dict[str, Method] = {}  # the one registry of methods, in presentation order
+
+
+def register(*entries: Method) -> None:
+    """Add methods to the registry (a name already there raises)."""
+    for m in entries:
+        if m.name in METHODS:
+            raise ValueError(f"method {m.name!r} is already registered")
+        METHODS[m.name] = m
+
+
+def unregister(name: str) -> None:
+    """Remove a method from the registry (e.g. one a test added)."""
+    METHODS.pop(name, None)
+
+
+register(
     Method("weak_base", "weak base (π_ref)", "reference"),
     Method("weak_aligned", "weak aligned (π_r)", "reference", noise=True),
     Method("strong_base", "strong base", "reference"),
@@ -132,13 +164,11 @@ METHODS: tuple[Method, ...] = (
     # beyond the paper: label-free selection with exactly ConG's information
     Method("bon_implicit", "best-of-N by implicit reward (SFT)", "arm", recipe=Recipe("bon_implicit", _sft, "strong_sft")),
 )  # fmt: skip
-BY_NAME = {m.name: m for m in METHODS}
-METHOD_ORDER = [m.name for m in METHODS]
-METHOD_LABELS = {m.name: m.label for m in METHODS}
-BASELINES = tuple(m.name for m in METHODS if m.role == "baseline")
-OURS = tuple(m.name for m in METHODS if m.role == "ours")
-ARMS = tuple(m.name for m in METHODS if m.role == "arm")
-STRONG_METHODS = BASELINES + OURS  # trained from the strong base on weak supervision: the paper's comparison
+
+
+def with_role(*roles: str) -> tuple[str, ...]:
+    """The registered methods of these roles, in registry order (e.g. "baseline", "ours": the paper's comparison)."""
+    return tuple(m.name for m in METHODS.values() if m.role in roles)
 
 
 def reads_beta(name: str, data_columns) -> bool:
@@ -150,9 +180,9 @@ def reads_beta(name: str, data_columns) -> bool:
 
 def method(name: str) -> Method:
     """The registry entry of `name`; an unknown name raises, naming the known ones."""
-    if name not in BY_NAME:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHOD_ORDER)}")
-    return BY_NAME[name]
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    return METHODS[name]
 
 
 def recipe(name: str) -> Recipe:
@@ -164,4 +194,4 @@ def recipe(name: str) -> Recipe:
 
 
 def label(name: str) -> str:
-    return METHOD_LABELS.get(name, name)
+    return METHODS[name].label if name in METHODS else name

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .evaluation import mean_ci
-from .methods import BY_NAME, METHOD_LABELS, METHOD_ORDER
+from .methods import METHODS, label
 
 STYLE = Path(__file__).with_name("book.mplstyle")
 ROLE_COLORS = {"reference": "#9e9e9e", "ceiling": "#616161", "baseline": "#1f77b4", "ours": "#2ca02c", "arm": "#ff7f0e"}
@@ -109,7 +109,7 @@ def method_panels(table: pd.DataFrame, metrics: list[tuple[str, str]], eps: floa
     """One panel per (metric, label): a horizontal bar per method (mean over seeds, 95% interval), coloured by role,
     the methods named once on the shared axis."""
     part = table[np.isclose(table.eps, eps) & table.alpha.isna()]
-    methods = [m for m in METHOD_ORDER if m in set(part[part.metric == metrics[0][0]].method)]
+    methods = [m for m in METHODS if m in set(part[part.metric == metrics[0][0]].method)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(7, 0.28 * len(methods) + 1.2), sharey=True, squeeze=False)
     y = np.arange(len(methods))[::-1]
     for ax, (metric, label_) in zip(axes[0], metrics):
@@ -117,10 +117,10 @@ def method_panels(table: pd.DataFrame, metrics: list[tuple[str, str]], eps: floa
         means = np.array([st[0] for st in stats])
         err = [[st[0] - st[1] if np.isfinite(st[1]) else 0 for st in stats],
                [st[2] - st[0] if np.isfinite(st[2]) else 0 for st in stats]]  # fmt: skip
-        ax.barh(y, means, xerr=err, capsize=2, color=[ROLE_COLORS[BY_NAME[m].role] for m in methods])
+        ax.barh(y, means, xerr=err, capsize=2, color=[ROLE_COLORS[METHODS[m].role] for m in methods])
         ax.set_xlabel(label_)
         ax.set_xlim(0, 1.0)
-    axes[0, 0].set_yticks(y, [METHOD_LABELS[m] for m in methods], fontsize=9)
+    axes[0, 0].set_yticks(y, [label(m) for m in methods], fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -129,12 +129,12 @@ def noise_curves(table: pd.DataFrame, metric: str = "r_pref") -> plt.Figure:
     """Claim 5: each method's `metric` as the weak preference label-noise rate epsilon grows (95% CI over seeds)."""
     part = table[(table.metric == metric) & table.eps.notna() & table.alpha.isna()]
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    for i, method in enumerate(m for m in METHOD_ORDER if BY_NAME[m].noise and m in set(part.method)):
+    for i, method in enumerate(m for m in METHODS if METHODS[m].noise and m in set(part.method)):
         stats = [(e, *mean_ci(v)) for e, v in part[part.method == method].groupby("eps").value]
         eps, mean, lo, hi = (np.array(c) for c in zip(*stats))
-        style = "-" if BY_NAME[method].role == "ours" else "--"
+        style = "-" if METHODS[method].role == "ours" else "--"
         ax.errorbar(eps + 0.004 * (i - 1.5), mean, yerr=[mean - lo, hi - mean] if np.isfinite(lo).all() else None,
-                    fmt=style, marker="o", capsize=3, label=METHOD_LABELS[method])  # fmt: skip
+                    fmt=style, marker="o", capsize=3, label=label(method))  # fmt: skip
     sb = part[part.method == "strong_base"].value.mean()
     ax.axhline(sb, color="grey", lw=1, ls=":", label="strong base")
     ax.set(title=f"Robustness to label noise (claim 5): {metric}",

@@ -43,9 +43,9 @@ from scipy import stats
 
 from . import plan
 from .cache import build_once, fingerprint, folder_fingerprint, write_csv_atomic
-from .evaluation import claim_rows, mean_ci, per_seed, pgr_rows, value_range, walk
-from .methods import BASELINES, STRONG_METHODS, label
-from .stages import RESULT_COLUMNS, Pipeline, PipelineConfig, Setting
+from .evaluation import claim_rows, in_run, mean_ci, per_seed, pgr_rows, value_range, walk
+from .methods import label, with_role
+from .pipeline import RESULT_COLUMNS, Pipeline, PipelineConfig, Setting
 from .world_build import ModelSize, World, pretrain
 
 REGIME_COLUMNS = ["weak", *RESULT_COLUMNS]
@@ -141,10 +141,11 @@ def regime_pipeline(world: World, config: PipelineConfig, grid: RegimeConfig, we
                                       key=f"{setting.key}-weak{weak.width}@{folder_fingerprint(base)}")  # fmt: skip
     weak_dpo = config.weak_dpo if weak.dpo_epochs is None else dataclasses.replace(config.weak_dpo,
                                                                                    num_train_epochs=weak.dpo_epochs)
-    arms = [m for m in config.methods if m not in STRONG_METHODS]  # the decomposition arms the study trains
+    paper = with_role("baseline", "ours")
+    arms = [m for m in config.methods if m not in paper]  # the decomposition arms the study trains
     cfg = dataclasses.replace(config, seeds=list(grid.seeds), noise_levels=list(grid.noise_levels),
                               alpha_sweep=list(grid.alpha_sweep or config.alpha_sweep), weak_dpo=weak_dpo,
-                              methods=[*STRONG_METHODS, *arms])  # fmt: skip
+                              methods=[*paper, *arms])  # fmt: skip
     return Pipeline(setting, cfg, root=root, progress=progress)
 
 
@@ -214,7 +215,7 @@ def best_baselines(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (size, eps), cell in table.groupby(CELL):
         for metric in ("r_pref", "r_cap"):
-            means = {b: _values(cell, b, metric).mean() for b in BASELINES}
+            means = {b: _values(cell, b, metric).mean() for b in in_run(cell, "baseline")}
             rows.append({"weak": size, "eps": eps, "metric": metric, "best": max(means, key=means.get)})
     return pd.DataFrame(rows)
 

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from .cache import swap_in, write_csv_atomic
+from .pipeline import Pipeline, PipelineConfig, Setting, record_timings, smoke_pipeline_config
 from .regime import RegimeConfig, column_rows, regime_pipeline, smoke_regime_config
-from .stages import Pipeline, PipelineConfig, Setting, record_timings, smoke_pipeline_config
 from .workers import QUIET_ENV, settle
 from .world_build import WorldConfig, build_world, smoke_world_config
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import evaluation
+from .methods import label, with_role
 
 NOTATION = (("R_pref", "R<sub>pref</sub>"), ("R_cap", "R<sub>cap</sub>"), ("π_ref", "π<sub>ref</sub>"),
             ("pi_ref", "π<sub>ref</sub>"), ("π_r", "π<sub>r</sub>"), ("pi_r", "π<sub>r</sub>"))
@@ -33,9 +34,6 @@ def header(metric: str) -> str:
 def higher_is_better(metric: str) -> bool:
     return any(m.name == metric and m.higher_is_better for m in evaluation.METRICS)
 
-TRAINED = ("WeakSFT", "AuxConf", "WSPO", "ConG-S", "ConG")  # the rows among which "best" is marked
-
-
 PREFERENCE_COLUMNS = ("r_pref", "win_rate", "pgr", "pgr_strong")  # the main table's first half; the rest: capability
 
 
@@ -52,9 +50,10 @@ def style_main_table(main: pd.DataFrame, n_seeds: int, metrics: list[str] | None
             "" if pd.isna(m) else f"{m:.3f}" + ("" if pd.isna(h) else f"\u00a0±{h:.3f}") for m, h in zip(mean, half)
         ]
     styler = cells.style.set_properties(**{"white-space": "nowrap", "font-size": "0.9em"})
+    trained = [label(m) for m in with_role("baseline", "ours")]  # the rows among which "best" is marked
     for metric in metrics:
         if higher_is_better(metric):
-            rows = [r for r in TRAINED if r in main.index and pd.notna(main.loc[r, (metric, "mean")])]
+            rows = [r for r in trained if r in main.index and pd.notna(main.loc[r, (metric, "mean")])]
             if rows:
                 best = max(rows, key=lambda r: main.loc[r, (metric, "mean")])
                 styler = styler.set_properties(subset=pd.IndexSlice[[best], [header(metric)]],
@@ -146,7 +145,6 @@ def style_correlations(correlations: pd.DataFrame):
 
 def style_cell_measures(measures: pd.DataFrame, order: list | None = None):
     """Where each cell's models stand (`regime.cell_measures`), with readable headers and method labels."""
-    from .methods import label
 
     columns = {"weak_base_r_cap": "weak base R_cap", "weak_aligned_r_pref": "π_r R_pref", "cong_r_pref": "ConG R_pref",
                "cong_r_cap": "ConG R_cap", "gold_r_pref": "gold R_pref", "best_baseline_r_pref": "best baseline (R_pref)",
@@ -200,13 +198,12 @@ def why_sentence(steps: pd.DataFrame) -> str:
 def in_words(table: pd.DataFrame) -> str:
     """How far ConG's mean R_pref lies from every baseline's and the weak aligned model's (means over seeds at the
     clean setting), in words: "0.008 below WeakSFT, ..."."""
-    from .evaluation import clean_eps, metric_mean
-    from .methods import BASELINES, label
+    from .evaluation import clean_eps, in_run, metric_mean
 
     eps = clean_eps(table)
     cong = metric_mean(table, "cong", "r_pref", eps)
     parts = []
-    for other in [*BASELINES, "weak_aligned"]:
+    for other in [*in_run(table, "baseline"), "weak_aligned"]:
         gap = cong - metric_mean(table, other, "r_pref", eps)
         name = label(other) if other != "weak_aligned" else "the weak aligned model"
         parts.append(f"{abs(gap):.3f} {'below' if gap < 0 else 'above'} {name}")
@@ -214,12 +211,12 @@ def in_words(table: pd.DataFrame) -> str:
 
 
 def best_method(table: pd.DataFrame, metric: str = "r_pref") -> str:
-    """The weak-to-strong method (`STRONG_METHODS`) with the highest mean `metric` at the clean setting, by label."""
-    from .evaluation import clean_eps, metric_mean
-    from .methods import STRONG_METHODS, label
+    """The weak-to-strong method (the run's baselines and ours) with the highest mean `metric` at the clean setting,
+    by label."""
+    from .evaluation import clean_eps, in_run, metric_mean
 
     eps = clean_eps(table)
-    names = [m for m in STRONG_METHODS if (table.method == m).any()]
+    names = in_run(table, "baseline", "ours")
     return label(max(names, key=lambda m: metric_mean(table, m, metric, eps))) if names else "(none)"
 
 
@@ -294,7 +291,6 @@ def style_plan_walk(steps: pd.DataFrame):
 
 def style_tuning(tuning: pd.DataFrame):
     """The setting the tuning chose per method and world: learning rate x epochs and its validation score."""
-    from .methods import label
 
     chosen = tuning[tuning.chosen.astype(bool)]
     frame = chosen.pivot_table(index="method", columns="world", values="learning_rate", aggfunc="first", sort=False)
@@ -327,13 +323,14 @@ def style_sweep(claims: pd.DataFrame):
 def training_settings(pipe, seed: int) -> pd.DataFrame:
     """Every strong method's fixed training settings (chapter 4): its data, start, loss settings and optimiser, from
     its registry recipe and the pipeline's configuration."""
-    from .methods import label, reads_beta, recipe
+    from .methods import reads_beta, recipe
+    from .stages import fixed_config
 
     rows = []
     for method in [*pipe.config.methods, "gold"]:
         how = recipe(method)
-        data = pipe.training_data(how.data, seed, pipe.config.noise_levels[0])
-        cfg = pipe.fixed_config(method, data)
+        data = pipe.call(how.data, seed, pipe.config.noise_levels[0])
+        cfg = fixed_config(pipe, method, data)
         rows.append({"method": label(method), "trained on": how.data.replace("_", " "), "starts from": label(how.start),
                      "learning rate": f"{cfg.learning_rate:.2g}", "epochs": f"{cfg.num_train_epochs:g}",
                      "batch": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps,

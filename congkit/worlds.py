@@ -9,22 +9,12 @@ comparison's verdict holds only if it holds on the pooled interval and its estim
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
 from . import plan
-from .evaluation import (
-    DOES_NOT_HOLD,
-    HOLDS,
-    INCONCLUSIVE,
-    hierarchical_bootstrap,
-    three_way,
-    world_signs,
-)
-from .methods import label
-from .stages import Pipeline
+from .evaluation import hierarchical_bootstrap, sign_rule, three_way, walk_steps, world_signs
+from .pipeline import Pipeline
 
 
 def prompt_values(pipe: Pipeline, method: str, seed: int, eps: float, metric: str = "r_pref") -> np.ndarray:
@@ -47,39 +37,21 @@ def comparison(pipes: dict[int, Pipeline], a: str, b: str, metric: str = "r_pref
     values = paired_values(pipes, a, b, metric)
     estimate, lo, hi = hierarchical_bootstrap(values)
     worlds = world_signs(values)
-    verdict, note = three_way(lo, hi, threshold), ""
-    flipped = [w for w, e in worlds.items() if verdict != INCONCLUSIVE and np.sign(e - threshold) != np.sign(
-        estimate - threshold)]  # fmt: skip
-    if flipped:
-        verdict, note = INCONCLUSIVE, f"flips sign in world {', '.join(map(str, flipped))}"
+    verdict, note = sign_rule(three_way(lo, hi, threshold), estimate, worlds, threshold)
     return {"a": a, "b": b, "metric": metric, "estimate": estimate, "ci_low": lo, "ci_high": hi, "worlds": worlds,
             "verdict": verdict, "note": note}  # fmt: skip
 
 
 def world_walk(pipes: dict[int, Pipeline], metric: str = "r_pref") -> pd.DataFrame:
-    """The walk from ConG to WSPO (the plan's `walk` and `other_walk`), every step pooled over worlds with its
-    per-world estimates; `carries` marks the step the book may name (as `evaluation.walk`, on pooled intervals)."""
-    total = comparison(pipes, "wspo", "cong", metric)
-    rows = []
-    for path, steps in (("main", plan.value("decomposition", "walk")),
-                        ("other", plan.value("decomposition", "other_walk"))):  # fmt: skip
-        for start, end in steps:
-            c = comparison(pipes, end, start, metric)
-            rows.append({"path": path, "step": f"{label(start)} -> {label(end)}", "start": start, "end": end,
-                         "metric": metric, "estimate": c["estimate"], "ci_low": c["ci_low"], "ci_high": c["ci_high"],
-                         "share": c["estimate"] / total["estimate"] if total["estimate"] else math.nan,
-                         "verdict": c["verdict"], "note": c["note"],
-                         **{f"world_{w}": e for w, e in c["worlds"].items()}})  # fmt: skip
-    frame = pd.DataFrame(rows)
-    frame["carries"] = False
-    main = frame[frame.path == "main"]
-    gap = total["verdict"] in (HOLDS, DOES_NOT_HOLD)
-    if len(main) and gap:
-        top = main.estimate.abs().idxmax()
-        decided = frame.loc[top, "verdict"] in (HOLDS, DOES_NOT_HOLD)
-        frame.loc[top, "carries"] = bool(decided and frame.loc[top, "share"] >= plan.value("decomposition",
-                                                                                          "carries_share"))  # fmt: skip
-    return frame
+    """The walk from ConG to WSPO (`evaluation.walk_steps`), every step pooled over worlds (`comparison`), with its
+    verdict under the plan's sign rule and its per-world estimates."""
+
+    def compare(a: str, b: str) -> dict:
+        c = comparison(pipes, a, b, metric)
+        return {k: c[k] for k in ("estimate", "ci_low", "ci_high", "verdict", "note")} | {
+            f"world_{w}": e for w, e in c["worlds"].items()}  # fmt: skip
+
+    return walk_steps(compare, metric)
 
 
 def decomposition_table(pipes: dict[int, Pipeline], metrics=("r_pref", "r_cap")) -> pd.DataFrame:
@@ -116,7 +88,7 @@ def plan_pipelines(root, budget: str, config=None, world_base=None, progress: bo
     import dataclasses
     from pathlib import Path
 
-    from .stages import PipelineConfig, Setting
+    from .settings import PipelineConfig, Setting
     from .world_build import build_world
 
     seeds = list(range(plan.value("study", "seeds_per_world")))

@@ -21,11 +21,12 @@ PACKAGE = Path(congkit.__file__).parent
 KEYS = """
 import json
 from congkit.code_key import code_key
-from congkit.stages import STAGES, Setting, stage_code
+from congkit.pipeline import Setting
+from congkit.runner import NODES, stage_code
 from congkit.methods import METHODS
 from congkit.world import ExplicitReward
-keys = {name: stage_code(name) for name in STAGES}
-keys.update({"recipe:" + m.name: code_key(m.recipe.train) for m in METHODS if m.recipe is not None})
+keys = {name: stage_code(name) for name in NODES if NODES[name].stage}
+keys.update({"recipe:" + m.name: code_key(m.recipe.train) for m in METHODS.values() if m.recipe is not None})
 keys["setting:world"] = code_key(Setting.from_world, ExplicitReward)
 print(json.dumps(keys))
 """
@@ -35,7 +36,7 @@ import json, sys
 import torch
 from datasets import Dataset
 from congkit import DecodingConfig, PipelineConfig, Setting, TrainConfig
-from congkit.stages import CachedConG
+from congkit.pipeline import Pipeline
 
 class LengthJudge:
     name = "length-judge"
@@ -52,7 +53,7 @@ config = PipelineConfig(seeds=[0], noise_levels=[0.0], n_preference_samples=3,
                         wspo=TrainConfig(learning_rate=1e-3, **quick), cong_dpo=TrainConfig(learning_rate=1e-3, **quick))
 setting = Setting("tiny", f"{root}/weak", f"{root}/strong", prompts, prompts, LengthJudge(), tokenizer=f"{root}/tokenizer",
                   device="cpu", dtype=torch.float32)
-cached = CachedConG(setting, config, root=runs, progress=False)
+cached = Pipeline(setting, config, root=runs, progress=False)
 for method in ("cong", "wspo"):
     cached.strong(method, 0)
 print(json.dumps(sorted(f"{t['stage']}:{t['method']}" for t in cached.timings)))
@@ -81,16 +82,17 @@ def _edit(copy: Path, file: str, old: str, new: str) -> None:
 
 
 def test_a_stage_key_covers_the_code_it_reaches_up_to_the_other_stages():
-    from congkit.stages import stage_parts
+    from congkit.runner import stage_parts
 
     parts = stage_parts("weak_samples")
     for reached in ("congkit.hub.custom_generate.step.cd_step", "congkit.hub.custom_generate.step.contrast",
                     "congkit.decoding._decode_batch", "congkit.cong.contrastive_samples"):  # fmt: skip
         assert reached in parts
     assert "congkit.trainers.wspo_loss" not in parts  # sampling never reaches a loss
-    assert "congkit.stages.CachedConG.weak_aligned" not in parts  # pi_r enters by its artifact's key and bytes
+    assert "congkit.stages.weak_aligned" not in parts  # pi_r enters by its artifact's key and bytes
+    assert "congkit.runner.Pipeline.sampling" in parts  # a helper reached through the annotated `pipe` parameter
     aligned = stage_parts("weak_aligned")
-    assert "congkit.cong.preference_pairs" in aligned and "congkit.cong.sample_pool" not in aligned
+    assert "congkit.cong.dpo" in aligned and "congkit.cong.preference_pairs" not in aligned  # pairs: by content
     assert "congkit.trainers.wspo_loss" in code_parts(congkit.methods.recipe("wspo").train)
 
 

@@ -27,7 +27,7 @@ from congkit.evaluation import (
     win_rate,
     within_prompt_ranking,
 )
-from congkit.stages import smoke_pipeline_config
+from congkit.pipeline import smoke_pipeline_config
 
 
 def test_win_rate_counts_ties_half():

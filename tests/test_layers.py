@@ -18,11 +18,11 @@ LAYERS = [
     ["rewards"],
     ["decoding"],
     ["generation", "cache", "data", "distributed"],
-    ["world", "scorers", "training", "trainers"],
+    ["world", "scorers", "training", "trainers", "runner"],
     ["world_build", "cong"],
     ["measure", "methods"],
-    ["evaluation", "derivation"],
-    ["stages"],
+    ["evaluation", "derivation", "settings", "stages"],
+    ["pipeline"],
     ["tables", "plots", "regime", "cli", "workers", "worlds"],
     ["study"],
 ]
@@ -63,7 +63,7 @@ def test_imports_point_down_and_take_no_private_names():
 def test_the_study_imports_outside_a_checkout(tmp_path):
     """The package alone (as pip installs it: no book/, no notebooks/ beside it) imports every module."""
     shutil.copytree(PACKAGE, tmp_path / "congkit", ignore=shutil.ignore_patterns("__pycache__"))
-    code = "import congkit, congkit.study, congkit.regime, congkit.stages, congkit.cong; print(congkit.__file__)"
+    code = "import congkit, congkit.study, congkit.regime, congkit.pipeline, congkit.cong; print(congkit.__file__)"
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(tmp_path)})  # fmt: skip
     assert run.stdout.strip() == str(tmp_path / "congkit" / "__init__.py"), run.stderr

@@ -9,10 +9,10 @@ import torch
 from datasets import Dataset
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
-from congkit.methods import STRONG_METHODS
+from congkit.methods import with_role
 from congkit.models import char_tokenizer, tiny_llama
+from congkit.pipeline import Pipeline, Setting, smoke_pipeline_config
 from congkit.scorers import RewardModelScorer
-from congkit.stages import Pipeline, Setting, smoke_pipeline_config
 
 
 def save_tiny_checkpoints(root):
@@ -59,7 +59,7 @@ def test_real_checkpoint_path_offline(tmp_path):
     config.noise_levels, config.alpha_sweep = [0.0], [0.5]
     config.sampling.max_new_tokens = 8
     table = Pipeline(setting, config, root=tmp_path / "runs", progress=False).run()
-    assert set(STRONG_METHODS) <= set(table.method)
+    assert set(with_role("baseline", "ours")) <= set(table.method)
     assert np.isfinite(table[table.metric == "reward"].value).all()
     # a reward model is the preference judge: r_pref is its score; there is no R_cap channel and no attribute probe
     reward, pref = (table[(table.metric == m) & table.alpha.isna()].set_index(["method", "seed", "eps"]).value

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from congkit import regime
-from congkit.methods import BASELINES
+from congkit.methods import with_role
 from congkit.regime import REGIME_COLUMNS, RegimeConfig, WeakSetting
 
 
@@ -35,7 +35,7 @@ def _cell(cong_pref, baselines_pref, spearman, cd_gain=0.1, gap=0.5):
         ("cd", 1.0): {"implicit": 2.0, "r_pref": 0.85},
         "naive": {"implicit": 1.0, "r_pref": 0.8},
     }
-    for name, value in zip(BASELINES, baselines_pref):
+    for name, value in zip(with_role("baseline"), baselines_pref):
         out[name] = {"r_pref": value, "r_cap": 0.55}
     return out
 
@@ -43,7 +43,7 @@ def _cell(cong_pref, baselines_pref, spearman, cd_gain=0.1, gap=0.5):
 def test_cell_quantities_are_paired_differences_against_the_best_baseline():
     table = _table({(16, 0.0): _cell([0.9, 0.8, 0.7], [[0.7, 0.7, 0.7], [0.85, 0.75, 0.65], [0.1, 0.1, 0.1]], 0.6)})
     best = regime.best_baselines(table)
-    assert best[best.metric == "r_pref"].best.item() == BASELINES[1]  # highest mean R_pref
+    assert best[best.metric == "r_pref"].best.item() == with_role("baseline")[1]  # highest mean R_pref
     q = regime.cell_quantities(table).set_index(["quantity", "seed"]).value
     assert q[("cong_vs_best_r_pref", 0)] == pytest.approx(0.05) and q[("cong_vs_best_r_pref", 2)] == pytest.approx(0.05)
     assert q[("cong_vs_weaksft_r_pref", 1)] == pytest.approx(0.8 - 0.7)

@@ -118,7 +118,7 @@ def test_failures_name_their_file_or_argument(tmp_path, tokenizer):
     from datasets import Dataset
 
     from congkit import PipelineConfig, provenance, study, worlds
-    from congkit.stages import record_timings
+    from congkit.pipeline import record_timings
     from congkit.training import to_trl_format
 
     timings = tmp_path / "timings.csv"

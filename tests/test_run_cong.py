@@ -1,5 +1,5 @@
 """`run_cong`, the uncached algorithm on real checkpoints, is the cached pipeline: on tiny local checkpoints it gives
-the datasets and weights `CachedConG` caches for the same seed (its stages, seeds and decoding streams)."""
+the datasets and weights `congkit.Pipeline` caches for the same seed (its stages, seeds and decoding streams)."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ from datasets import Dataset
 
 from congkit import DecodingConfig, PipelineConfig, Setting, TrainConfig, run_cong
 from congkit.models import char_tokenizer, load_causal_lm, tiny_llama
-from congkit.stages import CachedConG
+from congkit.pipeline import Pipeline
 
 PROMPTS = ["Add 3 and 4.", "Sort: b a c", "Reverse abc", "Count a in banana", "Say hi", "Spell cat"]
 
@@ -50,11 +50,11 @@ def test_run_cong_gives_the_cached_pipelines_datasets_and_weights(checkpoints, t
     got = run_cong(load, weak, strong, tok, PROMPTS, LengthJudge(), _config(), seed=0, output_dir=str(tmp_path / "out"))
     setting = Setting("tiny", weak, strong, Dataset.from_dict({"prompt": PROMPTS}), Dataset.from_dict({"prompt": PROMPTS}),
                       LengthJudge(), tokenizer=str(checkpoints / "tokenizer"), device="cpu", dtype=torch.float32)  # fmt: skip
-    cached = CachedConG(setting, _config(), root=tmp_path / "runs", progress=False)
-    assert got["pool"].to_dict() == cached.weak_pool(weak, 0).to_dict()
+    cached = Pipeline(setting, _config(), root=tmp_path / "runs", progress=False)
+    assert got["pool"].to_dict() == cached.weak_pool(0).to_dict()
     assert got["pairs"].to_dict() == cached.weak_preferences(0, 0.0).to_dict()
-    assert got["cd"].to_dict() == cached.training_data("cd_samples", 0, 0.0).to_dict()
-    assert got["cong_pairs"].to_dict() == cached.cong_pairs(0).to_dict()
+    assert got["cd"].to_dict() == cached.cd_samples(0, 0.0).to_dict()
+    assert got["cong_pairs"].to_dict() == cached.cong_pairs(0, 0.0).to_dict()
     for name, path in (("pi_r", cached.weak_aligned(0, 0.0)), ("cong_s", cached.strong("cong_s", 0)),
                        ("cong", cached.strong("cong", 0))):  # fmt: skip
         want = load(path).state_dict()

@@ -12,8 +12,10 @@ from datasets import Dataset
 from congkit.cache import CorruptArtifactWarning, verify
 from congkit.cong import preference_pairs
 from congkit.evaluation import CLAIMS, main_table, summarise
-from congkit.methods import BY_NAME, STRONG_METHODS
-from congkit.stages import Pipeline, Setting, smoke_pipeline_config
+from congkit.methods import METHODS, with_role
+
+STRONG_METHODS = with_role("baseline", "ours")
+from congkit.pipeline import Pipeline, Setting, smoke_pipeline_config
 from congkit.world_build import build_world, smoke_world_config
 
 
@@ -46,7 +48,7 @@ def test_smoke_pipeline_produces_every_method_and_metric(smoke_run):
         table.method
     )
     for method in STRONG_METHODS:
-        noisy = BY_NAME[method].noise
+        noisy = METHODS[method].noise
         for metric in ("r_pref", "r_cap", "reward", "win_rate", "length", "heldout_accuracy", "pgr", "pgr_strong"):
             part = table[(table.method == method) & (table.metric == metric)]
             assert sorted(part.eps) == ([0.0, 0.4] if noisy else [0.0]), (method, metric)
@@ -135,13 +137,13 @@ def test_a_registered_method_runs_only_with_its_own_recipe(smoke_run, monkeypatc
 
     pipe, _ = smoke_run
     bare = methods.Method("sft_on_chosen", "SFT on the weak chosen responses", "arm")
-    monkeypatch.setitem(methods.BY_NAME, bare.name, bare)
+    monkeypatch.setitem(methods.METHODS, bare.name, bare)
     with pytest.raises(ValueError, match="'sft_on_chosen' has no training recipe"):
         pipe.strong("sft_on_chosen", 0)
     with pytest.raises(ValueError, match="'sft_on_chosen' has no training recipe"):
         dataclasses.replace(smoke_pipeline_config(), methods=["sft_on_chosen"]).validate()
     recipe = methods.Recipe("weak_chosen", methods._sft, "strong_sft")
-    monkeypatch.setitem(methods.BY_NAME, bare.name, dataclasses.replace(bare, recipe=recipe))
+    monkeypatch.setitem(methods.METHODS, bare.name, dataclasses.replace(bare, recipe=recipe))
     path = pipe.strong("sft_on_chosen", 0)
     meta = json.loads((Path(path) / "meta.json").read_text())
     assert meta["key"]["method"] == "sft_on_chosen" and path not in {pipe.strong(m, 0) for m in pipe.config.methods}
@@ -195,7 +197,7 @@ def test_corrupt_artifacts_are_named_and_rebuilt_never_trusted(moved_run):
 
 
 def test_stream_seeds_are_named_independent_and_stable():
-    from congkit.stages import stream_seed
+    from congkit.cong import stream_seed
 
     assert stream_seed(0, "evaluation", 0) == stream_seed(0, "evaluation", 0)
     draws = {stream_seed(s, p, k) for s in range(3) for p in ("evaluation", "cd_samples", "weak_pool") for k in range(3)}
@@ -207,7 +209,7 @@ def test_wspo_and_gold_train_on_what_the_paper_says(smoke_run):
     from pathlib import Path
 
     from congkit.cache import read_json
-    from congkit.stages import content_key
+    from congkit.data import content_key
 
     pipe, _ = smoke_run
     chosen = pipe.weak_preferences(0, 0.0).select_columns(["prompt", "chosen"]).rename_column("chosen", "completion")
@@ -294,7 +296,7 @@ def test_a_tuned_budget_is_chosen_on_the_validation_prompts(smoke_run, monkeypat
 
 
 def test_timings_merge_rebuilt_stages_and_keep_the_others(tmp_path):
-    from congkit.stages import record_timings
+    from congkit.pipeline import record_timings
 
     path = tmp_path / "timings.csv"
     first = [{"stage": "strong", "artifact": "a1", "seed": 0, "method": "wspo", "eps": 0.0, "seconds": 5.0},

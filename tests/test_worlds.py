@@ -9,7 +9,7 @@ import pytest
 
 from congkit import plan
 from congkit.evaluation import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
-from congkit.stages import Pipeline, Setting, smoke_pipeline_config
+from congkit.pipeline import Pipeline, Setting, smoke_pipeline_config
 from congkit.world_build import build_world, smoke_world_config
 from congkit.worlds import comparison, decomposition_table, world_walk
 
