@@ -94,31 +94,31 @@ def data_source(*columns: str, stage: bool = False):
     return declare
 
 
-def _sft(x: TrainInputs):
+def by_sft(x: TrainInputs):
     return cong.sft(x.start, x.tokenizer, x.data, x.config, x.work_dir, x.save_to)
 
 
-def _dpo(x: TrainInputs):
+def by_dpo(x: TrainInputs):
     """DPO against the frozen copy of the starting model (the first declared model)."""
     return cong.dpo(x.start, x.models("reference"), x.tokenizer, x.data, x.config, x.work_dir, x.save_to)
 
 
-def _auxconf(x: TrainInputs):
+def by_auxconf(x: TrainInputs):
     return cong.auxconf(x.start, x.tokenizer, x.data, x.config, x.options["auxconf_weight"], work_dir=x.work_dir,
                         save_to=x.save_to)  # fmt: skip
 
 
-def _wspo(x: TrainInputs):
+def by_wspo(x: TrainInputs):
     return cong.wspo(x.start, x.models("strong_base"), x.models("weak_aligned"), x.models("weak_base"), x.tokenizer,
                      x.data, x.config, work_dir=x.work_dir, save_to=x.save_to)  # fmt: skip
 
 
-def _gold(x: TrainInputs):
+def by_gold(x: TrainInputs):
     """SFT on gold responses, or DPO on ranked own samples when the setting has no gold responses."""
-    return _dpo(x) if "chosen" in x.data.column_names else _sft(x)
+    return by_dpo(x) if "chosen" in x.data.column_names else by_sft(x)
 
 
-def _gold_config(config, data):
+def gold_config(config, data):
     return config.gold_dpo if "chosen" in data.column_names else config.gold_sft
 
 
@@ -144,25 +144,25 @@ register(
     Method("weak_base", "weak base (π_ref)", "reference"),
     Method("weak_aligned", "weak aligned (π_r)", "reference", noise=True),
     Method("strong_base", "strong base", "reference"),
-    Method("weaksft", "WeakSFT", "baseline", noise=True, recipe=Recipe("plain_samples", _sft, "strong_sft")),
+    Method("weaksft", "WeakSFT", "baseline", noise=True, recipe=Recipe("plain_samples", by_sft, "strong_sft")),
     Method("auxconf", "AuxConf", "baseline",
-           recipe=Recipe("plain_samples", _auxconf, "strong_sft", options=("auxconf_weight",))),
-    Method("wspo", "WSPO", "baseline", recipe=Recipe("weak_chosen", _wspo, "wspo", models=WSPO_MODELS)),
-    Method("cong_s", "ConG-S", "ours", noise=True, recipe=Recipe("cd_samples", _sft, "strong_sft")),
+           recipe=Recipe("plain_samples", by_auxconf, "strong_sft", options=("auxconf_weight",))),
+    Method("wspo", "WSPO", "baseline", recipe=Recipe("weak_chosen", by_wspo, "wspo", models=WSPO_MODELS)),
+    Method("cong_s", "ConG-S", "ours", noise=True, recipe=Recipe("cd_samples", by_sft, "strong_sft")),
     Method("cong", "ConG", "ours", noise=True,
-           recipe=Recipe("cong_pairs", _dpo, "cong_dpo", start="cong_s", models=("reference",))),
-    Method("gold", "gold ceiling", "ceiling", recipe=Recipe("gold", _gold, _gold_config, models=("reference",))),
+           recipe=Recipe("cong_pairs", by_dpo, "cong_dpo", start="cong_s", models=("reference",))),
+    Method("gold", "gold ceiling", "ceiling", recipe=Recipe("gold", by_gold, gold_config, models=("reference",))),
     # the arms of the decomposition (analysis_plan.md): each removes one difference between ConG and WSPO
-    Method("sft_chosen", "SFT on weak chosen", "arm", recipe=Recipe("weak_chosen", _sft, "strong_sft")),
-    Method("wspo_cd", "WSPO on CD samples", "arm", recipe=Recipe("cd_samples", _wspo, "wspo", models=WSPO_MODELS)),
+    Method("sft_chosen", "SFT on weak chosen", "arm", recipe=Recipe("weak_chosen", by_sft, "strong_sft")),
+    Method("wspo_cd", "WSPO on CD samples", "arm", recipe=Recipe("cd_samples", by_wspo, "wspo", models=WSPO_MODELS)),
     Method("wspo_plain", "WSPO on π_r samples", "arm",
-           recipe=Recipe("plain_samples", _wspo, "wspo", models=WSPO_MODELS)),
+           recipe=Recipe("plain_samples", by_wspo, "wspo", models=WSPO_MODELS)),
     Method("wspo_b05", "WSPO, β 0.5", "arm",
-           recipe=Recipe("weak_chosen", _wspo, "wspo", models=WSPO_MODELS, overrides=(("beta", 0.5),))),
+           recipe=Recipe("weak_chosen", by_wspo, "wspo", models=WSPO_MODELS, overrides=(("beta", 0.5),))),
     Method("wspo_b10", "WSPO, β 1.0", "arm",
-           recipe=Recipe("weak_chosen", _wspo, "wspo", models=WSPO_MODELS, overrides=(("beta", 1.0),))),
+           recipe=Recipe("weak_chosen", by_wspo, "wspo", models=WSPO_MODELS, overrides=(("beta", 1.0),))),
     # beyond the paper: label-free selection with exactly ConG's information
-    Method("bon_implicit", "best-of-N by implicit reward (SFT)", "arm", recipe=Recipe("bon_implicit", _sft, "strong_sft")),
+    Method("bon_implicit", "best-of-N by implicit reward (SFT)", "arm", recipe=Recipe("bon_implicit", by_sft, "strong_sft")),
 )  # fmt: skip
 
 
@@ -175,7 +175,7 @@ def reads_beta(name: str, data_columns) -> bool:
     """Whether method `name`'s loss reads `TrainConfig.beta`: DPO and WSPO do, SFT and AuxConf do not (the gold
     ceiling is DPO only on ranked pairs, i.e. data with a "chosen" column)."""
     train = recipe(name).train
-    return train in (_dpo, _wspo) or (train is _gold and "chosen" in data_columns)
+    return train in (by_dpo, by_wspo) or (train is by_gold and "chosen" in data_columns)
 
 
 def method(name: str) -> Method:

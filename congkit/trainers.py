@@ -29,6 +29,15 @@ def auxconf_loss(logits: torch.Tensor, labels: torch.Tensor, weight: float) -> t
     return (per_token * mask).sum() / mask.sum().clamp(min=1)
 
 
+def auxconf_weight(step: int, max_steps: int, final_weight: float, warmup_fraction: float) -> float:
+    """AuxConf's weight w at optimiser step `step` of `max_steps`, warmed up linearly over the first
+    `warmup_fraction` of training (Burns et al.: 20%), then held:
+
+        w(step) = final_weight * min(1, step / (warmup_fraction * max_steps))
+    """
+    return final_weight * min(1.0, step / max(warmup_fraction * max(max_steps, 1), 1e-9))
+
+
 def wspo_loss(
     strong_logp: torch.Tensor,
     strong_ref_logp: torch.Tensor,
@@ -64,8 +73,7 @@ class AuxConfTrainer(SFTTrainer):
         self.aux_weight, self.warmup_fraction = aux_weight, warmup_fraction
 
     def current_weight(self) -> float:
-        total = max(self.state.max_steps, 1)
-        return self.aux_weight * min(1.0, self.state.global_step / max(self.warmup_fraction * total, 1e-9))
+        return auxconf_weight(self.state.global_step, self.state.max_steps, self.aux_weight, self.warmup_fraction)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"][:, 1:]

@@ -13,10 +13,10 @@ from congkit.cache import CorruptArtifactWarning, verify
 from congkit.cong import preference_pairs
 from congkit.evaluation import CLAIMS, main_table, summarise
 from congkit.methods import METHODS, with_role
-
-STRONG_METHODS = with_role("baseline", "ours")
 from congkit.pipeline import Pipeline, Setting, smoke_pipeline_config
 from congkit.world_build import build_world, smoke_world_config
+
+STRONG_METHODS = with_role("baseline", "ours")
 
 
 def test_preference_pairs_drop_ties_and_flip_exactly():
@@ -142,7 +142,7 @@ def test_a_registered_method_runs_only_with_its_own_recipe(smoke_run, monkeypatc
         pipe.strong("sft_on_chosen", 0)
     with pytest.raises(ValueError, match="'sft_on_chosen' has no training recipe"):
         dataclasses.replace(smoke_pipeline_config(), methods=["sft_on_chosen"]).validate()
-    recipe = methods.Recipe("weak_chosen", methods._sft, "strong_sft")
+    recipe = methods.Recipe("weak_chosen", methods.by_sft, "strong_sft")
     monkeypatch.setitem(methods.METHODS, bare.name, dataclasses.replace(bare, recipe=recipe))
     path = pipe.strong("sft_on_chosen", 0)
     meta = json.loads((Path(path) / "meta.json").read_text())
