@@ -28,7 +28,7 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -q
 
-# the inner loop: everything but the tests marked slow (smoke world, pipeline, study, multi-process); about 20 s
+# the inner loop: everything but the tests marked slow (smoke world, study, book, multi-process); about 100 s here
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 

@@ -69,10 +69,18 @@ def node(fn: Callable | None = None, *, stage: bool = False, version: int = 1, n
     return declare(fn) if fn is not None else declare
 
 
+def declared(name: str) -> Node:
+    """The node named `name`; an unknown name raises, naming the declared ones."""
+    if name not in NODES:
+        raise KeyError(f"no node {name!r} is declared (the study's nodes are declared by importing congkit.pipeline); "
+                       f"declared: {', '.join(sorted(NODES)) or 'none'}")  # fmt: skip
+    return NODES[name]
+
+
 def stage_code(name: str) -> str:
     """The code key of node `name` (`congkit.code_key`): its function and every congkit function and constant it can
     reach, not following into the other nodes (their results enter a key by their own keys and contents)."""
-    return _stage_code(name, NODES[name].fn)
+    return _stage_code(name, declared(name).fn)
 
 
 @functools.cache
@@ -82,7 +90,7 @@ def _stage_code(name: str, fn: Callable) -> str:  # keyed by the function too: a
 
 def stage_parts(name: str) -> dict[str, str]:
     """What `stage_code` covers, by qualified name (`congkit.code_key.code_parts`)."""
-    return code_parts(NODES[name].fn, stop=_other_nodes(name))
+    return code_parts(declared(name).fn, stop=_other_nodes(name))
 
 
 def _other_nodes(name: str) -> frozenset:
@@ -140,7 +148,7 @@ class Pipeline:
     def artifact(self, stage: str, key: dict, build: Callable[[Path], None]) -> Path:
         """The artifact of `stage` for `key`: reused when intact, else built (once, under a lock) and verified. Its
         `meta.json` says in words what it is (stage, code version, setting, seed, method, settings)."""
-        version = NODES[stage].version
+        version = declared(stage).version
         path = self.root / stage / fingerprint(self.setting.key, stage, version, stage_code(stage), key)
         summary = " ".join(f"{k}={key[k]}" for k in ("method", "seed", "eps") if k in key)
 

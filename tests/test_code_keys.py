@@ -82,6 +82,7 @@ def _edit(copy: Path, file: str, old: str, new: str) -> None:
 
 
 def test_a_stage_key_covers_the_code_it_reaches_up_to_the_other_stages():
+    import congkit.pipeline  # noqa: F401  (declares the nodes)
     from congkit.runner import stage_parts
 
     parts = stage_parts("weak_samples")
@@ -94,6 +95,10 @@ def test_a_stage_key_covers_the_code_it_reaches_up_to_the_other_stages():
     aligned = stage_parts("weak_aligned")
     assert "congkit.cong.dpo" in aligned and "congkit.cong.preference_pairs" not in aligned  # pairs: by content
     assert "congkit.trainers.wspo_loss" in code_parts(congkit.methods.recipe("wspo").train)
+    for method in ("weaksft", "cong_s", "auxconf", "wspo"):  # the TRL wrapper (completion-only loss) and the warm-up
+        parts = code_parts(congkit.methods.recipe(method).train)
+        assert "congkit.training.train_sft" in parts, method
+    assert "congkit.trainers.auxconf_weight" in code_parts(congkit.methods.recipe("auxconf").train)
 
 
 @pytest.mark.slow
