@@ -24,9 +24,9 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 from congkit import contrastive_generate, implicit_reward_from_ids, sample
 from congkit.models import char_tokenizer, default_dtype
+from congkit.pipeline.trainers import AuxConfTrainer, WSPOTrainer
+from congkit.pipeline.training import TrainConfig, train_dpo, train_sft
 from congkit.tokens import encode_prompt, pad
-from congkit.trainers import AuxConfTrainer, WSPOTrainer
-from congkit.training import TrainConfig, train_dpo, train_sft
 
 VOCAB = 151_936
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -13,8 +13,8 @@ import tempfile
 import time
 
 os.environ["CONGKIT_QUIET"] = "1"
-from congkit import cong  # noqa: E402
-from congkit.stages import fixed_config  # noqa: E402
+from congkit.pipeline import cong  # noqa: E402
+from congkit.pipeline.stages import fixed_config  # noqa: E402
 from congkit.study import study_objects  # noqa: E402
 
 world, setting, pipe = study_objects("default", "runs", progress=False)

@@ -15,7 +15,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typing import TYPE_CHECKING
 
-from . import _extras
+from congkit import _extras
 
 _extras.install()  # a missing optional package names the extra to install (`congkit[train]`, `congkit[study]`)
 
@@ -26,15 +26,15 @@ _EXPORTS = {
     "generation": ["CUSTOM_GENERATE_DIR", "ContrastiveDecoderOnlyOutput", "cd_generation_config", "contrastive_decoding"],
     "rewards": ["ImplicitReward", "completion_logprobs", "implicit_reward", "implicit_reward_from_ids"],
     "tokens": ["encode_pair", "encode_prompt", "is_templated"],
-    "methods": ["METHODS", "Method", "Recipe"],
-    "cong": ["reference_cd", "run_cong"],
-    "evaluation": ["main_table", "preconditions", "summarise", "verdicts"],
+    "pipeline.methods": ["METHODS", "Method", "Recipe"],
+    "pipeline.cong": ["reference_cd", "run_cong"],
+    "pipeline.evaluation": ["main_table", "preconditions", "summarise", "verdicts"],
     "scorers": ["RewardModelScorer"],
     "pipeline": ["Pipeline", "PipelineConfig", "Setting", "smoke_pipeline_config"],
-    "training": ["TrainConfig"],
-    "world": ["ExplicitReward", "NoiseRates", "Task", "WorldData", "judge"],
-    "world_build": ["World", "WorldConfig", "build_world", "card_table", "smoke_world_config"],
-    "regime": ["RegimeConfig", "run_regime"],
+    "pipeline.training": ["TrainConfig"],
+    "pipeline.world": ["ExplicitReward", "NoiseRates", "Task", "WorldData", "judge"],
+    "pipeline.world_build": ["World", "WorldConfig", "build_world", "card_table", "smoke_world_config"],
+    "study.regime": ["RegimeConfig", "run_regime"],
 }  # fmt: skip
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
@@ -53,8 +53,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real names
-    from .cong import reference_cd, run_cong  # noqa: F401
-    from .decoding import (  # noqa: F401
+    from congkit.decoding import (  # noqa: F401
         DecodingConfig,
         Generation,
         apply_repetition_penalty,
@@ -66,19 +65,20 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
         sample,
         warpers,
     )
-    from .evaluation import main_table, preconditions, summarise, verdicts  # noqa: F401
-    from .generation import (  # noqa: F401
+    from congkit.generation import (  # noqa: F401
         CUSTOM_GENERATE_DIR,
         ContrastiveDecoderOnlyOutput,
         cd_generation_config,
         contrastive_decoding,
     )
-    from .methods import METHODS, Method, Recipe  # noqa: F401
-    from .pipeline import Pipeline, PipelineConfig, Setting, smoke_pipeline_config  # noqa: F401
-    from .regime import RegimeConfig, run_regime  # noqa: F401
-    from .rewards import ImplicitReward, completion_logprobs, implicit_reward, implicit_reward_from_ids  # noqa: F401
-    from .scorers import RewardModelScorer  # noqa: F401
-    from .tokens import encode_pair, encode_prompt, is_templated  # noqa: F401
-    from .training import TrainConfig  # noqa: F401
-    from .world import ExplicitReward, NoiseRates, Task, WorldData, judge  # noqa: F401
-    from .world_build import World, WorldConfig, build_world, card_table, smoke_world_config  # noqa: F401
+    from congkit.pipeline import Pipeline, PipelineConfig, Setting, smoke_pipeline_config  # noqa: F401
+    from congkit.pipeline.cong import reference_cd, run_cong  # noqa: F401
+    from congkit.pipeline.evaluation import main_table, preconditions, summarise, verdicts  # noqa: F401
+    from congkit.pipeline.methods import METHODS, Method, Recipe  # noqa: F401
+    from congkit.pipeline.training import TrainConfig  # noqa: F401
+    from congkit.pipeline.world import ExplicitReward, NoiseRates, Task, WorldData, judge  # noqa: F401
+    from congkit.pipeline.world_build import World, WorldConfig, build_world, card_table, smoke_world_config  # noqa: F401
+    from congkit.rewards import ImplicitReward, completion_logprobs, implicit_reward, implicit_reward_from_ids  # noqa: F401
+    from congkit.scorers import RewardModelScorer  # noqa: F401
+    from congkit.study.regime import RegimeConfig, run_regime  # noqa: F401
+    from congkit.tokens import encode_pair, encode_prompt, is_templated  # noqa: F401

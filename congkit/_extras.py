@@ -1,9 +1,9 @@
 """Which optional extra provides which third-party package, and an import hook that says so.
 
-Why a hook: `congkit.stages`, `congkit.evaluation` and a dozen other modules import packages of the `train` or `study`
+Why a hook: `congkit.pipeline.stages`, `congkit.pipeline.evaluation` and a dozen other modules import packages of the `train` or `study`
 extra; without them Python says only `No module named 'pandas'`. The hook (a `sys.meta_path` finder for congkit's own
-submodules) re-raises that error with the extra to install, however the module was imported (`import congkit.stages`,
-`congkit.Pipeline`, `python -m congkit.cli`). Nothing else is changed.
+submodules) re-raises that error with the extra to install, however the module was imported (`import congkit.pipeline.stages`,
+`congkit.Pipeline`, `python -m congkit.pipeline.cli`). Nothing else is changed.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .hub.custom_generate.generate import (  # noqa: F401
+from congkit.hub.custom_generate.generate import (  # noqa: F401
     CD_DEFAULTS,
     ContrastiveDecoderOnlyOutput,
     cd_generation_config,

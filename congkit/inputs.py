@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 # the argument checks the CD step's folder carries (it runs from the Hub without congkit), used everywhere
-from .hub.custom_generate.step import (  # noqa: F401
+from congkit.hub.custom_generate.step import (  # noqa: F401
     check_causal_lm,
     check_int,
     check_number,

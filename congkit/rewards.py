@@ -20,8 +20,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .hub.custom_generate.step import check_same_vocab
-from .inputs import (
+from congkit.hub.custom_generate.step import check_same_vocab
+from congkit.inputs import (
     as_prompts,
     as_responses,
     check_int,
@@ -30,7 +30,7 @@ from .inputs import (
     check_token_ids,
     model_device,
 )
-from .tokens import encode_pair, pad, positions
+from congkit.tokens import encode_pair, pad, positions
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Explicit-reward scorers: anything that maps (prompts, responses) to one float per response.
 
-The study's scorer is the synthetic world's exact reward (`congkit.world.ExplicitReward`); on real checkpoints it is
+The study's scorer is the synthetic world's exact reward (`congkit.pipeline.world.ExplicitReward`); on real checkpoints it is
 a Hugging Face sequence-classification reward model (`RewardModelScorer`), the role ArmoRM plays in the paper.
 """
 
@@ -14,8 +14,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification
 
-from .models import default_device, load_tokenizer, offline_hint, resolve_name
-from .tokens import as_conversation, has_chat_template
+from congkit.models import default_device, load_tokenizer, offline_hint, resolve_name
+from congkit.tokens import as_conversation, has_chat_template
 
 
 class Scorer(Protocol):

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .hub.custom_generate.step import positions  # noqa: F401  (position ids that skip padding; re-exported)
-from .inputs import Prompt, is_conversation
+from congkit.hub.custom_generate.step import positions  # noqa: F401  (position ids that skip padding; re-exported)
+from congkit.inputs import Prompt, is_conversation
 
 
 def has_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:

@@ -6,7 +6,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from congkit.models import char_tokenizer, tiny_llama
-from congkit.world_build import build_world, smoke_world_config
+from congkit.pipeline.world_build import build_world, smoke_world_config
 
 torch.set_num_threads(2)
 

@@ -4,8 +4,8 @@ processes, one gloo group): sharded CD, merged output written as JSON by the mai
 import json
 import sys
 
-from congkit.distributed import process_state, sharded_generate
 from congkit.models import load_causal_lm, load_tokenizer
+from congkit.pipeline.distributed import process_state, sharded_generate
 
 
 def main(model_dir: str, out_path: str, prompts_path: str) -> None:

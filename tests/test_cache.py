@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from congkit.cache import (
+from congkit.pipeline.cache import (
     COMPLETE,
     CorruptArtifactWarning,
     build_once,
@@ -118,7 +118,7 @@ def test_a_field_counted_unless_default_keeps_older_keys_and_separates_other_val
 WORKER = """
 import os, sys, time
 from pathlib import Path
-from congkit.cache import build_once
+from congkit.pipeline.cache import build_once
 
 path, log = Path(sys.argv[1]), Path(sys.argv[2])
 

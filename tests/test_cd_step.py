@@ -1,5 +1,5 @@
 """The one CD step as a transformers user takes it: the engine and the `generate` strategy against the reference
-sampler (`congkit.cong.reference_cd`), prefilled caches, settings saved with the model, transformers' min_p, refused
+sampler (`congkit.pipeline.cong.reference_cd`), prefilled caches, settings saved with the model, transformers' min_p, refused
 arguments, the self-contained Hub folder."""
 
 import json
@@ -214,7 +214,7 @@ def test_implicit_reward_raises_on_non_finite_scores_and_warns_on_text_that_does
 
 
 def test_the_cli_shows_every_default_and_names_what_it_cannot_load(capsys, tmp_path, tokenizer):
-    from congkit import cli
+    from congkit.pipeline import cli
 
     for command in ("generate", "train"):
         with pytest.raises(SystemExit):
@@ -238,7 +238,7 @@ def test_the_cli_shows_every_default_and_names_what_it_cannot_load(capsys, tmp_p
 
 
 def test_the_cli_decodes_greedy_top_k_and_several_samples_per_prompt(expert, amateur, tokenizer, tmp_path):
-    from congkit import cli
+    from congkit.pipeline import cli
 
     for name, model in (("expert", expert), ("amateur", amateur)):
         model.save_pretrained(tmp_path / name)
@@ -258,8 +258,8 @@ def test_the_cli_decodes_greedy_top_k_and_several_samples_per_prompt(expert, ama
 
 
 def test_a_core_install_names_the_extra_the_cli_needs():
-    code = ("import sys, runpy; sys.modules['datasets'] = None; sys.argv = ['congkit.cli', '--help']; "
-            "runpy.run_module('congkit.cli', run_name='__main__')")  # fmt: skip
+    code = ("import sys, runpy; sys.modules['datasets'] = None; sys.argv = ['congkit.pipeline.cli', '--help']; "
+            "runpy.run_module('congkit.pipeline.cli', run_name='__main__')")  # fmt: skip
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
     assert "pip install 'congkit[train]'" in run.stderr and "Traceback" not in run.stderr

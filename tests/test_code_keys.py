@@ -12,19 +12,19 @@ from pathlib import Path
 import pytest
 
 import congkit
-import congkit.methods
-from congkit.code_key import code_parts
+import congkit.pipeline.methods
 from congkit.models import char_tokenizer, tiny_llama
+from congkit.pipeline.code_key import code_parts
 
 PACKAGE = Path(congkit.__file__).parent
 
 KEYS = """
 import json
-from congkit.code_key import code_key
+from congkit.pipeline.code_key import code_key
 from congkit.pipeline import Setting
-from congkit.runner import NODES, stage_code
-from congkit.methods import METHODS
-from congkit.world import ExplicitReward
+from congkit.pipeline.runner import NODES, stage_code
+from congkit.pipeline.methods import METHODS
+from congkit.pipeline.world import ExplicitReward
 keys = {name: stage_code(name) for name in NODES if NODES[name].stage}
 keys.update({"recipe:" + m.name: code_key(m.recipe.train) for m in METHODS.values() if m.recipe is not None})
 keys["setting:world"] = code_key(Setting.from_world, ExplicitReward)
@@ -83,22 +83,22 @@ def _edit(copy: Path, file: str, old: str, new: str) -> None:
 
 def test_a_stage_key_covers_the_code_it_reaches_up_to_the_other_stages():
     import congkit.pipeline  # noqa: F401  (declares the nodes)
-    from congkit.runner import stage_parts
+    from congkit.pipeline.runner import stage_parts
 
     parts = stage_parts("weak_samples")
     for reached in ("congkit.hub.custom_generate.step.cd_step", "congkit.hub.custom_generate.step.contrast",
-                    "congkit.decoding._decode_batch", "congkit.cong.contrastive_samples"):  # fmt: skip
+                    "congkit.decoding.engine._decode_batch", "congkit.pipeline.cong.contrastive_samples"):  # fmt: skip
         assert reached in parts
-    assert "congkit.trainers.wspo_loss" not in parts  # sampling never reaches a loss
-    assert "congkit.stages.weak_aligned" not in parts  # pi_r enters by its artifact's key and bytes
-    assert "congkit.runner.Pipeline.sampling" in parts  # a helper reached through the annotated `pipe` parameter
+    assert "congkit.pipeline.trainers.wspo_loss" not in parts  # sampling never reaches a loss
+    assert "congkit.pipeline.stages.weak_aligned" not in parts  # pi_r enters by its artifact's key and bytes
+    assert "congkit.pipeline.runner.Pipeline.sampling" in parts  # a helper reached through the annotated `pipe` parameter
     aligned = stage_parts("weak_aligned")
-    assert "congkit.cong.dpo" in aligned and "congkit.cong.preference_pairs" not in aligned  # pairs: by content
-    assert "congkit.trainers.wspo_loss" in code_parts(congkit.methods.recipe("wspo").train)
+    assert "congkit.pipeline.cong.dpo" in aligned and "congkit.pipeline.cong.preference_pairs" not in aligned  # pairs: by content
+    assert "congkit.pipeline.trainers.wspo_loss" in code_parts(congkit.pipeline.methods.recipe("wspo").train)
     for method in ("weaksft", "cong_s", "auxconf", "wspo"):  # the TRL wrapper (completion-only loss) and the warm-up
-        parts = code_parts(congkit.methods.recipe(method).train)
-        assert "congkit.training.train_sft" in parts, method
-    assert "congkit.trainers.auxconf_weight" in code_parts(congkit.methods.recipe("auxconf").train)
+        parts = code_parts(congkit.pipeline.methods.recipe(method).train)
+        assert "congkit.pipeline.training.train_sft" in parts, method
+    assert "congkit.pipeline.trainers.auxconf_weight" in code_parts(congkit.pipeline.methods.recipe("auxconf").train)
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ from congkit import (
     DecodingConfig,
     apply_repetition_penalty,
     cd_step,
-    cong,
     contrastive_generate,
     contrastive_scores,
     implicit_reward_from_ids,
@@ -19,6 +18,7 @@ from congkit import (
     warpers,
 )
 from congkit.models import char_tokenizer, tiny_llama
+from congkit.pipeline import cong
 from congkit.tokens import encode_prompt
 
 from .conftest import PROMPTS
@@ -32,7 +32,7 @@ def _choose(scores, config, uniforms):
 
 
 def reference_cd(expert, amateur, tokenizer, prompt, alpha, lam, max_new_tokens, penalty):
-    """Greedy CD of one prompt by the definition (`congkit.cong.reference_cd`: no cache, no batching, float64)."""
+    """Greedy CD of one prompt by the definition (`congkit.pipeline.cong.reference_cd`: no cache, no batching, float64)."""
     return cong.reference_cd(expert, amateur, encode_prompt(tokenizer, prompt), alpha=alpha, plausibility_threshold=lam,
                              repetition_penalty=penalty, max_new_tokens=max_new_tokens, eos=[tokenizer.eos_token_id])
 
@@ -430,8 +430,8 @@ def test_prompt_ids_encodes_each_distinct_prompt_once_in_order(tokenizer, monkey
     prompts = [*PROMPTS, conversation] * 3
     want = [encode_prompt(tokenizer, p, True) for p in prompts]
     calls = []
-    real = decoding.encode_prompt
-    monkeypatch.setattr(decoding, "encode_prompt", lambda *a: calls.append(a[1]) or real(*a))
+    real = decoding.engine.encode_prompt
+    monkeypatch.setattr(decoding.engine, "encode_prompt", lambda *a: calls.append(a[1]) or real(*a))
     texts, got = decoding.prompt_ids(tokenizer, prompts, apply_chat_template=True)
     assert got == want and texts == prompts
     assert len(calls) == len(PROMPTS) + 1
@@ -455,7 +455,7 @@ def test_dropping_finished_rows_keeps_every_row_the_same(expert, amateur, tokeni
     for do_sample in (True, False):
         outs = {}
         for fraction in (2.0, 0.0, 0.25):  # never, at every finished row, at a quarter of the batch
-            monkeypatch.setattr(decoding, "COMPACT_FRACTION", fraction)
+            monkeypatch.setattr(decoding.runtime, "COMPACT_FRACTION", fraction)
             plain = sample(expert, tokenizer, prompts, do_sample=do_sample, **settings_)
             cd = contrastive_generate(expert, amateur, tokenizer, prompts, alpha=0.5, plausibility_threshold=0.05, do_sample=do_sample,
                                       **settings_)  # fmt: skip

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from congkit import contrastive_generate
-from congkit.distributed import shard_bounds, sharded_generate
+from congkit.pipeline.distributed import shard_bounds, sharded_generate
 
 from .conftest import PROMPTS
 
@@ -52,7 +52,7 @@ def test_two_processes_merge_to_the_single_process_run(expert, amateur, tokenize
 def _launch(args, timeout=300):
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
     # `accelerate launch --cpu` starts one process unless an MPI launcher is installed; `--multi_gpu` starts the
-    # processes with torchrun, and on a machine without CUDA they form one CPU (gloo) group (congkit.distributed).
+    # processes with torchrun, and on a machine without CUDA they form one CPU (gloo) group (congkit.pipeline.distributed).
     flags = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
     cmd = [launcher, "launch", *flags, "--dynamo_backend", "no", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -60,7 +60,7 @@ def _launch(args, timeout=300):
 
 @pytest.mark.slow
 def test_training_stage_runs_under_accelerate_launch(tokenizer, tmp_path):
-    """`python -m congkit.cli train` under `accelerate launch` with 2 CPU processes (data parallel) saves a model."""
+    """`python -m congkit.pipeline.cli train` under `accelerate launch` with 2 CPU processes (data parallel) saves a model."""
     import torch
 
     from congkit.models import load_causal_lm, tiny_llama
@@ -74,7 +74,7 @@ def test_training_stage_runs_under_accelerate_launch(tokenizer, tmp_path):
     run = _launch(
         [
             "-m",
-            "congkit.cli",
+            "congkit.pipeline.cli",
             "train",
             "--method",
             "sft",

@@ -9,7 +9,8 @@ import pytest
 from datasets import Dataset
 from scipy import stats
 
-from congkit.evaluation import (
+from congkit.pipeline import smoke_pipeline_config
+from congkit.pipeline.evaluation import (
     DOES_NOT_HOLD,
     HOLDS,
     INCONCLUSIVE,
@@ -27,7 +28,6 @@ from congkit.evaluation import (
     win_rate,
     within_prompt_ranking,
 )
-from congkit.pipeline import smoke_pipeline_config
 
 
 def test_win_rate_counts_ties_half():
@@ -255,21 +255,22 @@ def test_rule_texts_are_filled_from_the_run():
 
 
 def test_a_claim_naming_an_unknown_precondition_is_refused(monkeypatch):
-    from congkit import evaluation
+    from congkit.pipeline import evaluation
 
     typo = evaluation.Claim("x", "rule", ("ranking_spearmann",), lambda t, c: None)
-    monkeypatch.setattr(evaluation, "CLAIMS", (*evaluation.CLAIMS, typo))
+    monkeypatch.setattr(evaluation.rules, "CLAIMS", (*evaluation.CLAIMS, typo))
     with pytest.raises(ValueError, match=r"unknown precondition id\(s\) \['ranking_spearmann'\]"):
-        evaluation._check_registries()
+        evaluation.rules._check_registries()
 
 
 def test_a_metric_is_one_registry_entry(monkeypatch):
     """Adding a metric: one `Metric` entry; evaluation rows and the book's table headers follow."""
-    from congkit import evaluation, tables
+    from congkit.pipeline import evaluation
+    from congkit.study import tables
 
     extra = evaluation.Metric("short", "share of short answers", True, lambda r, ref: float(np.mean(
         [[n < 5 for n in row] for row in r["lengths"]])))  # fmt: skip
-    monkeypatch.setattr(evaluation, "METRICS", (*evaluation.METRICS, extra))
+    monkeypatch.setattr(evaluation.metrics, "METRICS", (*evaluation.METRICS, extra))
     rows = evaluation.evaluation_rows("cong", 0, 0.0, {"scores": [[1.0]], "lengths": [[3, 9]]}, {"scores": [[0.5]]})
     assert {r["metric"]: r["value"] for r in rows}["short"] == 0.5
     assert tables.header("short") == "share of short answers" and tables.higher_is_better("short")
@@ -277,7 +278,7 @@ def test_a_metric_is_one_registry_entry(monkeypatch):
 
 def test_the_walk_from_cong_to_wspo_names_the_step_that_carries_the_gap():
     """ConG 0.70, ConG-S 0.71, SFT on chosen 0.72, WSPO 0.85: the loss step (SFT -> WSPO) carries the gap."""
-    from congkit.evaluation import decomposition_rows, walk
+    from congkit.pipeline.evaluation import decomposition_rows, walk
 
     rng = np.random.default_rng(1)
     values = {"cong": 0.70, "cong_s": 0.71, "sft_chosen": 0.72, "wspo": 0.85, "wspo_cd": 0.83, "wspo_plain": 0.8,
@@ -313,7 +314,7 @@ def slow_bootstrap_draw(values, rng):
 
 
 def test_hierarchical_bootstrap_resamples_worlds_seeds_and_prompts():
-    from congkit.evaluation import hierarchical_bootstrap, world_signs
+    from congkit.pipeline.evaluation import hierarchical_bootstrap, world_signs
 
     rng = np.random.default_rng(0)
     values = {w: {s: rng.normal(0.1 * (w + 1), 0.2, 50) for s in range(4)} for w in range(3)}
@@ -331,7 +332,7 @@ def test_hierarchical_bootstrap_resamples_worlds_seeds_and_prompts():
 
 
 def test_pooled_over_worlds_the_interval_is_the_hierarchical_bootstrap_over_worlds_and_seeds():
-    from congkit.evaluation import hierarchical_bootstrap, mean_ci
+    from congkit.pipeline.evaluation import hierarchical_bootstrap, mean_ci
 
     values = pd.Series([0.1, 0.3, 0.2, 0.6, 0.5], index=pd.MultiIndex.from_tuples(
         [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)], names=["world", "seed"]))  # fmt: skip
@@ -342,7 +343,7 @@ def test_pooled_over_worlds_the_interval_is_the_hierarchical_bootstrap_over_worl
 
 
 def test_world_verdicts_pool_worlds_check_each_world_and_apply_the_sign_rule():
-    from congkit.evaluation import world_verdicts
+    from congkit.pipeline.evaluation import world_verdicts
 
     config = smoke_pipeline_config()
     same = world_verdicts({0: study_table(), 1: study_table(), 2: study_table()}, config)
@@ -365,7 +366,7 @@ def test_world_verdicts_pool_worlds_check_each_world_and_apply_the_sign_rule():
                                               ([0.99, 1.0], "strong_capability")])  # fmt: skip
 def test_no_interval_passes_the_range_of_its_quantity(values, quantity):
     """Two seeds give a t-interval 12.7 standard errors wide: clipped to what the quantity can take."""
-    from congkit.evaluation import mean_ci, value_range
+    from congkit.pipeline.evaluation import mean_ci, value_range
 
     low, high = value_range(quantity)
     mean, lo, hi = mean_ci(values, bounds=(low, high))

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from congkit.trainers import auxconf_loss, wspo_loss
+from congkit.pipeline.trainers import auxconf_loss, wspo_loss
 
 
 def test_auxconf_loss_limits():

@@ -180,7 +180,8 @@ def test_an_invalid_inherited_cd_setting_is_named_as_inherited(expert, amateur, 
 
 
 def test_the_cli_and_the_chapters_refuse_nan(tmp_path):
-    from congkit import cli, study
+    from congkit import study
+    from congkit.pipeline import cli
 
     with pytest.raises(SystemExit, match="alpha must be a finite number"):
         cli.main(["generate", "--expert", str(tmp_path / "m"), "--amateur", str(tmp_path / "a"), "--prompts",
@@ -217,7 +218,7 @@ def test_the_engine_takes_generates_names_and_defaults(expert, amateur, tokenize
 
 
 def test_a_missing_extra_names_the_extra_to_install():
-    code = ("import sys; sys.modules['pandas'] = None\nimport congkit\ntry:\n    import congkit.evaluation\n"
+    code = ("import sys; sys.modules['pandas'] = None\nimport congkit\ntry:\n    import congkit.pipeline.evaluation\n"
             "except ModuleNotFoundError as e:\n    print(e)\n")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "needs 'pandas', which is in congkit's 'train' extra: pip install 'congkit[train]'" in out
@@ -251,7 +252,7 @@ def test_the_device_and_precision_rule_on_either_branch():
 
 
 def test_training_arguments_on_either_device(tmp_path):
-    from congkit.training import TrainConfig, _common_args
+    from congkit.pipeline.training import TrainConfig, _common_args
 
     gpu = _common_args(TrainConfig(), str(tmp_path), device="cuda", bf16_supported=True)
     old_gpu = _common_args(TrainConfig(), str(tmp_path), device="cuda", bf16_supported=False)
@@ -262,7 +263,7 @@ def test_training_arguments_on_either_device(tmp_path):
 
 
 def test_the_process_group_on_either_device(monkeypatch):
-    from congkit import distributed
+    from congkit.pipeline import distributed
 
     made = []
     monkeypatch.setattr(distributed, "PartialState", lambda **kwargs: made.append(kwargs) or kwargs)

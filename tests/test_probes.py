@@ -20,10 +20,11 @@ import pytest
 import torch
 from datasets import Dataset
 
-from congkit import cli, contrastive_generate, implicit_reward, sample, study
-from congkit.cache import build_once, read_json, verify
-from congkit.data import load_saved_dataset
+from congkit import contrastive_generate, implicit_reward, sample, study
 from congkit.models import char_tokenizer, load_causal_lm, load_tokenizer, tiny_llama
+from congkit.pipeline import cli
+from congkit.pipeline.cache import build_once, read_json, verify
+from congkit.pipeline.data import load_saved_dataset
 
 from .conftest import PROMPTS
 
@@ -211,7 +212,7 @@ def fake_repo(tmp_path, monkeypatch):
     """A stand-in repository whose book holds the executed notebooks of an earlier run."""
     (tmp_path / "book" / "notebooks").mkdir(parents=True)
     (tmp_path / "book" / "notebooks" / "05_results.ipynb").write_text("{}")
-    monkeypatch.setattr(study, "REPO", tmp_path)
+    monkeypatch.setattr(study.driver, "REPO", tmp_path)  # the command line reads it there
     return tmp_path
 
 
@@ -238,7 +239,7 @@ def test_a_failing_notebook_run_keeps_the_published_notebooks(fake_repo, monkeyp
     def explode(*args, **kwargs):
         raise RuntimeError("kernel died")
 
-    monkeypatch.setattr(study, "run_notebooks", explode)
+    monkeypatch.setattr(study.driver, "run_notebooks", explode)
     with pytest.raises(RuntimeError, match="kernel died"):
         study.main(["--profile", "smoke", "--no-book", "--workers", "1"])
     assert (fake_repo / "book" / "notebooks" / "05_results.ipynb").read_text() == "{}"
@@ -290,7 +291,7 @@ def test_cli_never_replaces_what_it_did_not_write(tmp_path, saved_model, prompts
     (folder / "stage" / "keep.txt").write_text("precious")
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
-    for target, match in ((folder, "was not written by `congkit.cli generate`"), (a_file, "is an existing file")):
+    for target, match in ((folder, "was not written by `congkit.pipeline.cli generate`"), (a_file, "is an existing file")):
         for extra in ((), ("--overwrite",)):
             with pytest.raises(SystemExit, match=match):
                 cli.main(_generate_argv(saved_model, prompts_folder, target, *extra))
@@ -305,7 +306,7 @@ def test_cli_replaces_its_own_output_only_with_overwrite(tmp_path, saved_model, 
     assert mark["command"] == "generate" and load_saved_dataset(out).column_names == ["prompt", "completion"]
     with pytest.raises(SystemExit, match="pass --overwrite to replace it"):
         cli.main(_generate_argv(saved_model, prompts_folder, out))
-    with pytest.raises(SystemExit, match="was not written by `congkit.cli train`"):
+    with pytest.raises(SystemExit, match="was not written by `congkit.pipeline.cli train`"):
         cli.main(["train", "--method", "sft", "--model", str(saved_model), "--data", str(prompts_folder),
                   "--output", str(out), "--overwrite"])  # fmt: skip
     cli.main(_generate_argv(saved_model, prompts_folder, out, "--overwrite", "--seed", "3"))
@@ -326,7 +327,7 @@ def test_cli_refuses_zero_epochs_and_non_text_completions(tmp_path, saved_model,
 
 
 def test_a_file_added_to_a_finished_artifact_is_named_and_the_artifact_rebuilt(tmp_path, capsys):
-    from congkit.cache import artifacts, main
+    from congkit.pipeline.cache import artifacts, main
 
     path = build_once(tmp_path / "stage" / "abc", lambda tmp: (tmp / "data.txt").write_text("x"),
                       meta={"stage": "stage", "summary": "stage seed=0"})  # fmt: skip
@@ -396,7 +397,7 @@ def test_a_chapter_given_an_unknown_parameter_fails_at_its_first_cell(injected, 
 
 WATCHED_WORKER = """
 import os, sys, time
-from congkit.workers import run_in_workers
+from congkit.study.workers import run_in_workers
 
 def job(seconds):
     print(os.getpid(), flush=True)
@@ -462,7 +463,7 @@ def test_a_run_is_compared_with_the_reference_results(tmp_path):
 
 
 def test_the_study_refuses_a_broken_reference_and_bad_workers_before_any_work(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(study, "REFERENCE", tmp_path)  # an empty reference folder
+    monkeypatch.setattr(study.driver, "REFERENCE", tmp_path)  # an empty reference folder
     with pytest.raises(SystemExit):
         study.main(["--profile", "default", "--runs", str(tmp_path / "runs")])
     assert "reference table missing" in capsys.readouterr().err and not (tmp_path / "runs").exists()

@@ -42,7 +42,7 @@ def test_committed_chapters_fill_only_what_this_run_lacks(tmp_path):
 def test_the_machine_line_names_the_gpu_or_says_there_is_none():
     import torch
 
-    from congkit.provenance import gpu_name, machine
+    from congkit.pipeline.provenance import gpu_name, machine
 
     assert machine(gpu="NVIDIA H200").endswith(", NVIDIA H200")  # the GPU branch, forced on this CPU machine
     assert machine(gpu="").endswith(", no GPU")

@@ -9,9 +9,9 @@ import torch
 from datasets import Dataset
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
-from congkit.methods import with_role
 from congkit.models import char_tokenizer, tiny_llama
 from congkit.pipeline import Pipeline, Setting, smoke_pipeline_config
+from congkit.pipeline.methods import with_role
 from congkit.scorers import RewardModelScorer
 
 
@@ -94,8 +94,8 @@ def test_real_profile_loads_local_checkpoints_prompts_and_choices(tmp_path):
     sequence-classification reward model, a preference dataset with named splits, a multiple-choice set."""
     from datasets import DatasetDict
 
-    from congkit.data import load_prompts
-    from congkit.measure import multiple_choice_accuracy
+    from congkit.pipeline.data import load_prompts
+    from congkit.pipeline.measure import multiple_choice_accuracy
     from congkit.study import study_objects
 
     save_tiny_checkpoints(tmp_path)
@@ -137,7 +137,7 @@ def test_real_profile_loads_local_checkpoints_prompts_and_choices(tmp_path):
 
 
 def test_multiple_choice_accuracy_picks_the_likeliest_choice(expert, tokenizer):
-    from congkit.measure import multiple_choice_accuracy
+    from congkit.pipeline.measure import multiple_choice_accuracy
     from congkit.rewards import completion_logprobs
     from congkit.tokens import encode_pair
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from congkit import regime
-from congkit.methods import with_role
-from congkit.regime import REGIME_COLUMNS, RegimeConfig, WeakSetting
+from congkit.pipeline.methods import with_role
+from congkit.study import regime
+from congkit.study.regime import REGIME_COLUMNS, RegimeConfig, WeakSetting
 
 
 def _table(cells: dict, seeds=(0, 1, 2)) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import json
 import pytest
 from filelock import FileLock
 
-from congkit import cli
+from congkit.pipeline import cli
 
 
 def _args(tmp_path, **kw) -> argparse.Namespace:
@@ -18,7 +18,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(tmp
     held = FileLock(str(tmp_path / ".out.lock"))
     held.acquire()
     try:
-        with pytest.raises(SystemExit, match="another congkit.cli run is writing --output"):
+        with pytest.raises(SystemExit, match="another congkit.pipeline.cli run is writing --output"):
             cli.claim_output(_args(tmp_path))
     finally:
         held.release()
@@ -31,7 +31,7 @@ def test_a_partial_folder_the_cli_did_not_make_is_never_deleted(tmp_path):
     mine = tmp_path / ".out.partial"
     mine.mkdir()
     (mine / "notes.txt").write_text("a user's file")
-    with pytest.raises(SystemExit, match="was not made by congkit.cli: nothing is deleted"):
+    with pytest.raises(SystemExit, match="was not made by congkit.pipeline.cli: nothing is deleted"):
         cli.claim_output(_args(tmp_path))
     assert (mine / "notes.txt").read_text() == "a user's file"
     assert not FileLock(str(tmp_path / ".out.lock")).is_locked
@@ -70,7 +70,7 @@ def test_training_that_would_change_no_weight_is_refused(tokenizer, tmp_path):
     from datasets import Dataset
 
     from congkit.models import tiny_llama
-    from congkit.training import TrainConfig, TrainingChangesNothing, train_sft
+    from congkit.pipeline.training import TrainConfig, TrainingChangesNothing, train_sft
 
     data = Dataset.from_dict({"prompt": ["a", "b", "c", "d"], "completion": ["x", "y", "z", "w"]})
     model = tiny_llama(len(tokenizer), hidden_size=16, num_layers=1, num_heads=2, seed=0)
@@ -100,7 +100,8 @@ def test_chapters_run_the_checkout_that_runs_the_study_and_name_its_commit(tmp_p
     import shutil
     import subprocess
 
-    from congkit import provenance, study
+    from congkit import study
+    from congkit.pipeline import provenance
 
     env = study.kernel_environment()
     assert env["PYTHONPATH"].split(":")[0] == str(study.REPO) == env["CONGKIT_CHECKOUT"]
@@ -117,9 +118,10 @@ def test_chapters_run_the_checkout_that_runs_the_study_and_name_its_commit(tmp_p
 def test_failures_name_their_file_or_argument(tmp_path, tokenizer):
     from datasets import Dataset
 
-    from congkit import PipelineConfig, provenance, study, worlds
-    from congkit.pipeline import record_timings
-    from congkit.training import to_trl_format
+    from congkit import PipelineConfig, study
+    from congkit.pipeline import provenance, record_timings
+    from congkit.pipeline.training import to_trl_format
+    from congkit.study import worlds
 
     timings = tmp_path / "timings.csv"
     for content in ("", "\x00\x01garbage\n1,2\n", "stage,artifact,seed,method,eps,seconds\nweak_pool,a,0,,0.0,fast\n"):
@@ -143,7 +145,7 @@ def test_failures_name_their_file_or_argument(tmp_path, tokenizer):
 
 
 def test_the_cache_lists_what_it_holds_despite_odd_files(tmp_path):
-    from congkit import cache
+    from congkit.pipeline import cache
 
     cache.build_once(tmp_path / "stage" / "a", lambda tmp: (tmp / "x.txt").write_text("x"), meta={"stage": "s"})
     rows = cache.artifacts(tmp_path)
@@ -163,7 +165,7 @@ def test_the_cache_lists_what_it_holds_despite_odd_files(tmp_path):
 
 INTERRUPTED = """
 import time
-from congkit.workers import run_in_workers
+from congkit.study.workers import run_in_workers
 run_in_workers(time.sleep, [60, 60], 2, lambda done, total, result: f"{done}/{total}")
 """
 
@@ -191,7 +193,7 @@ def test_an_interrupted_build_says_so_and_stops_its_workers_at_once():
 
 PARENT = """
 import subprocess, sys, time
-from congkit.study import die_with_parent
+from congkit.study.workers import die_with_parent
 child = subprocess.Popen(["sleep", "60"], preexec_fn=die_with_parent)
 print(child.pid, flush=True)
 time.sleep(60)

@@ -10,14 +10,14 @@ import torch
 from datasets import Dataset
 
 from congkit import DecodingConfig, PipelineConfig, Setting, TrainConfig
-from congkit import methods as registry
-from congkit.cong import cong_pairs
 from congkit.decoding import sample
-from congkit.evaluation import UNTESTABLE, verdicts
 from congkit.models import char_tokenizer, tiny_llama
 from congkit.pipeline import Pipeline
-from congkit.runner import NODES, node
-from congkit.trainers import AuxConfTrainer, auxconf_weight
+from congkit.pipeline import methods as registry
+from congkit.pipeline.cong import cong_pairs
+from congkit.pipeline.evaluation import UNTESTABLE, verdicts
+from congkit.pipeline.runner import NODES, node
+from congkit.pipeline.trainers import AuxConfTrainer, auxconf_weight
 
 # --- the runner on fake nodes -----------------------------------------------------------------------------------------
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 from datasets import Dataset
 
-from congkit.cache import CorruptArtifactWarning, verify
-from congkit.cong import preference_pairs
-from congkit.evaluation import CLAIMS, main_table, summarise
-from congkit.methods import METHODS, with_role
 from congkit.pipeline import Pipeline, Setting, smoke_pipeline_config
-from congkit.world_build import build_world, smoke_world_config
+from congkit.pipeline.cache import CorruptArtifactWarning, verify
+from congkit.pipeline.cong import preference_pairs
+from congkit.pipeline.evaluation import CLAIMS, main_table, summarise
+from congkit.pipeline.methods import METHODS, with_role
+from congkit.pipeline.world_build import build_world, smoke_world_config
 
 STRONG_METHODS = with_role("baseline", "ours")
 
@@ -114,7 +114,7 @@ def test_interrupted_stage_is_rebuilt_not_trusted(smoke_run, tmp_path):
 
 
 def test_stage_input_errors_name_stage_and_column(smoke_run):
-    from congkit.stages import require_columns
+    from congkit.pipeline.stages import require_columns
 
     pipe, _ = smoke_run
     bad = Dataset.from_dict({"prompt": ["a"], "response": ["b"]})
@@ -133,7 +133,7 @@ def test_a_registered_method_runs_only_with_its_own_recipe(smoke_run, monkeypatc
     method's); with a recipe it is trained by that recipe, cached under its own name, and runs when configured."""
     import dataclasses
 
-    from congkit import methods
+    from congkit.pipeline import methods
 
     pipe, _ = smoke_run
     bare = methods.Method("sft_on_chosen", "SFT on the weak chosen responses", "arm")
@@ -184,20 +184,23 @@ def test_corrupt_artifacts_are_named_and_rebuilt_never_trusted(moved_run):
     original = open(weights, "rb").read()
     with open(weights, "r+b") as f:
         f.truncate(len(original) // 2)
+    assert again.weak_aligned(0, 0.0) == path  # within a run, each node is looked up once (the memo)
+    again = Pipeline(again.setting, again.config, root=again.root, progress=False)  # a new run verifies it again
     with pytest.warns(CorruptArtifactWarning, match=r"stage 'weak_aligned'.*model\.safetensors: \d+ bytes"):
         assert again.weak_aligned(0, 0.0) == path
     assert verify(path) == [] and open(weights, "rb").read() == original  # same seed, same weights
     # an evaluation this pipeline reads (the runs folder may also hold other pipelines', e.g. the regime map's)
-    used = again._ref(path)
+    used = again.ref(path)
     evaluation = next(p for p in (again.root / "evaluate").glob("*/eval.json")
                       if json.loads((p.parent / "meta.json").read_text())["key"].get("model") == used)  # fmt: skip
     evaluation.write_text(evaluation.read_text().replace("0.", "0.9", 1))  # numbers altered by hand
+    again = Pipeline(again.setting, again.config, root=again.root, progress=False)
     with pytest.warns(CorruptArtifactWarning, match=r"stage 'evaluate'.*eval\.json: "):
         pd.testing.assert_frame_equal(again.run(), table)
 
 
 def test_stream_seeds_are_named_independent_and_stable():
-    from congkit.cong import stream_seed
+    from congkit.pipeline.cong import stream_seed
 
     assert stream_seed(0, "evaluation", 0) == stream_seed(0, "evaluation", 0)
     draws = {stream_seed(s, p, k) for s in range(3) for p in ("evaluation", "cd_samples", "weak_pool") for k in range(3)}
@@ -208,8 +211,8 @@ def test_wspo_and_gold_train_on_what_the_paper_says(smoke_run):
     """WSPO on the weak preference set's chosen responses (the authors' release), gold on the gold responses."""
     from pathlib import Path
 
-    from congkit.cache import read_json
-    from congkit.data import content_key
+    from congkit.pipeline.cache import read_json
+    from congkit.pipeline.data import content_key
 
     pipe, _ = smoke_run
     chosen = pipe.weak_preferences(0, 0.0).select_columns(["prompt", "chosen"]).rename_column("chosen", "completion")
@@ -243,7 +246,7 @@ def test_fields_outside_every_key_rebuild_nothing_and_a_result_changing_field_do
 def test_finished_artifacts_hold_only_their_manifests_files(smoke_run):
     """No library writes into a finished artifact (datasets' cache-*.arrow files among them): every artifact of the
     smoke world and pipeline verifies, and none holds a file its manifest does not list."""
-    from congkit.cache import verify_tree
+    from congkit.pipeline.cache import verify_tree
 
     pipe, _ = smoke_run
     root = pipe.root.parent
@@ -256,12 +259,12 @@ def test_an_evaluation_follows_the_models_content(smoke_run, tmp_path):
     pipe, _ = smoke_run
     outside = tmp_path / "model"
     shutil.copytree(pipe.strong("weaksft", 0), outside)
-    first = pipe._ref(outside)
+    first = pipe.ref(outside)
     model = pipe.load(outside)
     with torch.no_grad():
         next(model.parameters()).add_(0.01)
     model.save_pretrained(outside)
-    assert pipe._ref(outside) != first and first.startswith("folder:")
+    assert pipe.ref(outside) != first and first.startswith("folder:")
 
 
 def test_a_tuned_budget_is_chosen_on_the_validation_prompts(smoke_run, monkeypatch):
@@ -269,7 +272,7 @@ def test_a_tuned_budget_is_chosen_on_the_validation_prompts(smoke_run, monkeypat
     best is the tuned setting, and the tuned method's model is that grid point's model."""
     import dataclasses
 
-    from congkit import plan
+    from congkit.pipeline import plan
 
     pipe, _ = smoke_run
     small = {("tuning", "learning_rate_multipliers"): [0.5, 2.0], ("tuning", "epochs"): [1, 2],
@@ -310,7 +313,7 @@ def test_timings_merge_rebuilt_stages_and_keep_the_others(tmp_path):
                                    "seconds": 7.0}])  # fmt: skip
     assert len(table) == 4 and table.groupby("stage").seconds.sum().to_dict() == {"strong": 7.0, "weak_aligned": 2.0,
                                                                                   "evaluate": 1.0}  # fmt: skip
-    from congkit.provenance import timing_summary
+    from congkit.pipeline.provenance import timing_summary
 
     assert timing_summary(path).startswith("0 min of stage builds") and "strong 70%" in timing_summary(path)
     from congkit.study import time_table
@@ -324,7 +327,7 @@ def test_timings_merge_rebuilt_stages_and_keep_the_others(tmp_path):
 
 
 def test_only_the_losses_that_read_beta_show_it():
-    from congkit.methods import reads_beta
+    from congkit.pipeline.methods import reads_beta
 
     assert reads_beta("wspo", ["prompt", "completion"]) and reads_beta("cong", ["prompt", "chosen", "rejected"])
     assert not reads_beta("weaksft", ["prompt", "completion"]) and not reads_beta("auxconf", ["prompt", "completion"])

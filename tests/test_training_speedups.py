@@ -9,9 +9,9 @@ import pytest
 import torch
 from datasets import Dataset
 
-from congkit import training
-from congkit.cache import cache_view
-from congkit.training import TrainConfig, train_dpo, train_sft
+from congkit.pipeline import training
+from congkit.pipeline.cache import cache_view
+from congkit.pipeline.training import TrainConfig, train_dpo, train_sft
 
 from .conftest import PROMPTS, _model
 

@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from congkit import sample
-from congkit.training import TrainConfig
-from congkit.world import (
+from congkit.pipeline.training import TrainConfig
+from congkit.pipeline.world import (
     ALIGNMENT_FAMILIES,
     FAMILIES,
     HELDOUT_FAMILY,
@@ -27,7 +27,7 @@ from congkit.world import (
     world_vocabulary,
     wrong_answer,
 )
-from congkit.world_build import ModelSize, WorldConfig, build_world, card_table
+from congkit.pipeline.world_build import ModelSize, WorldConfig, build_world, card_table
 
 TASKS = [make_task(f, random.Random(i)) for i in range(20) for f in FAMILIES]
 

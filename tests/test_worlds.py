@@ -7,11 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from congkit import plan
-from congkit.evaluation import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
-from congkit.pipeline import Pipeline, Setting, smoke_pipeline_config
-from congkit.world_build import build_world, smoke_world_config
-from congkit.worlds import comparison, decomposition_table, world_walk
+from congkit.pipeline import Pipeline, Setting, plan, smoke_pipeline_config
+from congkit.pipeline.evaluation import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from congkit.pipeline.world_build import build_world, smoke_world_config
+from congkit.study.worlds import comparison, decomposition_table, world_walk
 
 ARMS = ["sft_chosen", "wspo_cd", "wspo_plain", "wspo_b05", "wspo_b10", "bon_implicit"]
 
@@ -46,7 +45,7 @@ def test_the_arms_train_and_the_decomposition_pools_over_worlds(two_worlds):
 
 
 def test_a_sign_flip_in_one_world_makes_a_verdict_inconclusive(monkeypatch):
-    from congkit import worlds
+    from congkit.study import worlds
 
     consistent = {0: {0: np.full(40, 0.10), 1: np.full(40, 0.12)}, 1: {0: np.full(40, 0.08), 1: np.full(40, 0.11)}}
     flipping = {w: {0: np.full(40, 0.30), 1: np.full(40, 0.32)} for w in range(5)}
@@ -89,7 +88,7 @@ def test_the_plans_run_writes_every_table_for_both_budgets(smoke_world, tmp_path
 def test_the_plans_committed_tables_in_words(tmp_path):
     """The introduction's sentences about the plan profile, from the committed `results/plan` tables."""
     from congkit.study import PLAN_RESULTS
-    from congkit.tables import plan_sentences
+    from congkit.study.tables import plan_sentences
 
     said = plan_sentences(PLAN_RESULTS)
     comparisons = pd.read_csv(PLAN_RESULTS / "comparisons.csv")

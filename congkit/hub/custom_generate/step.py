@@ -8,7 +8,7 @@ strategy (`generate.py` beside this file). At each step, from the expert pi_r (p
     scores = process(F)                                 temperature, top-k, top-p, min-p, other logits processors
     token  = argmax(scores), or the inverse CDF of softmax(scores) at a uniform draw
 
-`congkit.cong.reference_cd` is the slow, obviously correct definition both users of this step are tested against.
+`congkit.pipeline.cong.reference_cd` is the slow, obviously correct definition both users of this step are tested against.
 
 Why this lives in the Hub folder: transformers loads `custom_generate/generate.py` and its relative imports from a
 local folder or a Hub repository, where `congkit` is not installable. So this file imports only torch, numpy and

@@ -1,0 +1,224 @@
+"""`congkit.pipeline.cong`'s steps as cached nodes of the runner (`congkit.pipeline.runner`), each declared where it is defined.
+
+The algorithm itself is in `congkit/pipeline/cong.py` (read it there, top to bottom); the compared methods and their recipes in
+`congkit.pipeline.methods`; the study's measurements in `congkit.pipeline`. Here, per seed and label-noise rate epsilon:
+  weak_pool -> weak_preferences (eps of pairs flipped) -> weak_aligned (DPO: pi_ref -> pi_r) -> weak_samples (CD and
+  plain samples of pi_r) -> the training-data sources -> strong (each method's recipe), fixed or tuned.
+Every random draw takes its seed from `stream_seed(seed, purpose, k)`: one named stream per purpose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset
+
+from congkit.pipeline import cong, measure, plan
+from congkit.pipeline.cache import cache_view, read_json, write_json_atomic
+from congkit.pipeline.code_key import code_key
+from congkit.pipeline.cong import seeded, stream_seed
+from congkit.pipeline.methods import DATA_SOURCES, TrainInputs, data_source, recipe
+from congkit.pipeline.runner import Pipeline, node
+from congkit.pipeline.training import TrainConfig
+
+# --- the weak side ----------------------------------------------------------------------------------------------------
+
+
+@node(stage=True)
+def weak_pool(pipe: Pipeline, seed: int) -> Dataset:
+    """`n_preference_samples` judged samples per training prompt from the weak base (`cong.sample_pool`)."""
+    return _pool(pipe, "weak_pool", pipe.setting.weak_base, seed)
+
+
+@node(stage=True)
+def strong_pool(pipe: Pipeline, seed: int) -> Dataset:
+    """The same from the strong base: the gold ceiling's ranked pairs where a setting has no gold responses."""
+    return _pool(pipe, "strong_pool", pipe.setting.strong_base, seed)
+
+
+def _pool(pipe: Pipeline, stage: str, model_path: str, seed: int) -> Dataset:
+    cfg = pipe.config
+    key = {"model": pipe.ref(model_path), "seed": seed, "n": cfg.n_preference_samples, "sampling": cache_view(cfg.sampling)}
+    decoding = pipe.sampling(seed=stream_seed(seed, stage))
+    return pipe.dataset(stage, key, lambda: cong.sample_pool(pipe.load(model_path), pipe.tokenizer, pipe.prompts("train"),
+                                                            pipe.setting.scorer, cfg.n_preference_samples, decoding,
+                                                            pipe.chat), "pool")  # fmt: skip
+
+
+@node
+def weak_preferences(pipe: Pipeline, seed: int, eps: float) -> Dataset:
+    """Weak preference pairs (columns prompt, chosen, rejected, *_score, flipped); a fraction eps flipped."""
+    return cong.preference_pairs(pipe.weak_pool(seed), eps, stream_seed(seed, "label_noise"))
+
+
+@node(stage=True)
+def weak_aligned(pipe: Pipeline, seed: int, eps: float) -> str:
+    """pi_r = DPO(weak base) on the weak preference pairs (`cong.dpo`); returns its folder."""
+    pairs, cfg, base = pipe.weak_preferences(seed, eps), seeded(pipe.config.weak_dpo, seed), pipe.setting.weak_base
+    key = {"eps": eps, "policy": pipe.ref(base), "train": cache_view(cfg), "data": pipe.data_key(pairs)}
+    return pipe.train("weak_aligned", key, seed, lambda work, save: cong.dpo(pipe.load(base), pipe.load(base), pipe.tokenizer,
+                                                                            pairs, cfg, work, save))  # fmt: skip
+
+
+@node(stage=True)
+def weak_samples(pipe: Pipeline, seed: int, eps: float) -> Dataset:
+    """Per training prompt, a CD sample of pi_r against pi_ref (`cd`, `cd_implicit`) and a plain sample (`plain`)."""
+    pi_r_path, cfg = pipe.weak_aligned(seed, eps), pipe.config
+    key = {"pi_r": pipe.ref(pi_r_path), "alpha": cfg.cd_alpha, "min_p": cfg.cd_lam, "sampling": cache_view(cfg.sampling),
+           "seed": seed, "eps": eps}  # fmt: skip
+
+    def make() -> Dataset:
+        (pi_r, pi_ref), prompts = pipe.weak_pair(pi_r_path), pipe.prompts("train")
+        cd_run = pipe.sampling(seed=stream_seed(seed, "cd_samples"), alpha=cfg.cd_alpha, plausibility_threshold=cfg.cd_lam)
+        cd = cong.contrastive_samples(pi_r, pi_ref, pipe.tokenizer, prompts, cd_run, pipe.chat)
+        plain = cong.plain_samples(pi_r, pipe.tokenizer, prompts, pipe.sampling(seed=stream_seed(seed, "plain_samples")),
+                                   pipe.chat)  # fmt: skip
+        return Dataset.from_dict({"prompt": prompts, "cd": cd["completion"], "cd_implicit": cd["implicit"],
+                                  "plain": plain["completion"]})  # fmt: skip
+
+    return pipe.dataset("weak_samples", key, make, "samples")
+
+
+# --- the training data a recipe can name (`congkit.pipeline.methods.DATA_SOURCES`) ----------------------------------------------
+
+
+@data_source("prompt", "completion")
+def plain_samples(pipe: Pipeline, seed: int, eps: float) -> Dataset:
+    """One ordinary sample of pi_r per training prompt."""
+    return pipe.weak_samples(seed, eps).select_columns(["prompt", "plain"]).rename_column("plain", "completion")
+
+
+@data_source("prompt", "completion")
+def cd_samples(pipe: Pipeline, seed: int, eps: float) -> Dataset:
+    """One CD sample (pi_r against pi_ref, alpha = cd_alpha) per training prompt."""
+    return pipe.weak_samples(seed, eps).select_columns(["prompt", "cd"]).rename_column("cd", "completion")
+
+
+@data_source("prompt", "completion")
+def weak_chosen(pipe: Pipeline, seed: int, eps: float) -> Dataset:
+    """The weak preference set's chosen responses."""
+    return pipe.weak_preferences(seed, eps).select_columns(["prompt", "chosen"]).rename_column("chosen", "completion")
+
+
+@data_source("prompt", "chosen", "rejected", stage=True)
+def cong_pairs(pipe: Pipeline, seed: int, eps: float) -> Dataset:
+    """CD sample (chosen) vs ConG-S's own sample (rejected), identical pairs dropped (`cong.cong_pairs`)."""
+    cd, cong_s = pipe.cd_samples(seed, eps), pipe.strong("cong_s", seed, eps)
+    key = {"model": pipe.ref(cong_s), "sampling": cache_view(pipe.config.sampling), "seed": seed}
+    decoding = pipe.sampling(seed=stream_seed(seed, "cong_own_samples"))
+    return pipe.dataset("cong_pairs", key, lambda: cong.cong_pairs(pipe.load(cong_s), pipe.tokenizer, cd, decoding,
+                                                                  pipe.chat), "pairs")  # fmt: skip
+
+
+@data_source("prompt", "completion", stage=True)
+def bon_implicit(pipe: Pipeline, seed: int, eps: float) -> Dataset:
+    """The best of N (`best_of_n`) pi_r samples per training prompt by the weak pair's implicit reward (no labels;
+    `cong.best_of_n_by_implicit_reward`)."""
+    pi_r_path, n = pipe.weak_aligned(seed, eps), pipe.config.best_of_n
+    key = {"pi_r": pipe.ref(pi_r_path), "n": n, "sampling": cache_view(pipe.config.sampling), "seed": seed, "eps": eps}
+    decoding = pipe.sampling(seed=stream_seed(seed, "best_of_n"))
+    return pipe.dataset("bon_implicit", key, lambda: cong.best_of_n_by_implicit_reward(
+        *pipe.weak_pair(pi_r_path), pipe.tokenizer, pipe.prompts("train"), n, decoding, pipe.chat).select_columns(
+        ["prompt", "completion"]), "best")  # fmt: skip
+
+
+@data_source("prompt")
+def gold(pipe: Pipeline, seed: int, eps: float) -> Dataset:
+    """Gold responses (SFT), or the strong base's own samples ranked by the explicit reward (DPO)."""
+    if pipe.setting.gold_responses is not None:
+        prompts = pipe.prompts("train")
+        return Dataset.from_dict({"prompt": prompts, "completion": [pipe.setting.gold_responses(p) for p in prompts]})
+    return cong.preference_pairs(pipe.strong_pool(seed), 0.0, 0)
+
+
+# --- the strong side: every method by its recipe ----------------------------------------------------------------------
+
+
+@node
+def model_path(pipe: Pipeline, name: str, seed: int, eps: float = 0.0) -> str:
+    """The folder (or hub id) of a model of this replicate, by its registry name."""
+    if name in ("weak_base", "strong_base"):
+        return getattr(pipe.setting, name)
+    return pipe.weak_aligned(seed, eps) if name == "weak_aligned" else pipe.strong(name, seed, eps)
+
+
+@node(stage=True)
+def strong(pipe: Pipeline, method: str, seed: int, eps: float = 0.0, cfg: TrainConfig | None = None) -> str:
+    """The strong model `method` trains by its registry recipe (`congkit.pipeline.methods`) with settings `cfg`, by default its
+    fixed or tuned budget (`PipelineConfig.budget`); returns its folder. The gold ceiling is trained on clean
+    supervision only. The key holds the recipe's code (`train`: data handling, loss, trainer wrapper), which static
+    reading of this function cannot reach."""
+    eps, how = 0.0 if method == "gold" else eps, recipe(method)
+    data = pipe.call(how.data, seed, eps)
+    if cfg is None:
+        tuned = pipe.config.budget == "tuned" and method in plan.value("tuning", "methods")
+        return pipe.strong(method, seed, eps, pipe.tuned_config(method) if tuned else fixed_config(pipe, method, data))
+    require_columns(data, DATA_SOURCES[how.data].columns, method)
+    start = pipe.model_path(how.start, seed, eps)
+    others = {n: (start if n == "reference" else pipe.model_path(n, seed, eps)) for n in how.models}
+    cfg = seeded(cfg, seed)
+    options = {name: getattr(pipe.config, name) for name in how.options}
+    key = {"method": method, "recipe": how.version, "recipe_code": code_key(how.train), "eps": eps,
+           "start": pipe.ref(start), "train": cache_view(cfg), "models": {n: pipe.ref(p) for n, p in others.items()},
+           "options": options, "data": pipe.data_key(data)}  # fmt: skip
+
+    def train(work: str, save: str):
+        inputs = TrainInputs(pipe.load(start), pipe.tokenizer, data, cfg, lambda n: pipe.load(others[n]), options, work,
+                             save)  # fmt: skip
+        return how.train(inputs)
+
+    return pipe.train("strong", key, seed, train)
+
+
+def fixed_config(pipe: Pipeline, method: str, data: Dataset) -> TrainConfig:
+    """The method's configured settings (the fixed budget), its recipe's overrides applied."""
+    how = recipe(method)
+    cfg = getattr(pipe.config, how.config) if isinstance(how.config, str) else how.config(pipe.config, data)
+    return dataclasses.replace(cfg, **dict(how.overrides))
+
+
+@node
+def tuned_config(pipe: Pipeline, method: str) -> TrainConfig:
+    """The grid point (learning rate x epochs, `analysis_plan.md`) with the best validation score, trained and scored
+    on the first seed at the clean setting; ties go to the first in grid order."""
+    return max(pipe.tuning_rows(method), key=lambda r: r["score"])["config"]  # max keeps the first of equal scores
+
+
+@node
+def tuning_rows(pipe: Pipeline, method: str) -> list[dict]:
+    """Every grid point of `method`: its settings, the model it trained (first seed, clean setting) and its validation
+    score (the plan's criterion: oracle R_pref on the validation prompts)."""
+    seed, eps = pipe.config.seeds[0], pipe.config.noise_levels[0]
+    base, rows = fixed_config(pipe, method, pipe.call(recipe(method).data, seed, eps)), []
+    for multiplier in plan.value("tuning", "learning_rate_multipliers"):
+        for epochs in plan.value("tuning", "epochs"):
+            cfg = dataclasses.replace(base, learning_rate=base.learning_rate * multiplier, num_train_epochs=epochs)
+            path = pipe.strong(method, seed, eps, cfg)
+            rows.append({"method": method, "learning_rate": cfg.learning_rate, "epochs": epochs, "config": cfg,
+                         "score": pipe.validation_score(path, seed)})  # fmt: skip
+    return rows
+
+
+@node(stage=True)
+def validation_score(pipe: Pipeline, model_path: str, seed: int) -> float:
+    """The tuning criterion: mean R_pref of `samples` draws per validation prompt (never the eval prompts)."""
+    if pipe.setting.valid_prompts is None:
+        raise ValueError(f"setting {pipe.setting.name!r} has no validation prompts: a tuned budget needs them")
+    k = plan.value("tuning", "samples")
+    key = {"model": pipe.ref(model_path), "seed": seed, "k": k, "sampling": cache_view(pipe.config.sampling)}
+
+    def build(tmp: Path) -> None:
+        decoding = pipe.sampling(seed=stream_seed(seed, "validation"))
+        result = measure.evaluate_model(pipe.load(model_path), pipe.tokenizer, pipe.prompts("valid"), pipe.setting.scorer, k,
+                                        decoding, pipe.chat)  # fmt: skip
+        write_json_atomic(tmp / "score.json", {"r_pref": float(np.mean(result["r_pref"]))})
+
+    return read_json(pipe.artifact("validation_score", key, build) / "score.json")["r_pref"]
+
+
+def require_columns(ds: Dataset, columns: tuple[str, ...], stage: str) -> None:
+    missing = [c for c in columns if c not in ds.column_names]
+    if missing:
+        raise ValueError(f"stage {stage!r}: input dataset lacks column(s) {missing}; it has {ds.column_names}")

@@ -1,0 +1,338 @@
+"""The book's tables as pandas `Styler`s: numbers formatted, readable headers, the best method per column marked."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from congkit.pipeline.evaluation import metrics as metric_registry
+from congkit.pipeline.methods import label, with_role
+
+NOTATION = (("R_pref", "R<sub>pref</sub>"), ("R_cap", "R<sub>cap</sub>"), ("π_ref", "π<sub>ref</sub>"),
+            ("pi_ref", "π<sub>ref</sub>"), ("π_r", "π<sub>r</sub>"), ("pi_r", "π<sub>r</sub>"))
+
+
+def notation(text):
+    """The book's one notation in a table's text: R_pref -> R<sub>pref</sub>, pi_r / π_r -> π<sub>r</sub>, ...
+    (non-strings pass through)."""
+    if not isinstance(text, str):
+        return text
+    for plain, html in NOTATION:
+        text = text.replace(plain, html)
+    return text
+
+
+def finish(styler):
+    """Every table's last step: the book's notation in its headers and index, no wrapping of short headers."""
+    return styler.format_index(notation, axis=0).format_index(notation, axis=1)
+
+
+def header(metric: str) -> str:
+    """A metric's label, from its registry entry (`congkit.pipeline.evaluation.metrics.METRICS`)."""
+    return next((m.label for m in metric_registry.METRICS if m.name == metric), metric)
+
+
+def higher_is_better(metric: str) -> bool:
+    return any(m.name == metric and m.higher_is_better for m in metric_registry.METRICS)
+
+PREFERENCE_COLUMNS = ("r_pref", "win_rate", "pgr", "pgr_strong")  # the main table's first half; the rest: capability
+
+
+def style_main_table(main: pd.DataFrame, n_seeds: int, metrics: list[str] | None = None) -> pd.io.formats.style.Styler:
+    """`evaluation.main_table` (metric x (mean, ±95%) columns), the `metrics` given (all by default), as one cell per
+    metric, "mean ±half-width" kept on one line, readable headers, and the best of the five weak-to-strong methods
+    per metric marked by its background (bold alone ran cells together)."""
+    present = list(main.columns.get_level_values(0).unique())
+    metrics = [m for m in (metrics or present) if m in present]
+    cells = pd.DataFrame(index=main.index, columns=[header(m) for m in metrics], dtype=object)
+    for metric in metrics:
+        mean, half = main[(metric, "mean")], main[(metric, "±95%")]
+        cells[header(metric)] = [
+            "" if pd.isna(m) else f"{m:.3f}" + ("" if pd.isna(h) else f"\u00a0±{h:.3f}") for m, h in zip(mean, half)
+        ]
+    styler = cells.style.set_properties(**{"white-space": "nowrap", "font-size": "0.9em"})
+    trained = [label(m) for m in with_role("baseline", "ours")]  # the rows among which "best" is marked
+    for metric in metrics:
+        if higher_is_better(metric):
+            rows = [r for r in trained if r in main.index and pd.notna(main.loc[r, (metric, "mean")])]
+            if rows:
+                best = max(rows, key=lambda r: main.loc[r, (metric, "mean")])
+                styler = styler.set_properties(subset=pd.IndexSlice[[best], [header(metric)]],
+                                               **{"background-color": "#dcedc8", "font-weight": "bold"})  # fmt: skip
+    return finish(styler)
+
+
+def style_preconditions(conditions: pd.DataFrame) -> pd.io.formats.style.Styler:
+    frame = conditions.drop(columns=["id"]).rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high"})
+    frame["met"] = [("yes" if met else "no") if applicable else "n/a (no such channel)"
+                    for met, applicable in zip(frame.met, frame.pop("applicable"))]  # fmt: skip
+    frame["condition"] = frame.condition.map(notation)
+    frame["95% CI"] = [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "" for lo, hi in zip(frame.pop("95% CI low"),
+                                                                                         frame.pop("95% CI high"))]  # fmt: skip
+    frame = frame[["condition", "required", "measured", "95% CI", "met"]]
+    return finish(frame.style.hide(axis="index").format("{:.3f}", subset=["measured"], na_rep="")
+                  .map(lambda met: f"color: {dict(yes='#1b5e20', no='#b71c1c').get(met, '#616161')}; font-weight: bold",
+                       subset=["met"]))  # fmt: skip
+
+
+VERDICT_COLORS = {"holds": "#1b5e20", "does not hold": "#b71c1c", "inconclusive": "#e65100", "untestable here": "#616161"}
+
+
+def _estimate(row) -> str:
+    return "" if pd.isna(row.estimate) else _interval(row)
+
+
+def style_verdicts(verdicts: pd.DataFrame) -> pd.io.formats.style.Styler:
+    """The verdicts: claim, verdict (coloured), estimate [95% CI], the rule (small) and any unmet preconditions."""
+    frame = pd.DataFrame({"claim": verdicts.claim.map(notation), "verdict": verdicts.verdict,
+                          "estimate [95% CI]": [_estimate(r) for r in verdicts.itertuples()],
+                          "rule": verdicts.rule.map(notation)})  # fmt: skip
+    if verdicts.unmet.fillna("").astype(bool).any():  # every precondition met: no empty column
+        frame["unmet preconditions"] = verdicts.unmet.fillna("").map(notation).to_numpy()
+    return finish(frame.style.hide(axis="index")
+                  .map(lambda v: f"color: {VERDICT_COLORS.get(v, 'black')}; font-weight: bold", subset=["verdict"])
+                  .set_properties(subset=["estimate [95% CI]"], **{"white-space": "nowrap"})
+                  .set_properties(subset=["rule"], **{"font-size": "0.8em"}))  # fmt: skip
+
+
+def _in_grid_order(frame: pd.DataFrame, order: list | None) -> pd.DataFrame:
+    """A regime table indexed by (weak pair, eps), its weak pairs in the grid's `order` (as they come if None)."""
+    if not order:
+        return frame
+    return frame.loc[sorted(frame.index, key=lambda c: (order.index(c[0]) if c[0] in order else len(order), c[1]))]
+
+
+def _cell_index(cells) -> pd.MultiIndex:
+    """(weak pair, eps) cells as the regime tables show them, eps written compactly."""
+    return pd.MultiIndex.from_tuples([(str(h), f"{e:g}") for h, e in cells], names=["weak pair", "ε"])
+
+
+def style_regime_cells(summary: pd.DataFrame, quantities: list[str], labels: dict[str, str],
+                       order: list | None = None):  # fmt: skip
+    """The regime map as one row per cell (weak pair, eps), one column per quantity: "mean [95% CI]"; differences
+    whose interval excludes 0 in bold."""
+    from congkit.pipeline.evaluation import is_difference
+
+    part = summary[summary.quantity.isin(quantities)]
+    cells = part.pivot_table(index=["weak", "eps"], columns="quantity", values="mean").index
+    frame = pd.DataFrame(index=cells, columns=[labels[q] for q in quantities], dtype=object)
+    bold = []
+    for row in part.itertuples():
+        frame.loc[(row.weak, row.eps), labels[row.quantity]] = (
+            f"{row.mean:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]")  # fmt: skip
+        if is_difference(row.quantity) and row.vs_zero != "includes 0":
+            bold.append(((row.weak, row.eps), labels[row.quantity]))
+    frame = _in_grid_order(frame, order)
+    frame.index = _cell_index(frame.index)
+    bold = [((str(h), f"{e:g}"), column) for (h, e), column in bold]
+    styler = frame.style.set_properties(**{"font-size": "0.85em"})
+    for index, column in bold:
+        styler = styler.set_properties(subset=pd.IndexSlice[[index], [column]], **{"font-weight": "bold"})
+    return styler.set_caption("Mean over seeds [95% t-interval]; bold: a difference whose interval excludes 0.")
+
+
+def style_correlations(correlations: pd.DataFrame):
+    frame = correlations[["label", "spearman", "ci_low", "ci_high", "permutation_p"]].rename(columns={
+        "label": "predictor (cell mean)", "spearman": "Spearman ρ with ConG − best baseline (R_pref)",
+        "ci_low": "CI low", "ci_high": "CI high", "permutation_p": "permutation p (cells)"})  # fmt: skip
+    level = correlations.confidence.iloc[0] if len(correlations) else 0.95
+    n = int(correlations.n_cells.iloc[0]) if len(correlations) else 0
+    return (frame.style.hide(axis="index").format("{:+.2f}", subset=frame.columns[1:4], na_rep="(constant)")
+            .format("{:.3f}", subset=frame.columns[4:], na_rep="")
+            .set_caption(f"Rank correlation across {n} cells; bootstrap {level:.0%} intervals (seeds resampled, "
+                         f"paired across cells) and a permutation test across cells, each at {1 - level:.2g} "
+                         "(family-wise 95% over the predictors)."))  # fmt: skip
+
+
+def style_cell_measures(measures: pd.DataFrame, order: list | None = None):
+    """Where each cell's models stand (`regime.cell_measures`), with readable headers and method labels."""
+
+    columns = {"weak_base_r_cap": "weak base R_cap", "weak_aligned_r_pref": "π_r R_pref", "cong_r_pref": "ConG R_pref",
+               "cong_r_cap": "ConG R_cap", "gold_r_pref": "gold R_pref", "best_baseline_r_pref": "best baseline (R_pref)",
+               "best_baseline_r_cap": "best baseline (R_cap)"}  # fmt: skip
+    frame = measures.set_index(["weak", "eps"])[list(columns)].rename(columns=columns)
+    frame = _in_grid_order(frame, order)
+    frame.index = _cell_index(frame.index)
+    for column in ("best baseline (R_pref)", "best baseline (R_cap)"):
+        frame[column] = frame[column].map(label)
+    return frame.style.format(precision=3).set_caption("Means over seeds.")
+
+
+def training_views(samples, preferences, cong_pairs, gold=None, n: int = 5) -> pd.DataFrame:
+    """What each strong method trained on, for the first `n` training prompts: the weak samples (`weak_samples`
+    dataset), the weak preference pairs, ConG's pairs, and `gold(prompt)` where the setting has gold responses."""
+    samples = samples.select(range(min(n, len(samples))))
+    own = dict(zip(cong_pairs["prompt"], cong_pairs["rejected"]))
+    chosen = dict(zip(preferences["prompt"], preferences["chosen"]))
+    gold = gold or (lambda p: "(DPO on own samples ranked by the explicit reward)")
+    return pd.DataFrame([{
+        "prompt": row["prompt"],
+        "WeakSFT / AuxConf: pi_r sample": row["plain"],
+        "WSPO: weak chosen response": chosen.get(row["prompt"], "(tie: no pair)"),
+        "ConG-S target, ConG chosen: CD sample": row["cd"],
+        "ConG rejected: ConG-S's own sample": own.get(row["prompt"], "(same as chosen: pair dropped)"),
+        "gold": gold(row["prompt"]),
+    } for row in samples])  # fmt: skip
+
+
+def _interval(row) -> str:
+    finite = pd.notna(row.ci_low) and pd.notna(row.ci_high)
+    return f"{row.estimate:+.3f}" + (f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if finite else " (no interval)")
+
+
+def why_sentence(steps: pd.DataFrame) -> str:
+    """The walk from ConG to WSPO (`evaluation.walk`) in words: every main step with its paired estimate, then the
+    step that carries the gap under the analysis plan's rule, or that no single step does."""
+    main = steps[steps.path == "main"]
+    walked = "; ".join(f"{r.step} {_interval(r)}" for r in main.itertuples())
+    carrying = main[main.carries]
+    if len(carrying):
+        r = carrying.iloc[0]
+        verdict = (f"The step that carries the gap (the plan's rule: the largest step, its interval excluding 0, at "
+                   f"least half of the gap) is **{r.step}**: {_interval(r)} $R_{{pref}}$, {r.share:.0%} of the WSPO "
+                   "minus ConG gap.")  # fmt: skip
+    else:
+        verdict = "No single step carries the gap under the plan's rule (largest step, interval excluding 0, half the gap)."
+    return f"Walking from ConG to WSPO one change at a time ($R_{{pref}}$, paired over seeds): {walked}. {verdict}"
+
+
+def in_words(table: pd.DataFrame) -> str:
+    """How far ConG's mean R_pref lies from every baseline's and the weak aligned model's (means over seeds at the
+    clean setting), in words: "0.008 below WeakSFT, ..."."""
+    from congkit.pipeline.evaluation import clean_eps, in_run, metric_mean
+
+    eps = clean_eps(table)
+    cong = metric_mean(table, "cong", "r_pref", eps)
+    parts = []
+    for other in [*in_run(table, "baseline"), "weak_aligned"]:
+        gap = cong - metric_mean(table, other, "r_pref", eps)
+        name = label(other) if other != "weak_aligned" else "the weak aligned model"
+        parts.append(f"{abs(gap):.3f} {'below' if gap < 0 else 'above'} {name}")
+    return f"{cong:.3f}: " + ", ".join(parts)
+
+
+def best_method(table: pd.DataFrame, metric: str = "r_pref") -> str:
+    """The weak-to-strong method (the run's baselines and ours) with the highest mean `metric` at the clean setting,
+    by label."""
+    from congkit.pipeline.evaluation import clean_eps, in_run, metric_mean
+
+    eps = clean_eps(table)
+    names = in_run(table, "baseline", "ours")
+    return label(max(names, key=lambda m: metric_mean(table, m, metric, eps))) if names else "(none)"
+
+
+def plan_sentences(folder) -> dict[str, str]:
+    """The analysis plan's committed run (`results/plan`, profile plan) in words: ConG - WSPO pooled over worlds for
+    each budget, the step that carries it, and best-of-N by implicit reward against WSPO. {} if the folder lacks
+    the tables."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not (folder / "comparisons.csv").exists() or not (folder / "walk.csv").exists():
+        return {}
+    comparisons, steps = pd.read_csv(folder / "comparisons.csv"), pd.read_csv(folder / "walk.csv")
+    worlds = sorted(int(c.split("_")[1]) for c in comparisons.columns if c.startswith("world_"))
+    out = {"plan_worlds": str(len(worlds))}
+    for budget in ("fixed", "tuned"):
+        c = comparisons[(comparisons.budget == budget) & (comparisons.metric == "r_pref")].set_index("a")
+        w = steps[(steps.budget == budget) & (steps.path == "main")]
+        carrying = w[w.carries]
+        step = (f"{carrying.step.iloc[0]} {_interval(carrying.iloc[0])}, {carrying.share.iloc[0]:.0%} of it"
+                if len(carrying) else "no single step")  # fmt: skip
+        out[f"plan_{budget}"] = (f"ConG − WSPO {_interval(c.loc['cong'])} ({c.loc['cong', 'verdict']}); carried by: "
+                                 f"{step}; best-of-N by implicit reward − WSPO {_interval(c.loc['bon_implicit'])}")  # fmt: skip
+    if (folder / "verdicts.csv").exists():  # the sampling claims do not depend on the strong budget
+        v = pd.read_csv(folder / "verdicts.csv")
+        v = v[v.budget == "fixed"]
+        v = v.set_index(v.claim.str.split(".").str[0])
+        out["plan_cd"] = (f"CD − naive {_interval(v.loc['2'])}, of which the head alone − naive "
+                          f"{_interval(v.loc['2c'])} and CD − the head alone {_interval(v.loc['2b'])}")  # fmt: skip
+    return out
+
+
+def _worlds(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith("world_")]
+
+
+def style_plan_verdicts(verdicts: pd.DataFrame, budget: str):
+    """The plan's world-aware verdicts of one budget (`evaluation.world_verdicts`): claim number, verdict, pooled
+    estimate [interval], each world's estimate, and why a verdict is not plain (a sign flip, unmet preconditions)."""
+    part = verdicts[verdicts.budget == budget]
+    frame = pd.DataFrame({
+        "claim": part.claim.str.split(".").str[0],
+        "verdict": part.verdict,
+        "pooled [95% CI]": [_interval(r) for r in part.itertuples()],
+        **{f"world {c.split('_')[1]}": part[c].map("{:+.3f}".format) for c in _worlds(part)},
+        "note": [" ".join(x for x in (str(n) if isinstance(n, str) else "", f"unmet: {_short(u)}"
+                                      if isinstance(u, str) and u else "") if x) for n, u in zip(part.note, part.unmet)],
+    })  # fmt: skip
+    return finish(frame.style.hide(axis="index")
+                  .map(lambda v: f"color: {VERDICT_COLORS.get(v, 'black')}; font-weight: bold", subset=["verdict"])
+                  .set_properties(subset=["pooled [95% CI]"], **{"white-space": "nowrap", "font-size": "0.9em"})
+                  .set_properties(subset=["note"], **{"font-size": "0.8em"}))  # fmt: skip
+
+
+def _short(unmet: str) -> str:
+    """Unmet preconditions as a table cell can hold them: "format probe (w1); detectable effect (pooled)"."""
+    for long, short in (("smallest detectable paired effect on R_pref (95% CI half-width)", "detectable effect"),
+                        ("attribute probe: ", ""), ("(pooled over worlds)", "(pooled)"), ("(world ", "(w")):  # fmt: skip
+        unmet = unmet.replace(long, short)
+    return notation(unmet)
+
+
+def style_plan_walk(steps: pd.DataFrame):
+    """The plan's pooled walk from ConG to WSPO, both budgets side by side: each step's estimate [95% CI]."""
+    frame = steps[steps.path == "main"].pivot_table(index="step", columns="budget", values="estimate", sort=False)
+    for budget in frame.columns:
+        rows = steps[(steps.path == "main") & (steps.budget == budget)].set_index("step")
+        frame[budget] = [_interval(rows.loc[s]) + (" (carries)" if rows.loc[s, "carries"] else "") for s in frame.index]
+    frame.columns = [f"{b} budget" for b in frame.columns]
+    return frame.rename_axis("step (R_pref, pooled over worlds)").style
+
+
+def style_tuning(tuning: pd.DataFrame):
+    """The setting the tuning chose per method and world: learning rate x epochs and its validation score."""
+
+    chosen = tuning[tuning.chosen.astype(bool)]
+    frame = chosen.pivot_table(index="method", columns="world", values="learning_rate", aggfunc="first", sort=False)
+    for w in frame.columns:
+        rows = chosen[chosen.world == w].set_index("method")
+        frame[w] = [f"lr {rows.loc[m, 'learning_rate']:.2g}, {int(rows.loc[m, 'epochs'])} ep ({rows.loc[m, 'score']:.3f})"
+                    for m in frame.index]  # fmt: skip
+    frame.index = [label(m) for m in frame.index]
+    frame.columns = [f"world {w}" for w in frame.columns]
+    return frame.rename_axis("method").style
+
+
+def style_sweep(claims: pd.DataFrame):
+    """Chapter 3's table: naive pi_r sampling and CD at every alpha of the sweep (rows), the means over seeds of each
+    measure (columns); rows with no values dropped, alpha written compactly."""
+    from congkit.pipeline.evaluation import summarise
+
+    stats = summarise(claims[claims.method.isin(["cd", "naive"])])
+    stats["row"] = ["naive π_r sampling" if m == "naive" else f"CD, α = {a:g}" + (" (the head alone)" if a == 1 else "")
+                    for m, a in zip(stats.method, stats.alpha)]  # fmt: skip
+    order = ["naive π_r sampling", *sorted({r for r in stats.row if r.startswith("CD")},
+                                         key=lambda r: float(r.split("= ")[1].split(" ")[0]))]  # fmt: skip
+    wide = stats.pivot_table(index="row", columns="metric", values="mean").reindex(order).dropna(how="all")
+    columns = {"implicit": "implicit reward (nats)", "r_pref": "R_pref", "r_cap": "R_cap", "length": "length",
+               "distinct": "distinct"}  # fmt: skip
+    wide = wide[[c for c in columns if c in wide]].rename(columns=columns)
+    return finish(wide.rename_axis(None).style.format("{:.3f}", na_rep="–"))
+
+
+def training_settings(pipe, seed: int) -> pd.DataFrame:
+    """Every strong method's fixed training settings (chapter 4): its data, start, loss settings and optimiser, from
+    its registry recipe and the pipeline's configuration."""
+    from congkit.pipeline.methods import reads_beta, recipe
+    from congkit.pipeline.stages import fixed_config
+
+    rows = []
+    for method in [*pipe.config.methods, "gold"]:
+        how = recipe(method)
+        data = pipe.call(how.data, seed, pipe.config.noise_levels[0])
+        cfg = fixed_config(pipe, method, data)
+        rows.append({"method": label(method), "trained on": how.data.replace("_", " "), "starts from": label(how.start),
+                     "learning rate": f"{cfg.learning_rate:.2g}", "epochs": f"{cfg.num_train_epochs:g}",
+                     "batch": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps,
+                     "β": f"{cfg.beta:g}" if reads_beta(method, data.column_names) else "–"})  # fmt: skip
+    return pd.DataFrame(rows)
