@@ -82,7 +82,7 @@ def _edit(copy: Path, file: str, old: str, new: str) -> None:
 
 
 def test_a_stage_key_covers_the_code_it_reaches_up_to_the_other_stages():
-    import congkit.pipeline  # noqa: F401  (declares the nodes)
+    import congkit.pipeline.measured  # noqa: F401  (declares the nodes)
     from congkit.pipeline.runner import stage_parts
 
     parts = stage_parts("weak_samples")
@@ -105,11 +105,11 @@ def test_a_stage_key_covers_the_code_it_reaches_up_to_the_other_stages():
 def test_edits_change_exactly_the_keys_of_the_code_they_touch(tmp_path):
     copy = _copy(tmp_path)
     before = _run(copy, KEYS)
-    _edit(copy, "world.py", '"""Score `response` to `task` on both channels (module docstring); never raises on any string."""',
+    _edit(copy, "pipeline/world.py", '"""Score `response` to `task` on both channels (module docstring); never raises on any string."""',
           '"""Score a response (edited docstring)."""\n    # an added comment')  # fmt: skip
-    _edit(copy, "trainers.py", "i.e. the strong model's scaled log-ratio", "that is, the strong model's scaled log-ratio")
+    _edit(copy, "pipeline/trainers.py", "i.e. the strong model's scaled log-ratio", "that is, the strong model's scaled log-ratio")
     assert _run(copy, KEYS) == before  # docstrings and comments change no key
-    _edit(copy, "world.py", "score = round(0.8 * r_pref + 0.2 * correct, 6)", "score = round(0.7 * r_pref + 0.3 * correct, 6)")
+    _edit(copy, "pipeline/world.py", "score = round(0.8 * r_pref + 0.2 * correct, 6)", "score = round(0.7 * r_pref + 0.3 * correct, 6)")
     judged = _run(copy, KEYS)
     assert {k for k in before if judged[k] != before[k]} == {"setting:world"}  # the judge enters every key via the setting
     _edit(copy, "hub/custom_generate/step.py", "expert_logp - (1.0 - alpha) * amateur_logp",
@@ -131,12 +131,12 @@ def test_a_changed_loss_or_cd_step_rebuilds_exactly_the_stages_downstream_of_it(
     first = _run(copy, PIPELINE, str(checkpoints), runs)
     assert first == ["cong_pairs:", "strong:cong", "strong:cong_s", "strong:wspo", "weak_aligned:", "weak_pool:",
                      "weak_samples:"]  # fmt: skip
-    _edit(copy, "trainers.py", '"""WSPO (Zhu et al., 2024), per response token', '"""WSPO (Zhu et al., 2024) (edited), per token')
+    _edit(copy, "pipeline/trainers.py", '"""WSPO (Zhu et al., 2024), per response token', '"""WSPO (Zhu et al., 2024) (edited), per token')
     assert _run(copy, PIPELINE, str(checkpoints), runs) == []  # a docstring: nothing rebuilt
-    source = (copy / "congkit" / "trainers.py").read_text()
+    source = (copy / "congkit" / "pipeline" / "trainers.py").read_text()
     body = source[source.index("def wspo_loss") :]
     returned = body[body.index("    return ") :].splitlines()[0]
-    _edit(copy, "trainers.py", returned, returned.replace("return ", "return -(", 1) + ")")  # the loss's sign flipped
+    _edit(copy, "pipeline/trainers.py", returned, returned.replace("return ", "return -(", 1) + ")")  # the loss's sign flipped
     assert _run(copy, PIPELINE, str(checkpoints), runs) == ["strong:wspo"]
     _edit(copy, "hub/custom_generate/step.py", "expert_logp - (1.0 - alpha) * amateur_logp",
           "expert_logp - 2.0 * (1.0 - alpha) * amateur_logp")  # the CD step changed: CD samples change

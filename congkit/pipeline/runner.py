@@ -72,8 +72,8 @@ def node(fn: Callable | None = None, *, stage: bool = False, version: int = 1, n
 def declared(name: str) -> Node:
     """The node named `name`; an unknown name raises, naming the declared ones."""
     if name not in NODES:
-        raise KeyError(f"no node {name!r} is declared (the study's nodes are declared by importing congkit.pipeline); "
-                       f"declared: {', '.join(sorted(NODES)) or 'none'}")  # fmt: skip
+        raise KeyError(f"no node {name!r} is declared (importing congkit.pipeline.measured declares the pipeline's "
+                       f"nodes, as congkit.pipeline.Pipeline does); declared: {', '.join(sorted(NODES)) or 'none'}")
     return NODES[name]
 
 
