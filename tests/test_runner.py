@@ -214,3 +214,43 @@ def test_auxconf_weight_warms_up_linearly_then_holds():
     assert auxconf_weight(3, 0, 0.5, 0.2) == 0.5  # a run of no steps: warmed up at once
     trainer = SimpleNamespace(state=SimpleNamespace(global_step=5, max_steps=50), aux_weight=0.5, warmup_fraction=0.2)
     assert AuxConfTrainer.current_weight(trainer) == pytest.approx(0.25)  # the trainer reads it at its own step
+
+
+# --- the second plan's controls ---------------------------------------------------------------------------------------
+
+
+def test_the_sequence_mean_target_keeps_each_responses_total_and_drops_token_credit():
+    from congkit.pipeline.trainers import WSPOTrainer, sequence_mean_target
+
+    ratio = torch.tensor([[1.0, -2.0, 4.0, 9.0], [0.5, 0.5, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    target = sequence_mean_target(ratio, mask)
+    torch.testing.assert_close(target, torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.5, 0.5, 0.0, 0.0]]))
+    torch.testing.assert_close((target * mask).sum(-1), (ratio * mask).sum(-1))  # the same total per response
+    with pytest.raises(ValueError, match="WSPO target must be one of"):
+        WSPOTrainer(ref_model=None, weak_model=None, weak_ref_model=None, target="per_word")
+
+
+def test_best_of_n_cd_keeps_each_prompts_cd_draw_of_largest_implicit_reward(expert, amateur, tokenizer):
+    from congkit.decoding import contrastive_generate
+    from congkit.pipeline.cong import best_of_n_cd, by_prompt
+
+    decoding = DecodingConfig.authors(alpha=0.5, plausibility_threshold=0.1, repetition_penalty=1.0,
+                                      max_new_tokens=6, seed=3)  # fmt: skip
+    best = best_of_n_cd(expert, amateur, tokenizer, PROMPTS, 3, decoding, True)
+    draws = contrastive_generate(expert, amateur, tokenizer, PROMPTS * 3, decoding, progress=False,
+                                 apply_chat_template=True)  # fmt: skip
+    totals, texts = by_prompt(draws.implicit_reward(beta=1.0).total, len(PROMPTS), 3), by_prompt(draws.texts,
+                                                                                                  len(PROMPTS), 3)  # fmt: skip
+    for i in range(len(PROMPTS)):
+        j = max(range(3), key=totals[i].__getitem__)
+        assert best["completion"][i] == texts[i][j] and best["implicit"][i] == pytest.approx(totals[i][j])
+
+
+def test_the_controls_train_by_their_registry_entries(tiny_setting, tmp_path):
+    config = _config(["wspo", "wspo_seqmean", "bon_cd"])
+    config.noise_levels, config.best_of_n = [0.0], 2
+    pipe = Pipeline(tiny_setting, config, root=tmp_path, progress=False)
+    paths = {m: pipe.strong(m, 0) for m in config.methods}
+    assert len(set(paths.values())) == 3 and pipe.calls["weak_chosen"] == 1  # WSPO and its control: the same data
+    assert len(pipe.bon_cd(0, 0.0)) == len(PROMPTS)

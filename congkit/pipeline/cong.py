@@ -181,10 +181,23 @@ def best_of_n_by_implicit_reward(pi_r, pi_ref, tokenizer, prompts: list[str], n:
     """Beyond the paper, with exactly ConG's information: per prompt, the one of `n` pi_r samples with the largest
     summed implicit reward log(pi_r / pi_ref)(y) (no labels). Columns prompt, completion, implicit."""
     gen, scored = scored_draws(pi_r, pi_ref, tokenizer, prompts, n, decoding, chat)
-    per_prompt = by_prompt(scored.total, len(prompts), n)
+    return best_by_implicit_reward(prompts, gen.texts, scored.total, n)
+
+
+def best_of_n_cd(pi_r, pi_ref, tokenizer, prompts: list[str], n: int, decoding: DecodingConfig,
+                 chat: bool) -> Dataset:  # fmt: skip
+    """Beyond the paper: per prompt, the one of `n` CD samples (`decoding`'s alpha and head) with the largest summed
+    implicit reward log(pi_r / pi_ref)(y) (no labels). Columns prompt, completion, implicit."""
+    gen = contrastive_generate(pi_r, pi_ref, tokenizer, prompts * n, decoding, progress=False, apply_chat_template=chat)
+    return best_by_implicit_reward(prompts, gen.texts, gen.implicit_reward(beta=1.0).total, n)
+
+
+def best_by_implicit_reward(prompts: list[str], texts: list[str], implicit: Sequence[float], n: int) -> Dataset:
+    """Per prompt, the draw (`draw_row` layout) with the largest implicit reward; ties go to the first draw.
+    Columns prompt, completion, implicit."""
+    per_prompt = by_prompt(implicit, len(prompts), n)
     rows = [draw_row(i, max(range(n), key=per_prompt[i].__getitem__), len(prompts)) for i in range(len(prompts))]
-    implicit = scored.total
-    return Dataset.from_dict({"prompt": prompts, "completion": [gen.texts[r] for r in rows],
+    return Dataset.from_dict({"prompt": prompts, "completion": [texts[r] for r in rows],
                               "implicit": [implicit[r] for r in rows]})  # fmt: skip
 
 
@@ -193,11 +206,13 @@ def auxconf(strong, tokenizer, data: Dataset, config: TrainConfig, aux_weight: f
     return sft(strong, tokenizer, data, config, trainer_cls=AuxConfTrainer, aux_weight=aux_weight, **kw)
 
 
-def wspo(strong, strong_ref, pi_r, pi_ref, tokenizer, data: Dataset, config: TrainConfig, **kw) -> Trained:
+def wspo(strong, strong_ref, pi_r, pi_ref, tokenizer, data: Dataset, config: TrainConfig, target: str = "token",
+         **kw) -> Trained:  # fmt: skip
     """WSPO (Zhu et al., 2024): mean over response tokens of
-    (beta (log pi_s - log pi_s_ref) - (log pi_r - log pi_ref))^2, on `data` (prompt, completion)."""
+    (beta (log pi_s - log pi_s_ref) - (log pi_r - log pi_ref))^2, on `data` (prompt, completion). `target`
+    "sequence_mean" regresses onto the weak log-ratio's mean over the response instead (no token-level credit)."""
     return sft(strong, tokenizer, data, config, trainer_cls=WSPOTrainer, ref_model=strong_ref, weak_model=pi_r,
-               weak_ref_model=pi_ref, beta=config.beta, **kw)  # fmt: skip
+               weak_ref_model=pi_ref, beta=config.beta, target=target, **kw)  # fmt: skip
 
 
 def stream_seed(seed: int, purpose: str, k: int = 0) -> int:

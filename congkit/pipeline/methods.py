@@ -113,6 +113,12 @@ def by_wspo(x: TrainInputs):
                      x.data, x.config, work_dir=x.work_dir, save_to=x.save_to)  # fmt: skip
 
 
+def by_wspo_sequence_mean(x: TrainInputs):
+    """WSPO regressed onto the weak log-ratio's mean over each response: the control without token-level credit."""
+    return cong.wspo(x.start, x.models("strong_base"), x.models("weak_aligned"), x.models("weak_base"), x.tokenizer,
+                     x.data, x.config, target="sequence_mean", work_dir=x.work_dir, save_to=x.save_to)  # fmt: skip
+
+
 def by_gold(x: TrainInputs):
     """SFT on gold responses, or DPO on ranked own samples when the setting has no gold responses."""
     return by_dpo(x) if "chosen" in x.data.column_names else by_sft(x)
@@ -163,6 +169,10 @@ register(
            recipe=Recipe("weak_chosen", by_wspo, "wspo", models=WSPO_MODELS, overrides=(("beta", 1.0),))),
     # beyond the paper: label-free selection with exactly ConG's information
     Method("bon_implicit", "best-of-N by implicit reward (SFT)", "arm", recipe=Recipe("bon_implicit", by_sft, "strong_sft")),
+    # controls of the second plan (`analysis_plan_2.md`): token credit removed; CD samples selected by implicit reward
+    Method("wspo_seqmean", "WSPO, sequence-mean target", "arm",
+           recipe=Recipe("weak_chosen", by_wspo_sequence_mean, "wspo", models=WSPO_MODELS)),
+    Method("bon_cd", "best-of-N CD samples by implicit reward (SFT)", "arm", recipe=Recipe("bon_cd", by_sft, "strong_sft")),
 )  # fmt: skip
 
 

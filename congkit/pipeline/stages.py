@@ -124,6 +124,19 @@ def bon_implicit(pipe: Pipeline, seed: int, eps: float) -> Dataset:
         ["prompt", "completion"]), "best")  # fmt: skip
 
 
+@data_source("prompt", "completion", stage=True)
+def bon_cd(pipe: Pipeline, seed: int, eps: float) -> Dataset:
+    """The best of N (`best_of_n`) CD samples (alpha = cd_alpha) per training prompt by the weak pair's implicit
+    reward (no labels; `cong.best_of_n_cd`)."""
+    pi_r_path, cfg = pipe.weak_aligned(seed, eps), pipe.config
+    key = {"pi_r": pipe.ref(pi_r_path), "n": cfg.best_of_n, "alpha": cfg.cd_alpha, "min_p": cfg.cd_lam,
+           "sampling": cache_view(cfg.sampling), "seed": seed, "eps": eps}  # fmt: skip
+    decoding = pipe.sampling(seed=stream_seed(seed, "bon_cd"), alpha=cfg.cd_alpha, plausibility_threshold=cfg.cd_lam)
+    return pipe.dataset("bon_cd", key, lambda: cong.best_of_n_cd(
+        *pipe.weak_pair(pi_r_path), pipe.tokenizer, pipe.prompts("train"), cfg.best_of_n, decoding, pipe.chat
+    ).select_columns(["prompt", "completion"]), "best")  # fmt: skip
+
+
 @data_source("prompt")
 def gold(pipe: Pipeline, seed: int, eps: float) -> Dataset:
     """Gold responses (SFT), or the strong base's own samples ranked by the explicit reward (DPO)."""

@@ -56,6 +56,16 @@ def wspo_loss(
     return (diff.pow(2) * mask).sum() / mask.sum().clamp(min=1)
 
 
+def sequence_mean_target(weak_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The weak pair's per-token log-ratio r_t = log pi_w(y_t) - log pi_w_ref(y_t) replaced by its mean over each
+    response's tokens (the control that keeps WSPO's total target and removes its token-level credit):
+
+        r'_t = (1 / |y|) sum_s r_s     for every response token t      (0 elsewhere)
+    """
+    mean = (weak_ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)
+    return mean.expand_as(weak_ratio) * mask
+
+
 def _token_logp(model: PreTrainedModel, inputs: dict, labels: torch.Tensor) -> torch.Tensor:
     """log p(label_t) under `model` for shifted labels (B, T-1); ignored positions get 0."""
     kwargs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
@@ -87,12 +97,18 @@ class WSPOTrainer(SFTTrainer):
     """Weak-to-strong preference optimisation: SFTTrainer data, `wspo_loss` objective.
 
     `ref_model` is the frozen strong base; `weak_model` / `weak_ref_model` are the aligned and base weak models.
-    All three must share the strong model's tokenizer (the WSPO setting: within a model family).
+    All three must share the strong model's tokenizer (the WSPO setting: within a model family). `target`: "token"
+    (WSPO) or "sequence_mean" (the control without token-level credit, `sequence_mean_target`).
     """
 
-    def __init__(self, *args, ref_model, weak_model, weak_ref_model, beta: float = 0.1, **kwargs):
+    TARGETS = ("token", "sequence_mean")
+
+    def __init__(self, *args, ref_model, weak_model, weak_ref_model, beta: float = 0.1, target: str = "token",
+                 **kwargs):  # fmt: skip
+        if target not in self.TARGETS:
+            raise ValueError(f"WSPO target must be one of {self.TARGETS}, got {target!r}")
         super().__init__(*args, **kwargs)
-        self.beta = beta
+        self.beta, self.target = beta, target
         self.frozen = [m.to(self.accelerator.device).eval() for m in (ref_model, weak_model, weak_ref_model)]
         for m in self.frozen:
             m.requires_grad_(False)
@@ -100,7 +116,10 @@ class WSPOTrainer(SFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"][:, 1:]
         strong = _token_logp(model, inputs, labels)
+        mask = (labels != -100).float()
         with torch.no_grad():
             strong_ref, weak, weak_ref = (_token_logp(m, inputs, labels) for m in self.frozen)
-        loss = wspo_loss(strong, strong_ref, weak, weak_ref, (labels != -100).float(), self.beta)
+            if self.target == "sequence_mean":
+                weak, weak_ref = sequence_mean_target(weak - weak_ref, mask), torch.zeros_like(weak_ref)
+        loss = wspo_loss(strong, strong_ref, weak, weak_ref, mask, self.beta)
         return (loss, None) if return_outputs else loss
