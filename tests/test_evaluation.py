@@ -383,3 +383,35 @@ def test_summaries_and_preconditions_clip_to_the_range():
     assert (pref.ci_low >= 0).all() and (pref.ci_high <= 1).all()
     conditions = preconditions(table).set_index("id")
     assert conditions.loc["probe:format", "ci_high"] <= 1.0
+
+
+def slow_crossed_draw(values, rng):
+    """One crossed draw written out: worlds resampled, then per drawn world its seeds and one prompt resample that
+    all of its drawn seeds share."""
+    worlds = list(values.values())
+    means = []
+    for _ in worlds:
+        world = list(worlds[rng.integers(len(worlds))].values())
+        prompts = rng.integers(len(world[0]), size=len(world[0]))
+        means.append(np.mean([np.asarray(world[rng.integers(len(world))])[prompts].mean() for _ in world]))
+    return np.mean(means)
+
+
+def test_the_crossed_bootstrap_resamples_prompts_jointly_across_seeds():
+    from congkit.pipeline.evaluation import agreed, crossed_bootstrap, hierarchical_bootstrap, mean_ci, world_t_interval
+
+    rng = np.random.default_rng(0)
+    prompt_effect = rng.normal(0, 0.3, 60)  # shared by every seed: what the nested bootstrap misses
+    values = {w: {s: 0.01 * w + prompt_effect + rng.normal(0, 0.05, 60) for s in range(4)} for w in range(3)}
+    mean, lo, hi = crossed_bootstrap(values, draws=2000, seed=1)
+    assert mean == pytest.approx(np.mean([np.mean(list(s.values())) for s in values.values()])) and lo < mean < hi
+    reference = np.array([slow_crossed_draw(values, np.random.default_rng(s)) for s in range(2000)])
+    assert (hi - lo) == pytest.approx(np.subtract(*np.percentile(reference, [97.5, 2.5])), rel=0.15)
+    _, nlo, nhi = hierarchical_bootstrap(values, draws=2000, seed=1)
+    assert hi - lo > 1.3 * (nhi - nlo)  # prompts shared by seeds: the crossed interval is the honest, wider one
+    world_means = [np.mean(list(seeds.values())) for seeds in values.values()]
+    assert world_t_interval(values) == pytest.approx(mean_ci(np.array(world_means)))  # the worlds as replicates
+    assert agreed("holds", "holds") == ("holds", "")
+    assert agreed("holds", "inconclusive")[0] == "inconclusive"
+    with pytest.raises(ValueError, match="same prompts"):
+        crossed_bootstrap({0: {0: [1.0, 2.0], 1: [1.0]}})

@@ -35,6 +35,7 @@ from congkit.pipeline.evaluation.rules import (  # noqa: F401
     UNTESTABLE,
     Claim,
     Condition,
+    agreed,
     all_of,
     capability_metrics,
     claim_text,
@@ -57,6 +58,7 @@ from congkit.pipeline.evaluation.statistics import (  # noqa: F401
     BOUNDED,
     CONFIDENCE,
     clean_eps,
+    crossed_bootstrap,
     hierarchical_bootstrap,
     holm_intervals,
     mean_ci,
@@ -66,4 +68,5 @@ from congkit.pipeline.evaluation.statistics import (  # noqa: F401
     per_seed,
     value_range,
     world_signs,
+    world_t_interval,
 )

@@ -163,6 +163,14 @@ def all_of(verdicts_: list[str]) -> str:
     return DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts_ else INCONCLUSIVE
 
 
+def agreed(bootstrap: str, t_interval: str) -> tuple[str, str]:
+    """The second plan's rule over worlds: a comparison's verdict is the bootstrap's and the t-interval's over world
+    means where they agree; where they do not, it is "inconclusive" and the note says what each gave."""
+    if bootstrap == t_interval:
+        return bootstrap, ""
+    return INCONCLUSIVE, f"the bootstrap gives {bootstrap!r}, the t-interval over worlds {t_interval!r}"
+
+
 def sign_rule(verdict: str, estimate: float, worlds: dict, threshold: float = 0.0) -> tuple[str, str]:
     """The plan's rule over worlds: a "holds" or "does not hold" whose estimate lies on the other side of `threshold`
     in some world ({world: estimate}) becomes "inconclusive"; returns (verdict, note naming the worlds)."""

@@ -91,6 +91,52 @@ def _resampled_world_means(seeds: list[np.ndarray], shape: tuple, rng: np.random
     return means.mean(axis=-1)
 
 
+def crossed_bootstrap(values: dict, draws: int | None = None, confidence: float = CONFIDENCE,
+                      seed: int | None = None) -> tuple[float, float, float]:  # fmt: skip
+    """`hierarchical_bootstrap` for the design the study has: within a world every seed is evaluated on the same
+    prompts, so prompts are crossed with seeds, not nested in them. Each draw resamples worlds, then, within each drawn
+    world, its seeds and *one* resample of its prompts that every drawn seed shares. `values`: world -> seed -> the
+    per-prompt values, in the same prompt order for every seed of a world. A drawn world's mean is
+    c_s' M c_p / (S P), with M its seeds x prompts matrix and c_s, c_p the draw's multiplicities."""
+    draws = draws or plan.value("bootstrap", "draws")
+    rng = np.random.default_rng(plan.value("bootstrap", "seed") if seed is None else seed)
+    if any(len({len(v) for v in seeds.values()}) != 1 for seeds in values.values() if seeds):
+        raise ValueError("crossed_bootstrap needs every seed of a world on the same prompts (equal lengths)")
+    worlds = [np.stack([np.asarray(v, dtype=float) for v in seeds.values()]) for seeds in values.values() if seeds]
+    if not worlds:
+        return math.nan, math.nan, math.nan
+    estimate = float(np.mean([m.mean() for m in worlds]))
+    n = len(worlds)
+    per_world = np.stack([_crossed_world_means(m, (draws, n), rng) for m in worlds])  # (world, draw, slot)
+    picks = rng.integers(n, size=(draws, n))
+    out = per_world[picks, np.arange(draws)[:, None], np.arange(n)[None, :]].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(out, [tail, 100 - tail])
+    return estimate, float(lo), float(hi)
+
+
+def _crossed_world_means(m: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.ndarray:
+    """`shape` bootstrap means of one world's seeds x prompts matrix `m`: seeds and (shared) prompts resampled."""
+    s, p = m.shape
+    seed_counts = _counts(rng.integers(s, size=(*shape, s)), s)
+    prompt_counts = _counts(rng.integers(p, size=(*shape, p)), p)
+    return ((seed_counts @ m) * prompt_counts).sum(-1) / (s * p)
+
+
+def _counts(picks: np.ndarray, n: int) -> np.ndarray:
+    """How often each of `n` items was drawn, per draw: (..., k) indices -> (..., n) counts."""
+    flat = picks.reshape(-1, picks.shape[-1])
+    counts = np.zeros((len(flat), n))
+    np.add.at(counts, (np.arange(len(flat))[:, None], flat), 1.0)
+    return counts.reshape(*picks.shape[:-1], n)
+
+
+def world_t_interval(values: dict, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """The t-interval over the worlds' means (`world_signs`), the worlds as the only replicates (with 3 worlds, 2
+    degrees of freedom: a percentile bootstrap over 3 worlds understates that uncertainty)."""
+    return mean_ci(np.array(list(world_signs(values).values())), confidence)
+
+
 def world_signs(values: dict) -> dict:
     """Each world's estimate (mean over seeds of the mean over prompts): a pooled verdict holds only if none of these
     has the opposite sign (analysis_plan.md)."""
