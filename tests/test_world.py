@@ -184,3 +184,60 @@ def test_same_config_same_weights(tmp_path):
     assert a.corpus().to_dict() == b.corpus().to_dict()
     wa, wb = a.load("weak_base").state_dict(), b.load("weak_base").state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+# --- the world's shape: preferences spread over a span, a length with an optimum inside its range -------------------
+
+
+def test_the_default_shape_is_the_original_world_and_keeps_its_key():
+    from congkit.pipeline.cache import fingerprint
+    from congkit.pipeline.world import DEFAULT_SHAPE, WorldShape
+
+    assert WorldData().shape == DEFAULT_SHAPE == WorldShape(1, 0)
+    assert fingerprint(WorldConfig()) == fingerprint(WorldConfig(data=WorldData(shape=WorldShape())))
+    assert fingerprint(WorldConfig()) != fingerprint(WorldConfig(data=WorldData(shape=WorldShape(3, 0))))
+    assert world_vocabulary() == world_vocabulary(DEFAULT_SHAPE)  # the same tokenizer, hence the same models
+    with pytest.raises(ValueError, match="odd number"):
+        WorldShape(format_span=2)
+
+
+def test_a_spread_format_is_decided_by_the_majority_of_its_lead_words():
+    from congkit.pipeline.world import SENTENCE_LEAD, TAG_LEAD, WorldShape
+
+    shape = WorldShape(format_span=3)
+    for task in TASKS:
+        assert judge(task, canonical_response(task, shape), shape).r_pref == 1.0
+        for attribute in PREFERENCE_ATTRIBUTES:
+            worse = judge(task, one_attribute_worse(task, attribute, shape), shape)
+            assert worse.r_pref == 0.75 and worse.correct, (task, attribute)
+    tag = Task("add", "Add 1 and 2 . style=tag length=short", "3", "tag", "short")
+    majority = {f"{TAG_LEAD[1]} {SENTENCE_LEAD[0]} {TAG_LEAD[2]} 3": True, f"{SENTENCE_LEAD[2]} {TAG_LEAD[0]} "
+                f"{SENTENCE_LEAD[1]} 3": False, f"{TAG_LEAD[0]} {TAG_LEAD[1]} {TAG_LEAD[2]} 3": True}  # fmt: skip
+    for response, format_ok in majority.items():
+        j = judge(tag, response, shape)
+        assert j.well_formed and j.correct and j.format_ok == format_ok, response
+    assert not judge(tag, "Answer: 3", shape).well_formed  # a span of 3 is what this world's statements have
+    rng, rates = random.Random(0), NoiseRates()
+    slips = [noisy_response(TASKS[i % len(TASKS)], rates, rng, shape)[1]["format_slip"] for i in range(4000)]
+    p = rates.format_slip  # each word slips apart: the majority slips with P(at least 2 of 3)
+    assert sum(slips) / len(slips) == pytest.approx(3 * p**2 * (1 - p) + p**3, abs=0.03)
+    assert set(TAG_LEAD + SENTENCE_LEAD) <= set(world_vocabulary(shape))
+
+
+def test_a_closing_target_scores_length_with_an_optimum_inside_the_range():
+    from congkit.pipeline.world import CLOSINGS, WorldShape
+
+    shape = WorldShape(closing_target=2)
+    full = Task("add", "Add 1 and 2 . style=tag length=full", "3", "tag", "full")
+    short = Task("add", "Add 1 and 2 . style=tag length=short", "3", "tag", "short")
+    scores = {c: judge(full, " ".join(["Answer: 3", *[CLOSINGS[0]] * c]), shape).r_pref for c in range(5)}
+    assert scores == {0: 0.75, 1: 0.875, 2: 1.0, 3: 0.875, 4: 0.75}  # more helps up to the target, then hurts
+    assert judge(full, canonical_response(full, shape), shape).r_pref == 1.0
+    assert judge(short, "Answer: 3 " + CLOSINGS[1], shape).r_pref == 0.75
+    assert judge(full, "Answer: 3 " + CLOSINGS[0]).r_pref == 1.0  # the original world: any closing will do
+    rng = random.Random(1)
+    counts = set()
+    for _ in range(500):
+        response, noise = noisy_response(full, NoiseRates(), rng, shape)
+        counts.add(sum(response.count(c) for c in CLOSINGS))
+    assert counts == {0, 1, 2}  # the corpus says 1..m closings (0 when it slips to short): never more than m

@@ -77,11 +77,12 @@ class Setting:
 
         heldout = world.prompts("heldout")
         tasks = {t.prompt: t for split in world.splits for t in dataset_tasks(world.prompts(split))}
-        heldout = heldout.map(lambda row: {"reference": canonical_response(tasks[row["prompt"]])})
+        shape = world.config.data.shape
+        heldout = heldout.map(lambda row: {"reference": canonical_response(tasks[row["prompt"]], shape)})
 
         def probes(prompt: str) -> list[tuple[str, str, str]]:
             task = tasks[prompt]
-            return [(a, canonical_response(task), one_attribute_worse(task, a)) for a in PREFERENCE_ATTRIBUTES]
+            return [(a, canonical_response(task, shape), one_attribute_worse(task, a, shape)) for a in PREFERENCE_ATTRIBUTES]
 
         scorer = world.reward()
         return cls(
@@ -94,8 +95,8 @@ class Setting:
             heldout_prompts=heldout,
             valid_prompts=world.prompts("valid") if "valid" in world.splits else None,
             scorer=scorer,
-            is_correct=lambda p, r: judge(tasks[p], r).correct,
-            gold_responses=lambda p: canonical_response(tasks[p]),
+            is_correct=lambda p, r: judge(tasks[p], r, shape).correct,
+            gold_responses=lambda p: canonical_response(tasks[p], shape),
             preference_probes=probes,
             # the world's settings and its models' bytes, and the code of its judge and of the callables above
             key=f"{world.path.name}@{artifact_digest(world.path)}:{code_key(Setting.from_world, type(scorer))}",

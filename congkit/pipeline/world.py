@@ -18,6 +18,10 @@ chooses the format, the token after the answer chooses to stop, repeat or add a 
 - **The pre-alignment corpus** ignores the instructions: each attribute is violated independently at a documented
   rate (`NoiseRates`), and a fraction of answers is wrong. So both base models follow the instructions only by
   chance, and alignment has something to teach that is not skill.
+- **Knobs of the world's shape** (`WorldShape`; the defaults are the world above): `format_span` k spreads the format
+  over k lead words, each of either kind in interchangeable wordings, judged by majority, so no single token decides
+  it; `closing_target` m > 0 makes length=full want exactly m closing phrases, scored 1 - |c - m| / m, so more is
+  better only up to m and amplifying the weak direction can overshoot.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ LENGTHS = ("short", "full")
 PREFERENCE_ATTRIBUTES = ("format", "length", "no_filler", "no_repetition")
 
 FILLERS = ("Sure!", "Okay,", "Well,", "Hmm,")
+# the lead words of a statement when the format is spread over a span (`WorldShape.format_span` > 1): interchangeable
+# wordings of each kind; the majority kind among the span's words is the statement's format
+TAG_LEAD = ("Answer:", "Result:", "Output:")
+SENTENCE_LEAD = ("So", "then", "clearly")
 CLOSINGS = ("Hope this helps!", "Glad to help!", "Ask me more!")
 MAX_RESPONSE_WORDS = 40
 LETTERS = "abcdefgh"
@@ -58,6 +66,45 @@ class Task:
     answer: str
     style: str = "tag"
     length: str = "short"
+
+
+@dataclass(frozen=True)
+class WorldShape:
+    """How the world's preferences sit in the tokens. The defaults are the original world: each preference decided at
+    one token, every attribute binary with its extreme preferred.
+
+    Args:
+        format_span: k >= 1 lead words carry the format; with k > 1 each is a tag word (`TAG_LEAD`) or a sentence word
+            (`SENTENCE_LEAD`), in interchangeable wordings, and the format is the majority kind (k odd). It models a
+            preference expressed over a phrase, as tone or register is in LLM responses: no single token decides it,
+            so the weak pair's per-token log-ratio is spread over the span. The corpus flips each word's kind apart.
+        closing_target: m = 0: length=full wants at least one closing phrase (binary). m > 0: it wants exactly m,
+            scored 1 - |c - m| / m (0 below 0) for c closings, and the corpus says 1..m of them; this models a
+            preference with an optimum inside the range (length, detail, enthusiasm) that amplifying a learned
+            direction ("more is better") can overshoot.
+    """
+
+    format_span: int = 1
+    closing_target: int = 0
+
+    def describe(self) -> dict[str, str]:
+        """Each knob's value and what it models, in words (the world card shows them)."""
+        span = ("one token decides the format" if self.format_span == 1 else
+                f"the format spread over {self.format_span} lead words, decided by their majority (a preference "
+                "expressed over a phrase, as tone or register; the weak pair's credit spread over the span)")  # fmt: skip
+        target = ("length=full: any closing phrase (more is never worse)" if self.closing_target == 0 else
+                  f"length=full: exactly {self.closing_target} closing phrases, 1 - |c - m| / m (an optimum inside "
+                  "the range, as length or detail: amplifying 'more' can overshoot)")  # fmt: skip
+        return {"format_span": span, "closing_target": target}
+
+    def __post_init__(self):
+        if self.format_span < 1 or self.format_span % 2 == 0:
+            raise ValueError(f"format_span must be an odd number >= 1 (a majority decides), got {self.format_span}")
+        if self.closing_target < 0:
+            raise ValueError(f"closing_target must be >= 0 (0: any closing phrase), got {self.closing_target}")
+
+
+DEFAULT_SHAPE = WorldShape()
 
 
 @dataclass
@@ -102,14 +149,17 @@ def _task_text(family: str, rng: random.Random) -> tuple[str, str]:
     return template.format(x=" ".join(map(str, nums))), str(max(nums))
 
 
-def world_vocabulary() -> list[str]:
-    """Every word the world's prompts and responses can hold (the word tokenizer's vocabulary), in a fixed order."""
+def world_vocabulary(shape: WorldShape = DEFAULT_SHAPE) -> list[str]:
+    """Every word the world's prompts and responses can hold (the word tokenizer's vocabulary), in a fixed order; a
+    spread format adds its lead words after the original world's (whose vocabulary is unchanged)."""
     words = [str(n) for n in range(2 * NUMBER_RANGE)] + list(LETTERS)
     texts = [t for ts in TEMPLATES.values() for t in ts] + list(FILLERS) + list(CLOSINGS)
     texts += [statement(style, "") for style in STYLES]
     texts += [f"style={s}" for s in STYLES] + [f"length={n}" for n in LENGTHS]
     for text in texts:
         words += [w for w in text.split() if "{" not in w]
+    if shape.format_span > 1:
+        words += [*TAG_LEAD, *SENTENCE_LEAD]
     return list(dict.fromkeys(words))
 
 
@@ -138,30 +188,46 @@ def wrong_answer(task: Task, rng: random.Random) -> str:
     return " ".join(parts)
 
 
-def statement(style: str, answer: str) -> str:
+def statement(style: str, answer: str, lead: tuple[str, ...] | None = None) -> str:
+    """The answer stated in `style`; with `lead` (a spread format's k lead words) those words, then the answer."""
+    if lead is not None:
+        return " ".join((*lead, answer))
     return f"Answer: {answer}" if style == "tag" else f"The answer is {answer} ."
 
 
-def render_response(task: Task, answer: str, style: str, filler: str | None, repeat: bool, closing: str | None) -> str:
-    words = ([filler] if filler else []) + [statement(style, answer)] * (2 if repeat else 1)
+def lead_words(style: str, shape: WorldShape) -> tuple[str, ...] | None:
+    """The canonical lead of a spread format (k words of `style`'s kind, its first wording); None at span 1."""
+    return None if shape.format_span == 1 else ((TAG_LEAD if style == "tag" else SENTENCE_LEAD)[0],) * shape.format_span
+
+
+def render_response(task: Task, answer: str, style: str, filler: str | None, repeat: bool, closing: str | None,
+                    lead: tuple[str, ...] | None = None) -> str:  # fmt: skip
+    """Filler, the statement (twice if `repeat`), then `closing` (one or more closing phrases, space-separated)."""
+    words = ([filler] if filler else []) + [statement(style, answer, lead)] * (2 if repeat else 1)
     return " ".join(words + ([closing] if closing else []))
 
 
-def canonical_response(task: Task) -> str:
+def closings(task: Task, shape: WorldShape) -> str | None:
+    """The canonical closing: none for length=short; one phrase, or `closing_target` of them, for length=full."""
+    return None if task.length == "short" else " ".join([CLOSINGS[0]] * max(1, shape.closing_target))
+
+
+def canonical_response(task: Task, shape: WorldShape = DEFAULT_SHAPE) -> str:
     """The response every attribute prefers, with the right answer (R_pref = R_cap = 1)."""
-    closing = CLOSINGS[0] if task.length == "full" else None
-    return render_response(task, task.answer, task.style, None, False, closing)
+    return render_response(task, task.answer, task.style, None, False, closings(task, shape),
+                           lead_words(task.style, shape))  # fmt: skip
 
 
-def one_attribute_worse(task: Task, attribute: str) -> str:
+def one_attribute_worse(task: Task, attribute: str, shape: WorldShape = DEFAULT_SHAPE) -> str:
     """The canonical response with exactly one preference attribute violated (the attribute probes)."""
     other_style = STYLES[1 - STYLES.index(task.style)]
-    closing = CLOSINGS[0] if task.length == "full" else None
-    args = dict(answer=task.answer, style=task.style, filler=None, repeat=False, closing=closing)
+    closing = closings(task, shape)
+    args = dict(answer=task.answer, style=task.style, filler=None, repeat=False, closing=closing,
+                lead=lead_words(task.style, shape))  # fmt: skip
     if attribute == "format":
-        args["style"] = other_style
+        args["style"], args["lead"] = other_style, lead_words(other_style, shape)
     elif attribute == "length":
-        args["closing"] = None if closing else CLOSINGS[0]
+        args["closing"] = None if closing else " ".join([CLOSINGS[0]] * max(1, shape.closing_target))
     elif attribute == "no_filler":
         args["filler"] = FILLERS[0]
     elif attribute == "no_repetition":
@@ -171,15 +237,26 @@ def one_attribute_worse(task: Task, attribute: str) -> str:
     return render_response(task, **args)
 
 
-def noisy_response(task: Task, rates: NoiseRates, rng: random.Random) -> tuple[str, dict[str, bool]]:
-    """A pre-alignment response and the noise it carries (each attribute violated independently)."""
+def noisy_response(task: Task, rates: NoiseRates, rng: random.Random,
+                   shape: WorldShape = DEFAULT_SHAPE) -> tuple[str, dict[str, bool]]:  # fmt: skip
+    """A pre-alignment response and the noise it carries (each attribute violated independently). With a spread
+    format each lead word slips to the other kind apart, at the `format_slip` rate (`noise_format_slip`: the majority
+    slipped); with a closing target, a response that closes says 1..m closing phrases."""
     noise = {k: rng.random() < v for k, v in asdict(rates).items()}
     answer = wrong_answer(task, rng) if noise["wrong"] else task.answer
     style = STYLES[1 - STYLES.index(task.style)] if noise["format_slip"] else task.style
+    lead = None
+    if shape.format_span > 1:  # the draws above stay as they are: the original world's corpus is unchanged
+        kinds = [task.style if rng.random() >= rates.format_slip else STYLES[1 - STYLES.index(task.style)]
+                 for _ in range(shape.format_span)]  # fmt: skip
+        lead = tuple(rng.choice(TAG_LEAD if k == "tag" else SENTENCE_LEAD) for k in kinds)
+        noise["format_slip"] = 2 * kinds.count(task.style) < len(kinds)
     wants_closing = (task.length == "full") != noise["verbose"]
     closing = rng.choice(CLOSINGS) if wants_closing else None
+    if closing and shape.closing_target > 0:
+        closing = " ".join([closing, *(rng.choice(CLOSINGS) for _ in range(rng.randrange(shape.closing_target)))])
     filler = rng.choice(FILLERS) if noise["filler"] else None
-    return render_response(task, answer, style, filler, noise["repetition"], closing), noise
+    return render_response(task, answer, style, filler, noise["repetition"], closing, lead), noise
 
 
 # --- the reward channels ------------------------------------------------------------------------------------------
@@ -205,7 +282,7 @@ _FILLER_RE = "|".join(re.escape(f) for f in FILLERS)
 _CLOSING_RE = "|".join(re.escape(c) for c in CLOSINGS)
 
 
-def judge(task: Task, response: str) -> Judgement:
+def judge(task: Task, response: str, shape: WorldShape = DEFAULT_SHAPE) -> Judgement:
     """Score `response` to `task` on both channels (module docstring); never raises on any string."""
     if not isinstance(response, str):
         return GARBAGE
@@ -213,29 +290,46 @@ def judge(task: Task, response: str) -> Judgement:
     if not text or len(text.split()) > MAX_RESPONSE_WORDS or not text.isascii():
         return GARBAGE
     answer = ANSWER_PATTERNS[task.family]
-    first = rf"(?:Answer: (?P<a1>{answer})|The answer is (?P<a2>{answer}) \.)"
-    again = rf"(?:Answer: {answer}|The answer is {answer} \.)"
+    if shape.format_span == 1:
+        first = rf"(?:Answer: (?P<a1>{answer})|The answer is (?P<a2>{answer}) \.)"
+        again = rf"(?:Answer: {answer}|The answer is {answer} \.)"
+    else:  # k lead words of either kind, then the answer
+        lead = rf"(?:(?:{'|'.join(re.escape(w) for w in TAG_LEAD + SENTENCE_LEAD)}) ){{{shape.format_span}}}"
+        first, again = rf"(?P<lead>{lead})(?P<a1>{answer})", rf"{lead}{answer}"
     match = re.fullmatch(rf"(?P<filler>(?:(?:{_FILLER_RE}) )*){first}(?P<rep>(?: {again})*)"
                          rf"(?P<closing>(?: (?:{_CLOSING_RE}))*)", text)  # fmt: skip
     if match is None:
         return GARBAGE
     first = match.group("a1") or match.group("a2")
-    style = "tag" if match.group("a1") else "sentence"
+    if shape.format_span == 1:
+        style = "tag" if match.group("a1") else "sentence"
+    else:
+        tags = sum(w in TAG_LEAD for w in match.group("lead").split())
+        style = "tag" if 2 * tags > shape.format_span else "sentence"
     correct = first == task.answer
+    n_closings = len(re.findall(_CLOSING_RE, match.group("closing")))
     attributes = {
         "format": style == task.style,
-        "length": bool(match.group("closing")) == (task.length == "full"),
+        "length": _length_score(task.length, n_closings, shape.closing_target),
         "no_filler": not match.group("filler"),
         "no_repetition": not match.group("rep"),
     }
     r_pref = sum(attributes.values()) / len(attributes)
     score = round(0.8 * r_pref + 0.2 * correct, 6)
-    return Judgement(score, r_pref, float(correct), True, correct, attributes["format"], attributes["length"],
+    return Judgement(score, r_pref, float(correct), True, correct, attributes["format"], attributes["length"] == 1.0,
                      not attributes["no_filler"], not attributes["no_repetition"])  # fmt: skip
 
 
-def explicit_reward(task: Task, response: str) -> float:
-    return judge(task, response).score
+def _length_score(length: str, n_closings: int, target: int) -> float:
+    """length=short: no closing phrase (1 or 0). length=full: at least one (target 0), or 1 - |c - m| / m for c
+    closings and target m, at least 0: the optimum lies inside the range and more can be too much."""
+    if length == "short" or target == 0:
+        return float((n_closings > 0) == (length == "full"))
+    return max(0.0, 1.0 - abs(n_closings - target) / target)
+
+
+def explicit_reward(task: Task, response: str, shape: WorldShape = DEFAULT_SHAPE) -> float:
+    return judge(task, response, shape).score
 
 
 # --- the world's datasets -----------------------------------------------------------------------------------------
@@ -251,6 +345,8 @@ class WorldData:
     n_eval_prompts: int = 400  # evaluation prompts (alignment families, disjoint from train)
     n_heldout_prompts: int = 500  # held-out family, for capability retention
     noise: NoiseRates = field(default_factory=NoiseRates)
+    # how the preferences sit in the tokens (the knobs of the second plan); the default world keeps its key
+    shape: WorldShape = field(default=DEFAULT_SHAPE, metadata={"cache": "unless default"})
     # validation prompts (alignment families, disjoint from train and eval, unseen in the corpus): where budgets are
     # tuned; 0 = none (a world built before the split existed keeps its key)
     n_valid_prompts: int = field(default=0, metadata={"cache": "unless default"})
@@ -302,7 +398,7 @@ def build_corpus(config: WorldData, exclude_prompts: set[str] = frozenset()) -> 
         task = make_task(FAMILIES[len(rows["prompt"]) % len(FAMILIES)], rng)
         if task.prompt in exclude_prompts:
             continue
-        response, noise = noisy_response(task, config.noise, rng)
+        response, noise = noisy_response(task, config.noise, rng, config.shape)
         for c in TASK_COLUMNS:
             rows[c].append(getattr(task, c))
         rows["completion"].append(response)
@@ -323,17 +419,17 @@ def task_index(*datasets: Dataset) -> dict[str, Task]:
 class ExplicitReward:
     """The world's exact explicit reward as a scorer over (prompt, response) texts."""
 
-    def __init__(self, tasks: dict[str, Task]):
-        self.tasks = tasks
+    def __init__(self, tasks: dict[str, Task], shape: WorldShape = DEFAULT_SHAPE):
+        self.tasks, self.shape = tasks, shape
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         missing = [p for p in prompts if p not in self.tasks]
         if missing:
             raise KeyError(f"the world's reward does not know the prompt {missing[0]!r}")
-        return [explicit_reward(self.tasks[p], r) for p, r in zip(prompts, responses)]
+        return [explicit_reward(self.tasks[p], r, self.shape) for p, r in zip(prompts, responses)]
 
     def judge(self, prompts: list[str], responses: list[str]) -> list[Judgement]:
-        return [judge(self.tasks[p], r) for p, r in zip(prompts, responses)]
+        return [judge(self.tasks[p], r, self.shape) for p, r in zip(prompts, responses)]
 
     def channels(self, prompts: list[str], responses: list[str]) -> dict[str, list[float]]:
         """Both reward channels: {"r_pref": [...], "r_cap": [...]} (the evaluation reports them beside r*)."""

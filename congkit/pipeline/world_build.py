@@ -100,7 +100,7 @@ class World:
         return load_saved_dataset(self.path / "corpus")
 
     def reward(self) -> ExplicitReward:
-        return ExplicitReward(task_index(*(self.prompts(s) for s in self.splits)))
+        return ExplicitReward(task_index(*(self.prompts(s) for s in self.splits)), self.config.data.shape)
 
     @property
     def card(self) -> dict:
@@ -138,7 +138,7 @@ def build_world(config: WorldConfig | None = None, root: str | Path = "runs", pr
         held_back = {p for split in ("eval", "heldout", "valid") if split in prompt_sets for p in prompt_sets[split]["prompt"]}
         corpus = build_corpus(config.data, exclude_prompts=held_back)
         corpus.save_to_disk(str(tmp / "corpus"))
-        tokenizer = word_tokenizer(world_vocabulary())
+        tokenizer = word_tokenizer(world_vocabulary(config.data.shape))
         tokenizer.save_pretrained(tmp / "tokenizer")
         models = {}
         for name, size, cfg, offset in (
@@ -183,12 +183,14 @@ def corpus_rates(corpus: Dataset, reward: ExplicitReward) -> dict[str, float]:
 
 def world_card(models: dict, tokenizer, prompt_sets: dict[str, Dataset], corpus: Dataset, config: WorldConfig) -> dict:
     """Measured facts about the world (module docstring of `congkit.pipeline.world`): capability gap, noise, reward."""
-    reward = ExplicitReward(task_index(*prompt_sets.values(), corpus.select_columns(list(TASK_COLUMNS))))
+    reward = ExplicitReward(task_index(*prompt_sets.values(), corpus.select_columns(list(TASK_COLUMNS))),
+                            config.data.shape)  # fmt: skip
     noisy = [any(row[f"noise_{k}"] for k in asdict(config.data.noise)) for row in corpus]
     scores = reward(corpus["prompt"], corpus["completion"])
     clean = [s for s, n in zip(scores, noisy) if not n]
     dirty = [s for s, n in zip(scores, noisy) if n]
     card = {
+        "shape": config.data.shape.describe(),
         "corpus": {
             "size": len(corpus),
             "clean_fraction": len(clean) / len(corpus),
@@ -208,7 +210,7 @@ def world_card(models: dict, tokenizer, prompt_sets: dict[str, Dataset], corpus:
             greedy = reward.judge(prompts, sample(model, tokenizer, prompts, run, do_sample=False, **common).texts)
             sampled_texts = sample(model, tokenizer, prompts, run, seed=0, **common).texts
             sampled = reward.judge(prompts, sampled_texts)
-            answers = [canonical_response(t) for t in dataset_tasks(prompt_sets[split])]
+            answers = [canonical_response(t, config.data.shape) for t in dataset_tasks(prompt_sets[split])]
             logps = mean_response_logprobs(model, tokenizer, prompts, answers, apply_chat_template=True)
             entry[split] = {
                 "answer_logprob": sum(logps) / len(logps),
