@@ -241,3 +241,24 @@ def test_a_closing_target_scores_length_with_an_optimum_inside_the_range():
         response, noise = noisy_response(full, NoiseRates(), rng, shape)
         counts.add(sum(response.count(c) for c in CLOSINGS))
     assert counts == {0, 1, 2}  # the corpus says 1..m closings (0 when it slips to short): never more than m
+
+
+def test_the_second_plan_names_registered_arms_world_levels_and_a_grid_that_can_bracket():
+    from congkit.pipeline import plan
+    from congkit.pipeline.methods import recipe
+    from congkit.pipeline.world import WorldShape
+
+    levels = plan.value("study", "levels", plan=2)
+    shapes = {name: WorldShape(**plan.value("levels", name, plan=2)) for name in levels}
+    assert shapes["original"] == WorldShape() and shapes["spread"].format_span >= 3 and shapes["overshoot"].closing_target
+    arms = plan.value("arms", "methods", plan=2)
+    for name in arms:
+        recipe(name)  # registered and trainable
+    named = {m for pair in plan.value("comparisons", "primary", plan=2) + plan.value("comparisons", "secondary", plan=2)
+             for m in pair}  # fmt: skip
+    assert named <= set(arms)
+    assert {0.5, 1, 2, 4, 8} <= set(plan.value("tuning", "learning_rate_multipliers", plan=2))
+    assert {2, 4, 8, 16} <= set(plan.value("tuning", "epochs", plan=2))
+    assert plan.value("study", "accepted_per_level", plan=2) >= 3
+    with pytest.raises(KeyError, match="analysis_plan_2.md: no \\[study\\] nothing"):
+        plan.value("study", "nothing", plan=2)

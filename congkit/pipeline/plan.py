@@ -1,5 +1,5 @@
-"""The pre-registered analysis plan: `congkit/pipeline/analysis_plan.md`, whose TOML block holds every number the study's
-rules use (worlds, seeds, confidence, margins, thresholds, the tuning grid and criterion, the decomposition). The code
+"""The pre-registered analysis plans: `analysis_plan.md` (plan 1: why does ConG lose?) and `analysis_plan_2.md`
+(plan 2: is the verdict a property of the world?). Each one's TOML block holds every number its rules use; the code
 reads them here and nowhere else; the Markdown around them says what each one decides."""
 
 from __future__ import annotations
@@ -10,22 +10,29 @@ from pathlib import Path
 
 import tomllib
 
-PLAN_FILE = Path(__file__).with_name("analysis_plan.md")
+PLAN_FILES = {1: Path(__file__).with_name("analysis_plan.md"), 2: Path(__file__).with_name("analysis_plan_2.md")}
+PLAN_FILE = PLAN_FILES[1]
 
 
 @functools.cache
-def plan() -> dict:
-    """The plan's numbers (the ```toml block of analysis_plan.md)."""
-    text = PLAN_FILE.read_text()
+def plan(number: int = 1) -> dict:
+    """The numbers of plan `number` (the ```toml block of its file)."""
+    if number not in PLAN_FILES:
+        raise ValueError(f"no analysis plan {number}; the plans are {sorted(PLAN_FILES)}")
+    text = PLAN_FILES[number].read_text()
     blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
     if len(blocks) != 1:
-        raise ValueError(f"{PLAN_FILE}: expected one ```toml block of numbers, found {len(blocks)}")
+        raise ValueError(f"{PLAN_FILES[number]}: expected one ```toml block of numbers, found {len(blocks)}")
     return tomllib.loads(blocks[0])
 
 
-def value(section: str, name: str):
-    """One number of the plan; a missing one names itself."""
+_numbers = plan  # `value`'s parameter is named as the plans' text writes it: value(section, name, plan=2)
+
+
+def value(section: str, name: str, plan: int = 1):
+    """One number of a plan; a missing one names itself and its plan's file."""
+    numbers = _numbers(plan)
     try:
-        return plan()[section][name]
+        return numbers[section][name]
     except KeyError:
-        raise KeyError(f"{PLAN_FILE}: no [{section}] {name} in the plan") from None
+        raise KeyError(f"{PLAN_FILES[plan]}: no [{section}] {name} in the plan") from None
