@@ -254,3 +254,40 @@ def test_the_controls_train_by_their_registry_entries(tiny_setting, tmp_path):
     paths = {m: pipe.strong(m, 0) for m in config.methods}
     assert len(set(paths.values())) == 3 and pipe.calls["weak_chosen"] == 1  # WSPO and its control: the same data
     assert len(pipe.bon_cd(0, 0.0)) == len(PROMPTS)
+
+
+def test_plan_2s_grid_extends_once_past_an_edge_and_names_a_capped_choice(tmp_path, monkeypatch):
+    """The tuning walk on fake nodes: the validation score peaks past the highest learning rate and at 4 epochs, so
+    the grid grows one step to x16, whose choice then lies on the (extended) edge: budget-capped."""
+    from congkit.pipeline.runner import Node
+    from congkit.pipeline.stages import extend_grid, grid_edge
+
+    assert extend_grid([0.5, 1, 2, 4, 8], [2, 4, 8, 16], 8, 4, [0.5, 8], [2, 16]) == ([0.5, 1, 2, 4, 8, 16], [2, 4, 8, 16])
+    assert extend_grid([0.5, 1], [2, 4], 0.5, 2, [0.5, 1], [2, 4]) == ([0.25, 0.5, 1], [1, 2, 4])
+    assert extend_grid([0.25, 0.5, 1], [2, 4], 0.25, 4, [0.5, 1], [2, 4]) == ([0.25, 0.5, 1], [2, 4, 8])  # once
+    assert grid_edge([1, 2, 4], [2, 4, 8], 2, 4) == "" and grid_edge([1, 2, 4], [2, 4, 8], 4, 8) == (
+        "highest learning rate, most epochs")
+
+    base_lr = PipelineConfig().strong_sft.learning_rate
+    trained = []
+
+    def fake_strong(pipe, method, seed, eps=0.0, cfg=None):
+        trained.append((cfg.learning_rate / base_lr, cfg.num_train_epochs))
+        return f"{cfg.learning_rate / base_lr}:{cfg.num_train_epochs}"
+
+    def fake_score(pipe, model_path, seed):
+        m, e = (float(x) for x in model_path.split(":"))
+        return -((m - 20) ** 2) - 10 * (e - 4) ** 2
+
+    monkeypatch.setitem(NODES, "strong", Node("strong", fake_strong, stage=True))
+    monkeypatch.setitem(NODES, "validation_score", Node("validation_score", fake_score, stage=True))
+    monkeypatch.setitem(NODES, "plain_samples", Node("plain_samples", lambda pipe, seed, eps: Dataset.from_dict(
+        {"prompt": ["p"], "completion": ["c"]})))  # fmt: skip
+    setting = SimpleNamespace(name="fake", key="fake", weak_base="w", strong_base="s", tokenizer=None)
+    pipe = Pipeline(setting, PipelineConfig(seeds=[0], noise_levels=[0.0], plan=2, budget="tuned"), root=tmp_path,
+                    progress=False)  # fmt: skip
+    rows = pipe.tuning_rows("weaksft")
+    assert len(rows) == 5 * 4 + 4 and len(set(trained)) == len(trained)  # 20 points, then one column at x16, once
+    best = max(rows, key=lambda r: r["score"])
+    assert (best["multiplier"], best["epochs"]) == (16, 4) and best["edge"] == "highest learning rate"
+    assert pipe.tuned_config("weaksft").learning_rate == pytest.approx(16 * base_lr)

@@ -20,6 +20,7 @@ from congkit.pipeline.cong import stream_seed
 from congkit.pipeline.methods import METHODS
 from congkit.pipeline.provenance import TIMING_COLUMNS, read_timings
 from congkit.pipeline.runner import Pipeline, node
+from congkit.pipeline.settings import tuned_methods
 
 RESULT_COLUMNS = ["method", "seed", "eps", "alpha", "metric", "value"]
 
@@ -115,13 +116,15 @@ def replicate(pipe: Pipeline, seed: int) -> list[dict]:
 
 @node
 def tuning_table(pipe: Pipeline) -> pd.DataFrame:
-    """Every tuned method's grid: learning rate, epochs, validation score, and the setting chosen."""
+    """Every tuned method's grid: learning rate, epochs, validation score, the setting chosen, and (plan 2) the grid's
+    edges the point lies on (a chosen point on an edge: budget-capped)."""
     rows = []
-    for method in [m for m in [*pipe.config.methods, "gold"] if m in plan.value("tuning", "methods")]:
+    for method in [m for m in [*pipe.config.methods, "gold"] if m in tuned_methods(pipe.config)]:
         grid = pipe.tuning_rows(method)
         best = max(range(len(grid)), key=lambda i: grid[i]["score"])
         rows += [{k: v for k, v in row.items() if k != "config"} | {"chosen": i == best} for i, row in enumerate(grid)]
-    return pd.DataFrame(rows, columns=["method", "learning_rate", "epochs", "score", "chosen"])
+    columns = ["method", "learning_rate", "epochs", "score", "chosen"] + (["edge"] if pipe.config.plan == 2 else [])
+    return pd.DataFrame(rows, columns=columns)
 
 
 @node

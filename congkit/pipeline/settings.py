@@ -143,6 +143,11 @@ class PipelineConfig:
                                                         *plan.value("decomposition", "arms")])  # fmt: skip
     # the bon_implicit arm: samples per training prompt to pick from (the plan's [decomposition] best_of_n)
     best_of_n: int = field(default_factory=lambda: plan.value("decomposition", "best_of_n"))
+    # the pre-registered plan whose tuning grid and tuned methods a tuned budget reads (1: analysis_plan.md, 2:
+    # analysis_plan_2.md, whose grid is extended once past an edge the choice lies on)
+    plan: int = 1
+    # per-method training settings that replace the recipe's configured ones (e.g. a level's tuned choices, reused)
+    budgets: dict[str, TrainConfig] = field(default_factory=dict)
     # "fixed": each method's configured settings; "tuned": the grid point chosen on the validation prompts
     # (analysis_plan.md: grid, criterion and methods; tuned on the first seed, kept for the others)
     budget: str = "fixed"
@@ -164,9 +169,14 @@ class PipelineConfig:
             recipe(name)  # an unknown method, or one without a recipe, raises here
         if self.budget not in ("fixed", "tuned"):
             raise ValueError(f"budget must be 'fixed' or 'tuned', got {self.budget!r}")
+        if self.plan not in plan.PLAN_FILES:
+            raise ValueError(f"plan must be one of {sorted(plan.PLAN_FILES)}, got {self.plan!r}")
+        for name, cfg in self.budgets.items():
+            recipe(name)
+            cfg.validate(f"PipelineConfig.budgets[{name!r}]")
         if self.budget == "tuned":
             for name in ("learning_rate_multipliers", "epochs"):
-                grid = plan.value("tuning", name)
+                grid = plan.value("tuning", name, plan=self.plan)
                 if not grid or any(not isinstance(v, (int, float)) or v <= 0 for v in grid):
                     raise ValueError(f"the analysis plan's tuning grid [tuning] {name} must list numbers > 0, got "
                                      f"{grid!r}: a tuned budget picks from that grid")  # fmt: skip
@@ -175,6 +185,12 @@ class PipelineConfig:
         DecodingConfig(alpha=self.cd_alpha, plausibility_threshold=self.cd_lam).validate(contrastive=True)
         for a in self.alpha_sweep:
             DecodingConfig(alpha=a, plausibility_threshold=self.cd_lam).validate(contrastive=True)
+
+
+def tuned_methods(config: PipelineConfig) -> list[str]:
+    """The methods a tuned budget tunes, by the config's plan: plan 1's [tuning] methods; plan 2's arms (every arm and
+    the gold ceiling)."""
+    return list(plan.value("tuning", "methods") if config.plan == 1 else plan.value("arms", "methods", plan=2))
 
 
 def smoke_pipeline_config() -> PipelineConfig:

@@ -21,6 +21,7 @@ from congkit.pipeline.code_key import code_key
 from congkit.pipeline.cong import seeded, stream_seed
 from congkit.pipeline.methods import DATA_SOURCES, TrainInputs, data_source, recipe
 from congkit.pipeline.runner import Pipeline, node
+from congkit.pipeline.settings import tuned_methods
 from congkit.pipeline.training import TrainConfig
 
 # --- the weak side ----------------------------------------------------------------------------------------------------
@@ -166,7 +167,7 @@ def strong(pipe: Pipeline, method: str, seed: int, eps: float = 0.0, cfg: TrainC
     eps, how = 0.0 if method == "gold" else eps, recipe(method)
     data = pipe.call(how.data, seed, eps)
     if cfg is None:
-        tuned = pipe.config.budget == "tuned" and method in plan.value("tuning", "methods")
+        tuned = pipe.config.budget == "tuned" and method in tuned_methods(pipe.config)
         return pipe.strong(method, seed, eps, pipe.tuned_config(method) if tuned else fixed_config(pipe, method, data))
     require_columns(data, DATA_SOURCES[how.data].columns, method)
     start = pipe.model_path(how.start, seed, eps)
@@ -186,7 +187,10 @@ def strong(pipe: Pipeline, method: str, seed: int, eps: float = 0.0, cfg: TrainC
 
 
 def fixed_config(pipe: Pipeline, method: str, data: Dataset) -> TrainConfig:
-    """The method's configured settings (the fixed budget), its recipe's overrides applied."""
+    """The method's configured settings (the fixed budget), its recipe's overrides applied; a setting given for it in
+    `PipelineConfig.budgets` instead, as it is."""
+    if method in pipe.config.budgets:
+        return pipe.config.budgets[method]
     how = recipe(method)
     cfg = getattr(pipe.config, how.config) if isinstance(how.config, str) else how.config(pipe.config, data)
     return dataclasses.replace(cfg, **dict(how.overrides))
@@ -194,24 +198,66 @@ def fixed_config(pipe: Pipeline, method: str, data: Dataset) -> TrainConfig:
 
 @node
 def tuned_config(pipe: Pipeline, method: str) -> TrainConfig:
-    """The grid point (learning rate x epochs, `analysis_plan.md`) with the best validation score, trained and scored
+    """The grid point (learning rate x epochs, the config's plan) with the best validation score, trained and scored
     on the first seed at the clean setting; ties go to the first in grid order."""
-    return max(pipe.tuning_rows(method), key=lambda r: r["score"])["config"]  # max keeps the first of equal scores
+    return best_row(pipe.tuning_rows(method))["config"]
+
+
+def best_row(rows: list[dict]) -> dict:
+    return max(rows, key=lambda r: r["score"])  # max keeps the first of equal scores
 
 
 @node
 def tuning_rows(pipe: Pipeline, method: str) -> list[dict]:
-    """Every grid point of `method`: its settings, the model it trained (first seed, clean setting) and its validation
-    score (the plan's criterion: oracle R_pref on the validation prompts)."""
+    """Every grid point of `method`: its settings, the model it trained (first seed, clean setting), its validation
+    score (the plan's criterion: oracle R_pref on the validation prompts) and `edge`: which edges of the grid it lies
+    on. Under plan 2 a choice on an edge extends the grid one step past that edge, once per edge (`extend_grid`)."""
+    number = pipe.config.plan
     seed, eps = pipe.config.seeds[0], pipe.config.noise_levels[0]
-    base, rows = fixed_config(pipe, method, pipe.call(recipe(method).data, seed, eps)), []
-    for multiplier in plan.value("tuning", "learning_rate_multipliers"):
-        for epochs in plan.value("tuning", "epochs"):
-            cfg = dataclasses.replace(base, learning_rate=base.learning_rate * multiplier, num_train_epochs=epochs)
-            path = pipe.strong(method, seed, eps, cfg)
-            rows.append({"method": method, "learning_rate": cfg.learning_rate, "epochs": epochs, "config": cfg,
-                         "score": pipe.validation_score(path, seed)})  # fmt: skip
-    return rows
+    base = fixed_config(pipe, method, pipe.call(recipe(method).data, seed, eps))
+    multipliers = list(plan.value("tuning", "learning_rate_multipliers", plan=number))
+    epochs = list(plan.value("tuning", "epochs", plan=number))
+    extend = number == 2 and plan.value("tuning", "extend_once", plan=2)
+    scored: dict[tuple, dict] = {}
+    for _ in range(3 if extend else 1):  # the base grid, then at most one step past each edge of each axis
+        for m in multipliers:
+            for e in epochs:
+                if (m, e) not in scored:
+                    cfg = dataclasses.replace(base, learning_rate=base.learning_rate * m, num_train_epochs=e)
+                    scored[m, e] = {"method": method, "learning_rate": cfg.learning_rate, "epochs": e, "config": cfg,
+                                    "multiplier": m, "score": pipe.validation_score(pipe.strong(method, seed, eps, cfg),
+                                                                                    seed)}  # fmt: skip
+        best = best_row(list(scored.values()))
+        grown = extend_grid(multipliers, epochs, best["multiplier"], best["epochs"], plan.value(
+            "tuning", "learning_rate_multipliers", plan=number), plan.value("tuning", "epochs", plan=number))  # fmt: skip
+        if not extend or grown == (multipliers, epochs):
+            break
+        multipliers, epochs = grown
+    return [row | {"edge": grid_edge(multipliers, epochs, row["multiplier"], row["epochs"])} for row in scored.values()]
+
+
+def extend_grid(multipliers: list, epochs: list, m: float, e: int, base_m: list, base_e: list) -> tuple[list, list]:
+    """Plan 2's rule: a choice on an edge of the grid adds one step past that edge (learning rate x2 or /2, epochs x2
+    or /2, at least 1), once per edge of the pre-registered grid (`base_m`, `base_e`)."""
+    multipliers, epochs = sorted(multipliers), sorted(epochs)
+    if m == multipliers[-1] and m == max(base_m):
+        multipliers.append(m * 2)
+    if m == multipliers[0] and m == min(base_m):
+        multipliers.insert(0, m / 2)
+    if e == epochs[-1] and e == max(base_e):
+        epochs.append(e * 2)
+    if e == epochs[0] and e == min(base_e) and e > 1:
+        epochs.insert(0, max(1, e // 2))
+    return multipliers, epochs
+
+
+def grid_edge(multipliers: list, epochs: list, m: float, e: int) -> str:
+    """Which edges of the (final) grid a point lies on, in words ("" when interior): a choice on an edge is
+    budget-capped."""
+    edges = [name for name, hit in (("lowest learning rate", m == min(multipliers)),
+                                    ("highest learning rate", m == max(multipliers)),
+                                    ("fewest epochs", e == min(epochs)), ("most epochs", e == max(epochs))) if hit]  # fmt: skip
+    return ", ".join(edges)
 
 
 @node(stage=True)
