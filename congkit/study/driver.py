@@ -24,6 +24,7 @@ from congkit.study.book import COMMITTED_CHAPTERS, build_book, fill_missing_chap
 from congkit.study.chapters import quiet_libraries
 from congkit.study.notebooks import chapters, run_notebooks, select_notebooks
 from congkit.study.paths import REPO
+from congkit.study.plan2 import run_plan2
 from congkit.study.prebuild import prebuild, prebuild_regime, run_plan
 from congkit.study.profiles import PROFILES, REGIME_CHAPTERS, get_profile, parse_real, pipeline_root
 from congkit.study.reference import REFERENCE, accept_new_reference, compare_with_reference, read_reference
@@ -66,8 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     quiet_libraries()
     start = time.perf_counter()
     phases: dict[str, float] = {}  # the final time table: seconds per phase of this run
-    if args.profile == "plan":  # the analysis plan's run: result tables, no chapters yet
-        print(f"[study] plan results: {run_plan(args.runs, args.workers)}")
+    if args.profile in ("plan", "plan2"):  # a pre-registered plan's run: result tables, no chapters yet
+        tables = run_plan(args.runs, args.workers) if args.profile == "plan" else run_plan2(args.runs)
+        print(f"[study] {args.profile} results: {tables}")
         print(f"[study] total {time.perf_counter() - start:.0f} s")
         return
     out_dir = REPO / "book" / "notebooks"

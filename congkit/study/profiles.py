@@ -32,7 +32,7 @@ class RealCheckpoints:
     device: str | None = None  # auto: cuda if present
 
 
-PROFILES = ("smoke", "default", "regime", "real", "plan")
+PROFILES = ("smoke", "default", "regime", "real", "plan", "plan2")
 
 
 # The regime map (notebooks/06_regime.md) is its own profile: it runs the whole pipeline in 9 cells (~30 min), too long
@@ -56,7 +56,7 @@ class Profile:
             return list(chapters())
         if self.name == "regime":
             return [n for n in chapters() if n in REGIME_CHAPTERS]
-        if self.name == "plan":
+        if self.name in ("plan", "plan2"):
             return []
         return [n for n in chapters() if n not in REGIME_CHAPTERS]
 
@@ -68,8 +68,8 @@ def get_profile(name: str, real_overrides: dict | None = None) -> Profile:
                        regime=smoke_regime_config())  # fmt: skip
     if name in ("default", "regime"):
         return Profile(name, world=WorldConfig(), pipeline=PipelineConfig(), regime=RegimeConfig(), cache="default")
-    if name == "plan":  # the analysis plan's worlds and budgets (congkit.study.worlds); its tables, not chapters yet
-        return Profile("plan", world=WorldConfig(), pipeline=PipelineConfig())
+    if name in ("plan", "plan2"):  # a pre-registered plan's worlds (congkit.study.worlds, .plan2); tables, no chapters
+        return Profile(name, world=WorldConfig(), pipeline=PipelineConfig())
     if name == "real":
         real = RealCheckpoints(**check_real(real_overrides or {}))
         pipeline = real_pipeline_config()

@@ -1,0 +1,193 @@
+"""The second pre-registered plan (`congkit/pipeline/analysis_plan_2.md`): is the verdict a property of the world?
+
+    out = run_plan2("runs")   # every level: worlds drawn and accepted, tuned once per level, every seed; tables
+    # out/acceptance.csv, tuning.csv, comparisons.csv, decisions.csv
+
+Per knob level (a `WorldShape`), worlds are drawn in seed order and accepted by the plan's rule (the weak pair's and
+the capability preconditions met on the first seed, before any strong method trains); the first accepted world of a
+level is tuned on its validation prompts (plan 2's grid, extended once past an edge) and its choices serve the
+level's other worlds (`PipelineConfig.budgets`). Comparisons pool a level's accepted worlds: the crossed bootstrap and
+the t-interval over world means, a verdict where both agree, plan 1's sign rule on top; the decisions are the plan's
+words, computed from its thresholds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from congkit.pipeline import plan
+from congkit.pipeline.cache import write_csv_atomic
+from congkit.pipeline.evaluation import (
+    DOES_NOT_HOLD,
+    HOLDS,
+    UNTESTABLE,
+    agreed,
+    claim_rows,
+    crossed_bootstrap,
+    evaluation_rows,
+    preconditions,
+    sign_rule,
+    three_way,
+    world_signs,
+    world_t_interval,
+)
+from congkit.pipeline.runner import Pipeline
+from congkit.pipeline.settings import PipelineConfig, Setting
+from congkit.pipeline.world import WorldShape
+from congkit.pipeline.world_build import WorldConfig, build_world
+from congkit.study.worlds import paired_values
+
+# the preconditions a world must meet to be accepted (plan 2: the weak pair's and the capability ones)
+ACCEPTANCE = ("probe", "ranking_spearman", "ranking_best_of_k", "headroom", "strong_capability", "capability_gap")
+
+
+def value(section: str, name: str):
+    return plan.value(section, name, plan=2)
+
+
+def level_world_config(level: str, world_seed: int, base: WorldConfig | None = None) -> WorldConfig:
+    """World `world_seed` of knob level `level`: the base world's sizes, its shape from the plan, validation prompts."""
+    base = base or WorldConfig()
+    data = dataclasses.replace(base.data, seed=world_seed, shape=WorldShape(**value("levels", level)),
+                               n_valid_prompts=plan.value("tuning", "validation_prompts"))  # fmt: skip
+    return dataclasses.replace(base, data=data)
+
+
+def plan2_config(base: PipelineConfig | None = None) -> PipelineConfig:
+    """The pipeline settings of plan 2: its arms, its seeds per world, the clean setting, plan 2's tuned budget."""
+    base = base or PipelineConfig()
+    methods = [m for m in value("arms", "methods") if m != "gold"]  # the gold ceiling is always trained
+    seeds = base.seeds if base.seeds != PipelineConfig().seeds else list(range(value("study", "seeds_per_world")))
+    return dataclasses.replace(base, methods=methods, seeds=seeds, noise_levels=[0.0], plan=2, budget="tuned")
+
+
+def world_pipeline(level: str, world_seed: int, runs: Path, config: PipelineConfig, base: WorldConfig | None = None,
+                   progress: bool = False) -> Pipeline:  # fmt: skip
+    world = build_world(level_world_config(level, world_seed, base), root=runs, progress=progress)
+    return Pipeline(Setting.from_world(world), config, root=runs / f"plan2-{level}-world-{world_seed}",
+                    progress=progress)  # fmt: skip
+
+
+def acceptance(pipe: Pipeline) -> tuple[bool, str]:
+    """Whether a world meets the plan's acceptance preconditions on its first seed at the clean setting (before any
+    strong method trains), and the unmet ones in words."""
+    seed, eps = pipe.config.seeds[0], 0.0
+    results = {m: pipe.evaluate(pipe.model_path(m, seed, eps), seed) for m in ("strong_base", "weak_base",
+                                                                                "weak_aligned")}  # fmt: skip
+    rows = [r for m, result in results.items() for r in evaluation_rows(m, seed, eps, result, results["strong_base"])]
+    rows += claim_rows(seed, pipe.weak_pair_pool(seed), pipe.alpha_sweep(seed), pipe.attribute_probes(seed),
+                       pipe.config.best_of)  # fmt: skip
+    table = preconditions(pd.DataFrame(rows))
+    table = table[table.id.apply(lambda i: i.split(":")[0] in ACCEPTANCE)]
+    unmet = list(table.condition[~table.met])
+    return not unmet, "; ".join(unmet)
+
+
+def accepted_worlds(level: str, runs: Path, config: PipelineConfig, base: WorldConfig | None = None,
+                    progress: bool = False) -> tuple[list[int], list[dict]]:  # fmt: skip
+    """The plan's acceptance rule for one level: world seeds drawn in order until `accepted_per_level` pass (at most
+    `max_draws_per_level` drawn). Returns the accepted seeds and one row per drawn world."""
+    wanted, rows, accepted = value("study", "accepted_per_level"), [], []
+    for world_seed in range(value("study", "max_draws_per_level")):
+        ok, unmet = acceptance(world_pipeline(level, world_seed, runs, config, base, progress))
+        rows.append({"level": level, "world": world_seed, "accepted": ok, "unmet": unmet})
+        accepted += [world_seed] if ok else []
+        if len(accepted) == wanted:
+            break
+    return accepted, rows
+
+
+def level_pipelines(level: str, worlds: list[int], runs: Path, config: PipelineConfig, base: WorldConfig | None = None,
+                    progress: bool = False) -> tuple[dict[int, Pipeline], pd.DataFrame]:  # fmt: skip
+    """{world: pipeline} of a level's accepted worlds and the tuning table: the first world tunes (plan 2's grid), the
+    others train with its choices (`PipelineConfig.budgets`)."""
+    first = world_pipeline(level, worlds[0], runs, config, base, progress)
+    tuning = first.tuning_table().assign(level=level, world=worlds[0])
+    chosen = {m: first.tuned_config(m) for m in tuning.method.unique()}
+    reuse = dataclasses.replace(config, budget="fixed", budgets=chosen)
+    pipes = {worlds[0]: first} | {w: world_pipeline(level, w, runs, reuse, base, progress) for w in worlds[1:]}
+    return pipes, tuning
+
+
+def compare(pipes: dict[int, Pipeline], a: str, b: str, metric: str = "r_pref") -> dict:
+    """`a` - `b` over a level's worlds: the crossed bootstrap and the t-interval over world means, each one's
+    three-way verdict, the agreed verdict, and plan 1's sign rule over worlds on top."""
+    values = paired_values(pipes, a, b, metric)
+    estimate, lo, hi = crossed_bootstrap(values)
+    _, t_lo, t_hi = world_t_interval(values)
+    verdict, note = agreed(three_way(lo, hi), three_way(t_lo, t_hi))
+    worlds = world_signs(values)
+    signed, flip = sign_rule(verdict, estimate, worlds)
+    return {"a": a, "b": b, "metric": metric, "estimate": estimate, "boot_low": lo, "boot_high": hi, "t_low": t_lo,
+            "t_high": t_hi, "verdict": signed, "note": "; ".join(n for n in (note, flip) if n),
+            **{f"world_{w}": e for w, e in worlds.items()}}  # fmt: skip
+
+
+def decisions(comparisons: pd.DataFrame, accepted: dict[str, list[int]]) -> pd.DataFrame:
+    """The plan's words per level, from its thresholds: `spread` decides single-token artifact / generalises / partly,
+    `overshoot` decides whether amplification overshoots; a level short of accepted worlds is untestable here."""
+    def row(level: str, a: str, b: str) -> pd.Series | None:
+        hit = comparisons[(comparisons.level == level) & (comparisons.a == a) & (comparisons.b == b)
+                          & (comparisons.metric == "r_pref")]  # fmt: skip
+        return hit.iloc[0] if len(hit) else None
+
+    wanted, out = value("study", "accepted_per_level"), []
+    for level in value("study", "levels"):
+        if len(accepted.get(level, [])) < wanted:
+            out.append({"level": level, "decision": UNTESTABLE, "why": f"{len(accepted.get(level, []))} accepted "
+                        f"world(s), the plan needs {wanted}"})  # fmt: skip
+            continue
+        gap, credit = row(level, "wspo", "cong_s"), row(level, "wspo", "wspo_seqmean")
+        if level == "spread":
+            artifact = ((gap.verdict == DOES_NOT_HOLD or gap.estimate < value("decisions", "artifact_gap"))
+                        and credit.verdict != HOLDS)  # fmt: skip
+            general = (gap.verdict == HOLDS and gap.estimate >= value("decisions", "generalises_gap")
+                       and credit.verdict == HOLDS)  # fmt: skip
+            words = "single-token artifact" if artifact else "generalises within these worlds" if general else "partly"
+            out.append({"level": level, "decision": words, "why": f"P1 {gap.estimate:+.3f} ({gap.verdict}), P2 "
+                        f"{credit.estimate:+.3f} ({credit.verdict})"})  # fmt: skip
+        elif level == "original":  # the reference the other levels are read against: no decision of its own
+            out.append({"level": level, "decision": "reference", "why": f"P1 {gap.estimate:+.3f} ({gap.verdict}), P2 "
+                        f"{credit.estimate:+.3f} ({credit.verdict})"})  # fmt: skip
+        elif level == "overshoot":
+            original = row("original", "wspo", "cong_s")
+            drop = original.estimate - gap.estimate if original is not None else math.nan
+            overshoots = gap.verdict == DOES_NOT_HOLD or drop >= value("decisions", "overshoot_drop")
+            out.append({"level": level, "decision": "amplification overshoots" if overshoots else "does not overshoot",
+                        "why": f"P1 {gap.estimate:+.3f} ({gap.verdict}), {drop:+.3f} below the original level"})  # fmt: skip
+    return pd.DataFrame(out, columns=["level", "decision", "why"])
+
+
+def run_plan2(runs_dir: str | Path, config: PipelineConfig | None = None, base: WorldConfig | None = None,
+              progress: bool = True, out: str | Path | None = None) -> Path:  # fmt: skip
+    """Plan 2 end to end (resumable: every stage cached under `runs_dir`): acceptance per level, tuning on each
+    level's first accepted world, every seed of every accepted world, the comparisons and the decisions. Writes
+    acceptance.csv, tuning.csv, comparisons.csv and decisions.csv to `out` (default `runs_dir/plan2`)."""
+    runs = Path(runs_dir).resolve()
+    config = plan2_config(config)
+    tables: dict[str, list] = {"acceptance": [], "tuning": [], "comparisons": []}
+    accepted = {}
+    for level in value("study", "levels"):
+        accepted[level], rows = accepted_worlds(level, runs, config, base, progress)
+        tables["acceptance"].append(pd.DataFrame(rows))
+        if len(accepted[level]) < value("study", "accepted_per_level"):
+            continue
+        pipes, tuning = level_pipelines(level, accepted[level], runs, config, base, progress)
+        tables["tuning"].append(tuning)
+        for pipe in pipes.values():
+            for seed in pipe.config.seeds:
+                pipe.evaluation_rows(seed, 0.0)
+        pairs = value("comparisons", "primary") + value("comparisons", "secondary")
+        tables["comparisons"].append(pd.DataFrame([compare(pipes, a, b, metric) | {"level": level}
+                                                   for metric in ("r_pref", "r_cap") for a, b in pairs]))  # fmt: skip
+    frames = {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for name, parts in tables.items()}
+    frames["decisions"] = decisions(frames["comparisons"], accepted) if len(frames["comparisons"]) else decisions(
+        pd.DataFrame(columns=["level", "a", "b", "metric"]), accepted)  # fmt: skip
+    out = Path(out) if out is not None else runs / "plan2"
+    for name, frame in frames.items():
+        write_csv_atomic(frame, out / f"{name}.csv")
+    return out

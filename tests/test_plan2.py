@@ -1,0 +1,47 @@
+"""Plan 2's run on smoke worlds, its numbers shrunk: worlds drawn and accepted by the rule, a level tuned once and its
+choices reused, comparisons with both intervals, and the plan's decision words computed from its thresholds."""
+
+import pandas as pd
+import pytest
+
+from congkit.pipeline import plan
+from congkit.pipeline.settings import smoke_pipeline_config
+from congkit.pipeline.world_build import smoke_world_config
+from congkit.study import plan2
+
+SMALL = {("study", "levels"): ["original", "spread"], ("study", "accepted_per_level"): 2,
+         ("study", "max_draws_per_level"): 3, ("study", "seeds_per_world"): 2,
+         ("tuning", "learning_rate_multipliers"): [1.0], ("tuning", "epochs"): [3],
+         ("arms", "methods"): ["weaksft", "wspo", "wspo_seqmean", "cong_s", "gold"],
+         ("comparisons", "primary"): [["wspo", "cong_s"], ["wspo", "wspo_seqmean"]],
+         ("comparisons", "secondary"): []}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_plan2_accepts_worlds_by_its_rule_tunes_once_per_level_and_decides_in_its_words(tmp_path, monkeypatch):
+    real = plan.value
+    monkeypatch.setattr(plan, "value", lambda s, n, plan=1: SMALL[s, n] if plan == 2 and (s, n) in SMALL else real(
+        s, n, plan))  # fmt: skip
+    verdicts, real_acceptance = {}, plan2.acceptance
+
+    def accept_all_but_world_1(pipe):  # the real rule runs first on world 0 below; here the draw order is tested
+        world = int(pipe.root.name.rsplit("-", 1)[1])
+        verdicts[pipe.root.name] = real_acceptance(pipe) if world == 0 else None
+        return (world != 1), "" if world != 1 else "attribute probe: format"
+
+    monkeypatch.setattr(plan2, "acceptance", accept_all_but_world_1)
+    config = smoke_pipeline_config()
+    config.seeds = [0, 1]
+    out = plan2.run_plan2(tmp_path / "runs", config=config, base=smoke_world_config(), progress=False)
+    acceptance, tuning, comparisons, decisions = (pd.read_csv(out / f"{n}.csv").fillna("") for n in
+                                                  ("acceptance", "tuning", "comparisons", "decisions"))  # fmt: skip
+    assert list(acceptance.world[acceptance.level == "spread"]) == [0, 1, 2]  # drawn in order until 2 accepted
+    assert list(acceptance.accepted[acceptance.level == "spread"]) == [True, False, True]
+    ok, unmet = next(v for v in verdicts.values() if v is not None)
+    assert isinstance(ok, bool) and (ok or unmet)  # the real acceptance rule ran and said why not
+    assert set(tuning.world) == {0} and set(tuning.level) == {"original", "spread"}  # tuned on the first world only
+    assert set(comparisons.level) == {"original", "spread"} and len(comparisons) == 2 * 2 * 2
+    assert (comparisons.boot_low <= comparisons.estimate).all() and (comparisons.t_low <= comparisons.t_high).all()
+    assert decisions.set_index("level").loc["original", "decision"] == "reference"
+    assert decisions.set_index("level").loc["spread", "decision"] in (
+        "single-token artifact", "generalises within these worlds", "partly")
