@@ -71,14 +71,20 @@ def hierarchical_bootstrap(values: dict, draws: int | None = None, confidence: f
     if not worlds:
         return math.nan, math.nan, math.nan
     estimate = float(np.mean([np.mean([v.mean() for v in w]) for w in worlds]))
-    n = len(worlds)
     # every (draw, world slot) gets its own resample of each world: slot i of draw d reads world picks[d, i]
-    per_world = np.stack([_resampled_world_means(w, (draws, n), rng) for w in worlds])  # (world, draw, slot)
+    per_world = np.stack([_resampled_world_means(w, (draws, len(worlds)), rng) for w in worlds])
+    return (estimate, *_worlds_resampled(per_world, rng, confidence))
+
+
+def _worlds_resampled(per_world: np.ndarray, rng: np.random.Generator, confidence: float) -> tuple[float, float]:
+    """The top level of both bootstraps: `per_world` (world, draw, slot) holds each world's resampled means; each
+    draw picks its worlds with replacement, one per slot, and averages them; the percentile interval of those draws."""
+    n, draws = per_world.shape[0], per_world.shape[1]
     picks = rng.integers(n, size=(draws, n))
     out = per_world[picks, np.arange(draws)[:, None], np.arange(n)[None, :]].mean(axis=1)
     tail = (1 - confidence) / 2 * 100
     lo, hi = np.percentile(out, [tail, 100 - tail])
-    return estimate, float(lo), float(hi)
+    return float(lo), float(hi)
 
 
 def _resampled_world_means(seeds: list[np.ndarray], shape: tuple, rng: np.random.Generator) -> np.ndarray:
@@ -106,13 +112,8 @@ def crossed_bootstrap(values: dict, draws: int | None = None, confidence: float 
     if not worlds:
         return math.nan, math.nan, math.nan
     estimate = float(np.mean([m.mean() for m in worlds]))
-    n = len(worlds)
-    per_world = np.stack([_crossed_world_means(m, (draws, n), rng) for m in worlds])  # (world, draw, slot)
-    picks = rng.integers(n, size=(draws, n))
-    out = per_world[picks, np.arange(draws)[:, None], np.arange(n)[None, :]].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    lo, hi = np.percentile(out, [tail, 100 - tail])
-    return estimate, float(lo), float(hi)
+    per_world = np.stack([_crossed_world_means(m, (draws, len(worlds)), rng) for m in worlds])
+    return (estimate, *_worlds_resampled(per_world, rng, confidence))
 
 
 def _crossed_world_means(m: np.ndarray, shape: tuple, rng: np.random.Generator) -> np.ndarray:
