@@ -100,7 +100,9 @@ def _other_nodes(name: str) -> frozenset:
 class Pipeline:
     """The graph's state for one setting and config: the memo (`calls` counts each node's executions), the cache on
     disk (`artifact`, `train`), how models enter keys (`ref`), and the helpers every node shares (`load`, `sampling`,
-    `prompts`). `Pipeline(setting, config, root).<node>(*args)` runs a declared node (`congkit.pipeline.stages`, `congkit.pipeline`)."""
+    `prompts`). `Pipeline(setting, config, root).<node>(*args)` runs a declared node (`congkit.pipeline.stages`,
+    `congkit.pipeline.measured`). Within one `Pipeline` a node's result is looked up once; an artifact altered on
+    disk meanwhile is verified, and rebuilt, by the next `Pipeline` over the same folder."""
 
     def __init__(self, setting, config, root: str | Path = "runs", progress: bool = True):
         self.setting, self.root, self.progress = setting, Path(root).resolve(), progress
