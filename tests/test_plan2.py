@@ -32,7 +32,7 @@ def test_plan2_accepts_worlds_by_its_rule_tunes_once_per_level_and_decides_in_it
     monkeypatch.setattr(plan2, "acceptance", accept_all_but_world_1)
     config = smoke_pipeline_config()
     config.seeds = [0, 1]
-    out = plan2.run_plan2(tmp_path / "runs", config=config, base=smoke_world_config(), progress=False)
+    out = plan2.run_plan2(tmp_path / "runs", workers=1, config=config, base=smoke_world_config())
     acceptance, tuning, comparisons, decisions = (pd.read_csv(out / f"{n}.csv").fillna("") for n in
                                                   ("acceptance", "tuning", "comparisons", "decisions"))  # fmt: skip
     assert list(acceptance.world[acceptance.level == "spread"]) == [0, 1, 2]  # drawn in order until 2 accepted

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     phases: dict[str, float] = {}  # the final time table: seconds per phase of this run
     if args.profile in ("plan", "plan2"):  # a pre-registered plan's run: result tables, no chapters yet
-        tables = run_plan(args.runs, args.workers) if args.profile == "plan" else run_plan2(args.runs)
+        tables = run_plan(args.runs, args.workers) if args.profile == "plan" else run_plan2(args.runs, args.workers)
         print(f"[study] {args.profile} results: {tables}")
         print(f"[study] total {time.perf_counter() - start:.0f} s")
         return

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -36,9 +37,10 @@ from congkit.pipeline.evaluation import (
     world_t_interval,
 )
 from congkit.pipeline.runner import Pipeline
-from congkit.pipeline.settings import PipelineConfig, Setting
+from congkit.pipeline.settings import PipelineConfig, Setting, tuned_methods
 from congkit.pipeline.world import WorldShape
 from congkit.pipeline.world_build import WorldConfig, build_world
+from congkit.study.workers import run_in_workers
 from congkit.study.worlds import paired_values
 
 # the preconditions a world must meet to be accepted (plan 2: the weak pair's and the capability ones)
@@ -87,30 +89,63 @@ def acceptance(pipe: Pipeline) -> tuple[bool, str]:
     return not unmet, "; ".join(unmet)
 
 
+def _job(job: tuple):
+    """One unit of plan 2's run in a build worker: a drawn world's acceptance, one method's tuning grid (a level's
+    first world), or one seed of one accepted world (its evaluations build every model)."""
+    kind, runs, level, world, item, config, base = job
+    start = time.perf_counter()
+    pipe = world_pipeline(level, world, Path(runs), config, base)
+    result = None
+    if kind == "accept":
+        result = acceptance(pipe)
+    elif kind == "tune":
+        pipe.tuning_rows(item)
+    else:
+        pipe.evaluation_rows(item, 0.0)
+    return kind, level, world, item, result, time.perf_counter() - start
+
+
+def _describe(done: int, total: int, r: tuple) -> str:
+    what = {"accept": lambda: "accepted" if r[4][0] else f"not accepted ({r[4][1]})", "tune": lambda: f"{r[3]} tuned",
+            "seed": lambda: f"seed {r[3]} built"}[r[0]]()  # fmt: skip
+    return f"{r[1]} world {r[2]}: {what} ({done}/{total}, {r[5]:.0f} s)"
+
+
 def accepted_worlds(level: str, runs: Path, config: PipelineConfig, base: WorldConfig | None = None,
-                    progress: bool = False) -> tuple[list[int], list[dict]]:  # fmt: skip
+                    workers: int = 1) -> tuple[list[int], list[dict]]:  # fmt: skip
     """The plan's acceptance rule for one level: world seeds drawn in order until `accepted_per_level` pass (at most
-    `max_draws_per_level` drawn). Returns the accepted seeds and one row per drawn world."""
-    wanted, rows, accepted = value("study", "accepted_per_level"), [], []
-    for world_seed in range(value("study", "max_draws_per_level")):
-        ok, unmet = acceptance(world_pipeline(level, world_seed, runs, config, base, progress))
-        rows.append({"level": level, "world": world_seed, "accepted": ok, "unmet": unmet})
-        accepted += [world_seed] if ok else []
+    `max_draws_per_level` drawn), `workers` worlds at a time (worlds drawn past the last one needed are not counted).
+    Returns the accepted seeds and one row per counted draw."""
+    wanted, draws, rows, accepted = value("study", "accepted_per_level"), value("study", "max_draws_per_level"), [], []
+    for start in range(0, draws, max(1, workers)):
+        batch = range(start, min(start + max(1, workers), draws))
+        results = run_in_workers(_job, [("accept", str(runs), level, w, None, config, base) for w in batch], workers,
+                                 _describe, "plan2")  # fmt: skip
+        for _, _, world, _, (ok, unmet), _ in results:
+            if len(accepted) < wanted:
+                rows.append({"level": level, "world": world, "accepted": ok, "unmet": unmet})
+                accepted += [world] if ok else []
         if len(accepted) == wanted:
             break
     return accepted, rows
 
 
 def level_pipelines(level: str, worlds: list[int], runs: Path, config: PipelineConfig, base: WorldConfig | None = None,
-                    progress: bool = False) -> tuple[dict[int, Pipeline], pd.DataFrame]:  # fmt: skip
-    """{world: pipeline} of a level's accepted worlds and the tuning table: the first world tunes (plan 2's grid), the
-    others train with its choices (`PipelineConfig.budgets`)."""
-    first = world_pipeline(level, worlds[0], runs, config, base, progress)
+                    workers: int = 1) -> tuple[dict[int, Pipeline], pd.DataFrame]:  # fmt: skip
+    """{world: pipeline} of a level's accepted worlds, every seed built, and the tuning table: the first world tunes
+    (plan 2's grid; ConG after the tuned ConG-S it starts from), the others train with its choices
+    (`PipelineConfig.budgets`)."""
+    tuned = tuned_methods(config)
+    for stage in ([m for m in tuned if m != "cong"], [m for m in tuned if m == "cong"]):
+        run_in_workers(_job, [("tune", str(runs), level, worlds[0], m, config, base) for m in stage], workers,
+                       _describe, "plan2")  # fmt: skip
+    first = world_pipeline(level, worlds[0], runs, config, base)
     tuning = first.tuning_table().assign(level=level, world=worlds[0])
-    chosen = {m: first.tuned_config(m) for m in tuning.method.unique()}
-    reuse = dataclasses.replace(config, budget="fixed", budgets=chosen)
-    pipes = {worlds[0]: first} | {w: world_pipeline(level, w, runs, reuse, base, progress) for w in worlds[1:]}
-    return pipes, tuning
+    reuse = dataclasses.replace(config, budget="fixed", budgets={m: first.tuned_config(m) for m in tuning.method.unique()})
+    configs = {w: config if w == worlds[0] else reuse for w in worlds}
+    run_in_workers(_job, [("seed", str(runs), level, w, s, configs[w], base) for w in worlds for s in config.seeds],
+                   workers, _describe, "plan2")  # fmt: skip
+    return {w: world_pipeline(level, w, runs, configs[w], base) for w in worlds}, tuning
 
 
 def compare(pipes: dict[int, Pipeline], a: str, b: str, metric: str = "r_pref") -> dict:
@@ -162,25 +197,23 @@ def decisions(comparisons: pd.DataFrame, accepted: dict[str, list[int]]) -> pd.D
     return pd.DataFrame(out, columns=["level", "decision", "why"])
 
 
-def run_plan2(runs_dir: str | Path, config: PipelineConfig | None = None, base: WorldConfig | None = None,
-              progress: bool = True, out: str | Path | None = None) -> Path:  # fmt: skip
-    """Plan 2 end to end (resumable: every stage cached under `runs_dir`): acceptance per level, tuning on each
-    level's first accepted world, every seed of every accepted world, the comparisons and the decisions. Writes
-    acceptance.csv, tuning.csv, comparisons.csv and decisions.csv to `out` (default `runs_dir/plan2`)."""
+def run_plan2(runs_dir: str | Path, workers: int = 2, config: PipelineConfig | None = None,
+              base: WorldConfig | None = None, out: str | Path | None = None) -> Path:  # fmt: skip
+    """Plan 2 end to end, in `workers` build workers (resumable: every stage cached under `runs_dir`): acceptance per
+    level, tuning on each level's first accepted world, every seed of every accepted world, the comparisons and the
+    decisions. Writes acceptance.csv, tuning.csv, comparisons.csv and decisions.csv to `out` (default
+    `runs_dir/plan2`)."""
     runs = Path(runs_dir).resolve()
     config = plan2_config(config)
     tables: dict[str, list] = {"acceptance": [], "tuning": [], "comparisons": []}
     accepted = {}
     for level in value("study", "levels"):
-        accepted[level], rows = accepted_worlds(level, runs, config, base, progress)
+        accepted[level], rows = accepted_worlds(level, runs, config, base, workers)
         tables["acceptance"].append(pd.DataFrame(rows))
         if len(accepted[level]) < value("study", "accepted_per_level"):
             continue
-        pipes, tuning = level_pipelines(level, accepted[level], runs, config, base, progress)
+        pipes, tuning = level_pipelines(level, accepted[level], runs, config, base, workers)
         tables["tuning"].append(tuning)
-        for pipe in pipes.values():
-            for seed in pipe.config.seeds:
-                pipe.evaluation_rows(seed, 0.0)
         pairs = value("comparisons", "primary") + value("comparisons", "secondary")
         tables["comparisons"].append(pd.DataFrame([compare(pipes, a, b, metric) | {"level": level}
                                                    for metric in ("r_pref", "r_cap") for a, b in pairs]))  # fmt: skip
