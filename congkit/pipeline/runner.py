@@ -72,7 +72,7 @@ def node(fn: Callable | None = None, *, stage: bool = False, version: int = 1, n
 def declared(name: str) -> Node:
     """The node named `name`; an unknown name raises, naming the declared ones."""
     if name not in NODES:
-        raise KeyError(f"no node {name!r} is declared (importing congkit.pipeline.measured declares the pipeline's "
+        raise KeyError(f"no node {name!r} is declared (importing congkit.pipeline.results declares the pipeline's "
                        f"nodes, as congkit.pipeline.Pipeline does); declared: {', '.join(sorted(NODES)) or 'none'}")
     return NODES[name]
 
@@ -101,7 +101,7 @@ class Pipeline:
     """The graph's state for one setting and config: the memo (`calls` counts each node's executions), the cache on
     disk (`artifact`, `train`), how models enter keys (`ref`), and the helpers every node shares (`load`, `sampling`,
     `prompts`). `Pipeline(setting, config, root).<node>(*args)` runs a declared node (`congkit.pipeline.stages`,
-    `congkit.pipeline.measured`). Within one `Pipeline` a node's result is looked up once; an artifact altered on
+    `congkit.pipeline.results`). Within one `Pipeline` a node's result is looked up once; an artifact altered on
     disk meanwhile is verified, and rebuilt, by the next `Pipeline` over the same folder."""
 
     def __init__(self, setting, config, root: str | Path = "runs", progress: bool = True):
