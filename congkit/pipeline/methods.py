@@ -8,8 +8,8 @@ profile asks for it). `noise`: the method is also trained on noisy weak labels (
 
 Adding a strong method is its entry (`register(Method(...))`, here or in your own code) and, if its loss is new, a
 `train` function calling a trainer; on new data, a source declared with `@data_source(columns)` where it is defined
-(`DATA_SOURCES`: the one table of training data). The run reads the registry: verdicts, tables and the CLI take the
-methods a run trained.
+(`DATA_SOURCES`: the one table of training data). The run reads the registry: verdicts, tables and the regime map
+take the methods a run trained.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Recipe:
     """How a strong method is trained.
 
     Args:
-        data: the name of the training data the pipeline provides (a key of `DATA`).
+        data: the name of the training data the pipeline provides (a key of `DATA_SOURCES`).
         train: `TrainInputs -> (model, history)`, calling `congkit.pipeline.cong`.
         config: the `PipelineConfig` field that holds its `TrainConfig`, or `(PipelineConfig, data) -> TrainConfig`.
         start: the model training starts from (a method name: "strong_base", or e.g. "cong_s").
@@ -185,7 +185,7 @@ def reads_beta(name: str, data_columns) -> bool:
     """Whether method `name`'s loss reads `TrainConfig.beta`: DPO and WSPO do, SFT and AuxConf do not (the gold
     ceiling is DPO only on ranked pairs, i.e. data with a "chosen" column)."""
     train = recipe(name).train
-    return train in (by_dpo, by_wspo) or (train is by_gold and "chosen" in data_columns)
+    return train in (by_dpo, by_wspo, by_wspo_sequence_mean) or (train is by_gold and "chosen" in data_columns)
 
 
 def method(name: str) -> Method:
