@@ -21,7 +21,7 @@ from pathlib import Path
 
 from congkit.pipeline.cache import swap_in
 from congkit.study.book import COMMITTED_CHAPTERS, build_book, fill_missing_chapters, remove_dead_runs_leftovers
-from congkit.study.chapters import quiet_libraries
+from congkit.study.chapter_setup import quiet_libraries
 from congkit.study.notebooks import chapters, run_notebooks, select_notebooks
 from congkit.study.paths import REPO
 from congkit.study.plan2 import run_plan2
