@@ -215,8 +215,9 @@ def tuning_rows(pipe: Pipeline, method: str) -> list[dict]:
     number = pipe.config.plan
     seed, eps = pipe.config.seeds[0], pipe.config.noise_levels[0]
     base = fixed_config(pipe, method, pipe.call(recipe(method).data, seed, eps))
-    multipliers = list(plan.value("tuning", "learning_rate_multipliers", plan=number))
-    epochs = list(plan.value("tuning", "epochs", plan=number))
+    base_m, base_e = plan.value("tuning", "learning_rate_multipliers", plan=number), plan.value("tuning", "epochs",
+                                                                                                  plan=number)  # fmt: skip
+    multipliers, epochs = list(base_m), list(base_e)
     extend = number == 2 and plan.value("tuning", "extend_once", plan=2)
     scored: dict[tuple, dict] = {}
     for _ in range(3 if extend else 1):  # the base grid, then at most one step past each edge of each axis
@@ -228,8 +229,7 @@ def tuning_rows(pipe: Pipeline, method: str) -> list[dict]:
                                     "multiplier": m, "score": pipe.validation_score(pipe.strong(method, seed, eps, cfg),
                                                                                     seed)}  # fmt: skip
         best = best_row(list(scored.values()))
-        grown = extend_grid(multipliers, epochs, best["multiplier"], best["epochs"], plan.value(
-            "tuning", "learning_rate_multipliers", plan=number), plan.value("tuning", "epochs", plan=number))  # fmt: skip
+        grown = extend_grid(multipliers, epochs, best["multiplier"], best["epochs"], base_m, base_e)
         if not extend or grown == (multipliers, epochs):
             break
         multipliers, epochs = grown
@@ -265,7 +265,7 @@ def validation_score(pipe: Pipeline, model_path: str, seed: int) -> float:
     """The tuning criterion: mean R_pref of `samples` draws per validation prompt (never the eval prompts)."""
     if pipe.setting.valid_prompts is None:
         raise ValueError(f"setting {pipe.setting.name!r} has no validation prompts: a tuned budget needs them")
-    k = plan.value("tuning", "samples")
+    k = plan.value("tuning", "samples", plan=pipe.config.plan)  # the criterion of the plan in force
     key = {"model": pipe.ref(model_path), "seed": seed, "k": k, "sampling": cache_view(pipe.config.sampling)}
 
     def build(tmp: Path) -> None:
