@@ -12,6 +12,7 @@ from congkit.study import plan2
 SMALL = {("study", "levels"): ["spread"], ("study", "accepted_per_level"): 2,
          ("study", "max_draws_per_level"): 3, ("study", "seeds_per_world"): 1,
          ("tuning", "learning_rate_multipliers"): [1.0], ("tuning", "epochs"): [3],
+         ("tuning", "weak_dpo_grid"): [[1.0, 1], [4.0, 1]], ("tuning", "extend_steps"): 0,
          ("arms", "methods"): ["wspo", "wspo_seqmean", "cong_s", "gold"],
          ("comparisons", "primary"): [["wspo", "cong_s"], ["wspo", "wspo_seqmean"]],
          ("comparisons", "secondary"): []}  # fmt: skip
@@ -39,8 +40,18 @@ def test_plan2_accepts_worlds_by_its_rule_tunes_once_per_level_and_decides_in_it
     assert list(acceptance.accepted[acceptance.level == "spread"]) == [True, False, True]
     ok, unmet = next(v for v in verdicts.values() if v is not None)
     assert isinstance(ok, bool) and (ok or unmet)  # the real acceptance rule ran and said why not
-    assert set(tuning.world) == {0} and set(tuning.level) == {"spread"}  # tuned on the first world only
-    assert set(tuning.method) == {"wspo", "wspo_seqmean", "cong_s", "gold"}
+    strong = tuning[tuning.method != "weak_dpo"]
+    assert set(strong.world) == {0} and set(tuning.level) == {"spread"}  # the arms tuned on the first world only
+    assert set(strong.method) == {"wspo", "wspo_seqmean", "cong_s", "gold"}
+    weak = tuning[tuning.method == "weak_dpo"]  # amendment 1: every accepted world chose its own weak DPO
+    assert sorted(weak.world) == [0, 0, 2, 2] and list(weak.epochs) == [1, 1, 1, 1]
+    for world, grid in weak.groupby("world"):
+        assert grid.chosen.sum() == 1 and grid.score[grid.chosen].iloc[0] == grid.score.max()
+        assert ((0 <= grid.score) & (grid.score <= 1)).all()  # a fraction of probes ranked right
+        pipe = plan2.world_pipeline("spread", world, tmp_path / "runs", plan2.plan2_config(config), smoke_world_config())
+        chosen = pipe.weak_dpo_config()
+        assert chosen.learning_rate == grid.learning_rate[grid.chosen].iloc[0]
+        assert pipe.weak_aligned(0, 0.0) == pipe.weak_aligned(0, 0.0, chosen)  # the seeds' pi_r is the chosen one
     assert set(comparisons.level) == {"spread"} and len(comparisons) == 2 * 2  # 2 comparisons x R_pref, R_cap
     assert (comparisons.boot_low <= comparisons.estimate).all() and (comparisons.t_low <= comparisons.t_high).all()
     assert decisions.set_index("level").loc["spread", "decision"] in (

@@ -12,7 +12,7 @@ from datasets import Dataset
 from congkit import DecodingConfig, PipelineConfig, Setting, TrainConfig
 from congkit.decoding import sample
 from congkit.models import char_tokenizer, tiny_llama
-from congkit.pipeline import Pipeline
+from congkit.pipeline import Pipeline, plan
 from congkit.pipeline import methods as registry
 from congkit.pipeline.cong import cong_pairs
 from congkit.pipeline.evaluation import UNTESTABLE, verdicts
@@ -131,7 +131,8 @@ def test_a_replicate_computes_each_node_once_and_a_cached_rerun_builds_nothing(t
     levels = len(config.noise_levels)  # weaksft, cong_s and cong are also trained on noisy labels (claim 5)
     assert pipe.calls["weak_pool"] == 1 and pipe.calls["strong_pool"] == 1  # the gold ceiling's ranked pairs
     for name in ("weak_preferences", "weak_aligned", "weak_samples", "cd_samples", "plain_samples", "cong_pairs"):
-        assert pipe.calls[name] == levels, name
+        resolves = 2 if name == "weak_aligned" else 1  # its default call, then the setting that default resolves to
+        assert pipe.calls[name] == levels * resolves, name
     assert pipe.calls["weak_chosen"] == 1  # WSPO's data: the clean setting only
     built = sorted(t["stage"] for t in pipe.timings)
     assert built.count("weak_aligned") == levels and built.count("weak_pool") == 1
@@ -256,15 +257,18 @@ def test_the_controls_train_by_their_registry_entries(tiny_setting, tmp_path):
     assert len(pipe.bon_cd(0, 0.0)) == len(PROMPTS)
 
 
-def test_plan_2s_grid_extends_once_past_an_edge_and_names_a_capped_choice(tmp_path, monkeypatch):
-    """The tuning walk on fake nodes: the validation score peaks past the highest learning rate and at 4 epochs, so
-    the grid grows one step to x16, whose choice then lies on the (extended) edge: budget-capped."""
+def test_plan_2s_grid_extends_past_an_edge_up_to_its_steps_and_names_a_capped_choice(tmp_path, monkeypatch):
+    """The tuning walk on fake nodes: the validation score peaks far past the highest learning rate and at 4 epochs,
+    so the grid grows one step at a time to the plan's last step, whose choice then lies on the (extended) edge:
+    budget-capped."""
     from congkit.pipeline.runner import Node
     from congkit.pipeline.stages import extend_grid, grid_edge
 
-    assert extend_grid([0.5, 1, 2, 4, 8], [2, 4, 8, 16], 8, 4, [0.5, 8], [2, 16]) == ([0.5, 1, 2, 4, 8, 16], [2, 4, 8, 16])
-    assert extend_grid([0.5, 1], [2, 4], 0.5, 2, [0.5, 1], [2, 4]) == ([0.25, 0.5, 1], [1, 2, 4])
-    assert extend_grid([0.25, 0.5, 1], [2, 4], 0.25, 4, [0.5, 1], [2, 4]) == ([0.25, 0.5, 1], [2, 4, 8])  # once
+    assert extend_grid([1, 2, 4], [4, 8, 16], 4, 8, [1, 4], [4, 16], 2) == ([1, 2, 4, 8], [4, 8, 16])
+    assert extend_grid([1, 2], [2, 4], 1, 2, [1, 2], [2, 4], 2) == ([0.5, 1, 2], [1, 2, 4])
+    assert extend_grid([0.5, 1, 2], [1, 2, 4], 0.5, 1, [1, 2], [2, 4], 2) == ([0.25, 0.5, 1, 2], [1, 2, 4])  # e >= 1
+    assert extend_grid([0.25, 0.5, 1], [2, 4], 0.25, 4, [1], [2, 4], 2) == ([0.25, 0.5, 1], [2, 4, 8])  # 2 steps
+    assert extend_grid([1, 2], [2, 4], 2, 4, [1, 2], [2, 4], 0) == ([1, 2], [2, 4])  # plan 1: never
     assert grid_edge([1, 2, 4], [2, 4, 8], 2, 4) == "" and grid_edge([1, 2, 4], [2, 4, 8], 4, 8) == (
         "highest learning rate, most epochs")
 
@@ -287,7 +291,11 @@ def test_plan_2s_grid_extends_once_past_an_edge_and_names_a_capped_choice(tmp_pa
     pipe = Pipeline(setting, PipelineConfig(seeds=[0], noise_levels=[0.0], plan=2, budget="tuned"), root=tmp_path,
                     progress=False)  # fmt: skip
     rows = pipe.tuning_rows("weaksft")
-    assert len(rows) == 5 * 4 + 4 and len(set(trained)) == len(trained)  # 20 points, then one column at x16, once
+    steps = plan.value("tuning", "extend_steps", plan=2)
+    top = max(plan.value("tuning", "learning_rate_multipliers", plan=2)) * 2**steps
+    assert top < 20 and len(set(trained)) == len(trained)  # the peak lies past the last step; nothing trained twice
+    assert {m for m, _ in trained} == {m * 2**k for m in plan.value("tuning", "learning_rate_multipliers", plan=2)
+                                       for k in range(steps + 1)} & {m for m, _ in trained}  # fmt: skip
     best = max(rows, key=lambda r: r["score"])
-    assert (best["multiplier"], best["epochs"]) == (16, 4) and best["edge"] == "highest learning rate"
-    assert pipe.tuned_config("weaksft").learning_rate == pytest.approx(16 * base_lr)
+    assert (best["multiplier"], best["epochs"]) == (top, 4) and best["edge"] == "highest learning rate"
+    assert pipe.tuned_config("weaksft").learning_rate == pytest.approx(top * base_lr)

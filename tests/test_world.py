@@ -257,8 +257,10 @@ def test_the_second_plan_names_registered_arms_world_levels_and_a_grid_that_can_
     named = {m for pair in plan.value("comparisons", "primary", plan=2) + plan.value("comparisons", "secondary", plan=2)
              for m in pair}  # fmt: skip
     assert named <= set(arms)
-    assert {0.5, 1, 2, 4, 8} <= set(plan.value("tuning", "learning_rate_multipliers", plan=2))
-    assert {2, 4, 8, 16} <= set(plan.value("tuning", "epochs", plan=2))
+    steps = plan.value("tuning", "extend_steps", plan=2)  # the adaptive grid reaches at least x0.5..x8, 2..16 epochs
+    multipliers, epochs = plan.value("tuning", "learning_rate_multipliers", plan=2), plan.value("tuning", "epochs", plan=2)
+    assert min(multipliers) / 2**steps <= 0.5 and max(multipliers) * 2**steps >= 8
+    assert min(epochs) / 2**steps <= 2 and max(epochs) * 2**steps >= 16
     assert plan.value("study", "accepted_per_level", plan=2) >= 3
     with pytest.raises(KeyError, match="analysis_plan_2.md: no \\[study\\] nothing"):
         plan.value("study", "nothing", plan=2)

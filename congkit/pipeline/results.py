@@ -117,14 +117,26 @@ def replicate(pipe: Pipeline, seed: int) -> list[dict]:
 @node
 def tuning_table(pipe: Pipeline) -> pd.DataFrame:
     """Every tuned method's grid: learning rate, epochs, validation score, the setting chosen, and (plan 2) the grid's
-    edges the point lies on (a chosen point on an edge: budget-capped)."""
-    rows = []
-    for method in [m for m in [*pipe.config.methods, "gold"] if m in tuned_methods(pipe.config)]:
-        grid = pipe.tuning_rows(method)
-        best = max(range(len(grid)), key=lambda i: grid[i]["score"])
-        rows += [{k: v for k, v in row.items() if k != "config"} | {"chosen": i == best} for i, row in enumerate(grid)]
-    columns = ["method", "learning_rate", "epochs", "score", "chosen"] + (["edge"] if pipe.config.plan == 2 else [])
-    return pd.DataFrame(rows, columns=columns)
+    edges the point lies on (a chosen point on an edge: budget-capped), after plan 2's weak DPO grid
+    (`weak_dpo_table`)."""
+    methods = [m for m in [*pipe.config.methods, "gold"] if m in tuned_methods(pipe.config)]
+    rows = [row for method in methods for row in _chosen(pipe.tuning_rows(method))]
+    table = pd.DataFrame(rows, columns=TUNING_COLUMNS[:-1] + (TUNING_COLUMNS[-1:] if pipe.config.plan == 2 else []))
+    return pd.concat([pipe.weak_dpo_table(), table], ignore_index=True) if pipe.config.plan == 2 else table
+
+
+@node
+def weak_dpo_table(pipe: Pipeline) -> pd.DataFrame:
+    """Plan 2's weak DPO grid (`weak_dpo_rows`), its score the validation probe accuracy, the tuning table's columns."""
+    return pd.DataFrame(_chosen(pipe.weak_dpo_rows()), columns=TUNING_COLUMNS)
+
+
+TUNING_COLUMNS = ["method", "learning_rate", "epochs", "score", "chosen", "edge"]
+
+
+def _chosen(grid: list[dict]) -> list[dict]:
+    best = max(range(len(grid)), key=lambda i: grid[i]["score"])  # the first of equal scores, as `best_row`
+    return [{k: v for k, v in row.items() if k != "config"} | {"chosen": i == best} for i, row in enumerate(grid)]
 
 
 @node

@@ -55,9 +55,12 @@ def weak_preferences(pipe: Pipeline, seed: int, eps: float) -> Dataset:
 
 
 @node(stage=True)
-def weak_aligned(pipe: Pipeline, seed: int, eps: float) -> str:
-    """pi_r = DPO(weak base) on the weak preference pairs (`cong.dpo`); returns its folder."""
-    pairs, cfg, base = pipe.weak_preferences(seed, eps), seeded(pipe.config.weak_dpo, seed), pipe.setting.weak_base
+def weak_aligned(pipe: Pipeline, seed: int, eps: float, cfg: TrainConfig | None = None) -> str:
+    """pi_r = DPO(weak base) on the weak preference pairs (`cong.dpo`) with settings `cfg`, by default the configured
+    `weak_dpo` (under plan 2, the one chosen on the validation prompts: `weak_dpo_config`); returns its folder."""
+    if cfg is None:
+        return pipe.weak_aligned(seed, eps, pipe.weak_dpo_config() if pipe.config.plan == 2 else pipe.config.weak_dpo)
+    pairs, cfg, base = pipe.weak_preferences(seed, eps), seeded(cfg, seed), pipe.setting.weak_base
     key = {"eps": eps, "policy": pipe.ref(base), "train": cache_view(cfg), "data": pipe.data_key(pairs)}
     return pipe.train("weak_aligned", key, seed, lambda work, save: cong.dpo(pipe.load(base), pipe.load(base), pipe.tokenizer,
                                                                             pairs, cfg, work, save))  # fmt: skip
@@ -211,16 +214,17 @@ def best_row(rows: list[dict]) -> dict:
 def tuning_rows(pipe: Pipeline, method: str) -> list[dict]:
     """Every grid point of `method`: its settings, the model it trained (first seed, clean setting), its validation
     score (the plan's criterion: oracle R_pref on the validation prompts) and `edge`: which edges of the grid it lies
-    on. Under plan 2 a choice on an edge extends the grid one step past that edge, once per edge (`extend_grid`)."""
+    on. Under plan 2 a choice on an edge extends the grid one step past that edge, up to `extend_steps` steps past the
+    pre-registered grid per edge (`extend_grid`)."""
     number = pipe.config.plan
     seed, eps = pipe.config.seeds[0], pipe.config.noise_levels[0]
     base = fixed_config(pipe, method, pipe.call(recipe(method).data, seed, eps))
     base_m, base_e = plan.value("tuning", "learning_rate_multipliers", plan=number), plan.value("tuning", "epochs",
                                                                                                   plan=number)  # fmt: skip
+    steps = plan.value("tuning", "extend_steps", plan=2) if number == 2 else 0
     multipliers, epochs = list(base_m), list(base_e)
-    extend = number == 2 and plan.value("tuning", "extend_once", plan=2)
     scored: dict[tuple, dict] = {}
-    for _ in range(3 if extend else 1):  # the base grid, then at most one step past each edge of each axis
+    while True:  # the base grid, then one step past the chosen point's edges until it is interior or capped
         for m in multipliers:
             for e in epochs:
                 if (m, e) not in scored:
@@ -229,24 +233,26 @@ def tuning_rows(pipe: Pipeline, method: str) -> list[dict]:
                                     "multiplier": m, "score": pipe.validation_score(pipe.strong(method, seed, eps, cfg),
                                                                                     seed)}  # fmt: skip
         best = best_row(list(scored.values()))
-        grown = extend_grid(multipliers, epochs, best["multiplier"], best["epochs"], base_m, base_e)
-        if not extend or grown == (multipliers, epochs):
+        grown = extend_grid(multipliers, epochs, best["multiplier"], best["epochs"], base_m, base_e, steps)
+        if grown == (multipliers, epochs):
             break
         multipliers, epochs = grown
     return [row | {"edge": grid_edge(multipliers, epochs, row["multiplier"], row["epochs"])} for row in scored.values()]
 
 
-def extend_grid(multipliers: list, epochs: list, m: float, e: int, base_m: list, base_e: list) -> tuple[list, list]:
+def extend_grid(multipliers: list, epochs: list, m: float, e: int, base_m: list, base_e: list,
+                steps: int) -> tuple[list, list]:  # fmt: skip
     """Plan 2's rule: a choice on an edge of the grid adds one step past that edge (learning rate x2 or /2, epochs x2
-    or /2, at least 1), once per edge of the pre-registered grid (`base_m`, `base_e`)."""
+    or /2, at least 1), while that edge lies fewer than `steps` steps past the pre-registered grid (`base_m`,
+    `base_e`)."""
     multipliers, epochs = sorted(multipliers), sorted(epochs)
-    if m == multipliers[-1] and m == max(base_m):
+    if m == multipliers[-1] and sum(x > max(base_m) for x in multipliers) < steps:
         multipliers.append(m * 2)
-    if m == multipliers[0] and m == min(base_m):
+    if m == multipliers[0] and sum(x < min(base_m) for x in multipliers) < steps:
         multipliers.insert(0, m / 2)
-    if e == epochs[-1] and e == max(base_e):
+    if e == epochs[-1] and sum(x > max(base_e) for x in epochs) < steps:
         epochs.append(e * 2)
-    if e == epochs[0] and e == min(base_e) and e > 1:
+    if e == epochs[0] and e > 1 and sum(x < min(base_e) for x in epochs) < steps:
         epochs.insert(0, max(1, e // 2))
     return multipliers, epochs
 
@@ -258,6 +264,44 @@ def grid_edge(multipliers: list, epochs: list, m: float, e: int) -> str:
                                     ("highest learning rate", m == max(multipliers)),
                                     ("fewest epochs", e == min(epochs)), ("most epochs", e == max(epochs))) if hit]  # fmt: skip
     return ", ".join(edges)
+
+
+@node
+def weak_dpo_rows(pipe: Pipeline) -> list[dict]:
+    """Plan 2's weak DPO choice: each point of its `weak_dpo_grid` (learning-rate multiplier x epochs of the configured
+    `weak_dpo`) trained on the first seed at the clean setting and scored by `probe_score` on the validation prompts
+    (the weak side has no strong model to score); `edge` as in `tuning_rows`, no extension."""
+    seed, base, grid = pipe.config.seeds[0], pipe.config.weak_dpo, plan.value("tuning", "weak_dpo_grid", plan=2)
+    rows = []
+    for m, e in grid:
+        cfg = dataclasses.replace(base, learning_rate=base.learning_rate * m, num_train_epochs=e)
+        rows.append({"method": "weak_dpo", "learning_rate": cfg.learning_rate, "epochs": e, "config": cfg,
+                     "multiplier": m, "score": pipe.probe_score(pipe.weak_aligned(seed, 0.0, cfg))})  # fmt: skip
+    multipliers, epochs = sorted({m for m, _ in grid}), sorted({e for _, e in grid})
+    return [row | {"edge": grid_edge(multipliers, epochs, row["multiplier"], row["epochs"])} for row in rows]
+
+
+@node
+def weak_dpo_config(pipe: Pipeline) -> TrainConfig:
+    """The weak DPO setting with the best `probe_score` (ties to the first in grid order)."""
+    return best_row(pipe.weak_dpo_rows())["config"]
+
+
+@node(stage=True)
+def probe_score(pipe: Pipeline, pi_r_path: str) -> float:
+    """The weak DPO's tuning criterion: the fraction of attribute probes on the validation prompts (one response and
+    the same response with one attribute made worse, `measure.attribute_probes`) whose better response the weak pair's
+    implicit reward ranks above the worse."""
+    if pipe.setting.valid_prompts is None or pipe.setting.preference_probes is None:
+        raise ValueError(f"setting {pipe.setting.name!r}: tuning the weak DPO needs validation prompts and probes")
+
+    def build(tmp: Path) -> None:
+        probes = measure.attribute_probes(*pipe.weak_pair(pi_r_path), pipe.tokenizer, pipe.prompts("valid"),
+                                          pipe.setting.preference_probes, pipe.chat)  # fmt: skip
+        better, worse = np.asarray(probes["implicit_better"]), np.asarray(probes["implicit_worse"])
+        write_json_atomic(tmp / "score.json", {"probe_accuracy": float(np.mean(better > worse))})
+
+    return read_json(pipe.artifact("probe_score", {"pi_r": pipe.ref(pi_r_path)}, build) / "score.json")["probe_accuracy"]
 
 
 @node(stage=True)

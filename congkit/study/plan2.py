@@ -140,12 +140,16 @@ def level_pipelines(level: str, worlds: list[int], runs: Path, config: PipelineC
         run_in_workers(_job, [("tune", str(runs), level, worlds[0], m, config, base) for m in stage], workers,
                        _describe, "plan2")  # fmt: skip
     first = world_pipeline(level, worlds[0], runs, config, base)
-    tuning = first.tuning_table().assign(level=level, world=worlds[0])
-    reuse = dataclasses.replace(config, budget="fixed", budgets={m: first.tuned_config(m) for m in tuning.method.unique()})
+    tuning = first.tuning_table()
+    reuse = dataclasses.replace(config, budget="fixed", budgets={m: first.tuned_config(m) for m in tuned})
     configs = {w: config if w == worlds[0] else reuse for w in worlds}
     run_in_workers(_job, [("seed", str(runs), level, w, s, configs[w], base) for w in worlds for s in config.seeds],
                    workers, _describe, "plan2")  # fmt: skip
-    return {w: world_pipeline(level, w, runs, configs[w], base) for w in worlds}, tuning
+    pipes = {w: world_pipeline(level, w, runs, configs[w], base) for w in worlds}
+    # the strong arms' grids from the first world; each world's own weak DPO choice (amendment 1)
+    tables = [tuning[tuning.method != "weak_dpo"].assign(world=worlds[0])]
+    tables += [pipes[w].weak_dpo_table().assign(world=w) for w in worlds]
+    return pipes, pd.concat(tables, ignore_index=True).assign(level=level)
 
 
 def compare(pipes: dict[int, Pipeline], a: str, b: str, metric: str = "r_pref") -> dict:
