@@ -1,3 +1,4 @@
+import copy
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: busy-waiting threads collapse under load
@@ -34,6 +35,16 @@ def expert(tokenizer):
 @pytest.fixture(scope="session")
 def amateur(tokenizer):
     return _model(tokenizer, seed=2)
+
+
+@pytest.fixture(scope="session")
+def peaky_expert(expert):
+    """The test expert with its output layer x4: heads of one token at about 2 in 3 steps at lambda 0.3 (a random
+    model's are rarely single), so both the lazy path's forced and read steps run."""
+    peaky = copy.deepcopy(expert)
+    with torch.no_grad():
+        peaky.get_output_embeddings().weight.mul_(4.0)
+    return peaky
 
 
 PROMPTS = ["Add 3 and 4.", "Sort: b a c", "Reverse the word 'hello' please.", "Count the letters in abcabc"]

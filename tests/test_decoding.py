@@ -469,3 +469,43 @@ def test_dropping_finished_rows_keeps_every_row_the_same(expert, amateur, tokeni
         assert len(lengths) >= 2  # rows end at different steps
     if cache == "static":
         assert drops and min(drops) < 24  # rows were dropped
+
+
+@pytest.mark.parametrize("cache", ["static", "dynamic"])
+@pytest.mark.parametrize("do_sample,penalty", [(False, 1.0), (True, 1.0), (True, 1.3), (False, 1.3)])
+def test_the_lazy_amateur_decodes_what_the_eager_one_decodes(peaky_expert, amateur, tokenizer, monkeypatch, cache,
+                                                               do_sample, penalty):  # fmt: skip
+    """The amateur deferred on forced steps (every live row's head a single token) and read later in one forward:
+    the same tokens and per-token log-ratios as reading it every step, greedy and sampled, with and without a
+    penalty, padded batches of mixed lengths and batch 1, rows ending (EOS) inside a backlog, `max_new_tokens`
+    reached inside a backlog, finished rows dropped mid-backlog, both cache kinds; it ran fewer amateur forwards."""
+    from congkit import decoding
+
+    prompts, early = PROMPTS * 3, 0
+    for fraction, batch_size, max_new in ((2.0, 12, 40), (0.25, 12, 40), (2.0, 1, 9), (0.25, 5, 17)):
+        monkeypatch.setattr(decoding.runtime, "COMPACT_FRACTION", fraction)
+        runs = {lazy: contrastive_generate(peaky_expert, amateur, tokenizer, prompts, alpha=0.3, plausibility_threshold=0.3,
+                                           do_sample=do_sample, temperature=1.5, repetition_penalty=penalty, seed=3,
+                                           max_new_tokens=max_new, batch_size=batch_size, cache=cache, progress=False,
+                                           lazy_amateur=lazy) for lazy in (False, True)}  # fmt: skip
+        assert runs[True].token_ids == runs[False].token_ids
+        for got, want in zip(runs[True].log_ratios, runs[False].log_ratios):
+            assert len(got) == len(want) and got == pytest.approx(want, abs=1e-5)
+        eager, lazy = runs[False].stats, runs[True].stats
+        assert eager["forced_steps"] == 0 and eager["amateur_forwards"] == eager["steps"] - len(range(0, len(prompts),
+                                                                                                    batch_size))  # fmt: skip
+        assert 0 < runs[True].forced_fraction < 1 and lazy["steps"] == eager["steps"]
+        assert lazy["amateur_forwards"] < eager["amateur_forwards"]
+        lengths = {len(ids) for ids in runs[True].token_ids}
+        assert max_new in lengths  # some rows reached max_new_tokens
+        early += len(lengths) > 1  # and some ended (EOS) before it
+    assert early
+
+
+def test_the_lazy_amateur_matches_the_reference_definition(peaky_expert, amateur, tokenizer):
+    """Greedy lazy CD equals the slow definition (`cong.reference_cd`) prompt by prompt."""
+    out = contrastive_generate(peaky_expert, amateur, tokenizer, PROMPTS, alpha=0.0, plausibility_threshold=0.3,
+                               max_new_tokens=15, batch_size=3, progress=False, repetition_penalty=1.2)  # fmt: skip
+    assert 0 < out.forced_fraction < 1
+    for prompt, got in zip(PROMPTS, out.token_ids):
+        assert got == reference_cd(peaky_expert, amateur, tokenizer, prompt, 0.0, 0.3, 15, 1.2)

@@ -204,3 +204,41 @@ def test_system_prompt_and_turns_reach_the_model(tokenizer):
                     {"role": "assistant", "content": "yo"}, {"role": "user", "content": "again"}]  # fmt: skip
     text = tok.decode(encode_prompt(tok, conversation))
     assert text == "<|user|>system: be brief<|user|>user: hi<|assistant|>yo<|end|><|user|>user: again<|assistant|>"
+
+
+@pytest.mark.parametrize("do_sample,penalty,seed", [(False, 1.0, None), (True, 1.2, 3), (True, 1.0, None)])
+def test_the_lazy_amateur_in_generate_decodes_what_the_eager_one_decodes(peaky_expert, amateur, tokenizer, do_sample,
+                                                                        penalty, seed):  # fmt: skip
+    """`generate` with the amateur deferred on forced steps (on by default where exact) against lazy_amateur=False:
+    the same sequences and implicit rewards (to float rounding), padded batches, rows ending inside a backlog, the
+    streamer fed the same tokens; torch's global RNG (seed None) draws the same stream (forced steps still draw)."""
+    batch = _batch(tokenizer, PROMPTS * 2)
+    kw = dict(alpha=0.3, plausibility_threshold=0.3, do_sample=do_sample, temperature=1.5, top_k=0,
+              repetition_penalty=penalty, max_new_tokens=30, return_dict_in_generate=True, seed=seed)  # fmt: skip
+    runs = {}
+    for lazy in (None, False):
+        torch.manual_seed(0)
+        streamer = Collect()
+        runs[lazy] = _cd_generate(peaky_expert, amateur, batch, lazy_amateur=lazy, cd_streamer=streamer, **kw), streamer
+    (lazy_out, lazy_stream), (eager_out, eager_stream) = runs[None], runs[False]
+    assert torch.equal(lazy_out.sequences, eager_out.sequences)
+    torch.testing.assert_close(lazy_out.implicit_rewards, eager_out.implicit_rewards, atol=1e-6, rtol=0)
+    assert all(torch.equal(a, b) for a, b in zip(lazy_stream.puts, eager_stream.puts)) and lazy_stream.ended
+    rows = _new_tokens(lazy_out.sequences, batch, tokenizer.eos_token_id)
+    assert len({len(r) for r in rows}) > 1  # rows end at different steps
+    if not do_sample:  # greedy: the engine's lazy path decodes the same tokens
+        engine = contrastive_generate(peaky_expert, amateur, tokenizer, PROMPTS * 2, alpha=0.3, plausibility_threshold=0.3,
+                                      repetition_penalty=penalty, max_new_tokens=30, progress=False)  # fmt: skip
+        assert rows == engine.token_ids and engine.forced_fraction > 0
+
+
+def test_the_lazy_amateur_in_generate_stays_off_where_it_would_not_be_exact(peaky_expert, amateur, tokenizer):
+    """With output_scores (a forced step's scores would lack the amateur) the default is the eager path (the same
+    scores as lazy_amateur=False), and lazy_amateur=True is refused with the reason."""
+    batch = _batch(tokenizer, PROMPTS[:2])
+    kw = dict(alpha=0.3, plausibility_threshold=0.3, do_sample=False, max_new_tokens=8, return_dict_in_generate=True,
+              output_scores=True)  # fmt: skip
+    auto, eager = (_cd_generate(peaky_expert, amateur, batch, lazy_amateur=x, **kw) for x in (None, False))
+    assert all(torch.equal(a, b) for a, b in zip(auto.scores, eager.scores))
+    with pytest.raises(ValueError, match="lazy_amateur=True is not exact with .*output_scores"):
+        _cd_generate(peaky_expert, amateur, batch, lazy_amateur=True, **kw)

@@ -45,6 +45,11 @@ class DecodingConfig:
             more when the batch shape first changes; CD then ran 1.2-1.4x faster at batch 1-4): for long runs, and
             for the launch-bound batch 1 on a GPU.
             Compiled kernels may round differently from eager ones in the last bits.
+        lazy_amateur: defer the amateur's forward on steps whose choice is forced (every live row's head holds one
+            token: that token is chosen whatever the amateur says) and read the deferred tokens in one multi-token
+            forward when a step needs its scores or the batch ends (`step.LazyAmateur`). The same tokens and the
+            same per-token log-ratios (up to float rounding); the forwards saved are in `Generation.stats`. Not with
+            `compile` (its steps have one fixed shape). The two models then step in turn, never in two threads.
     """
 
     alpha: float = 0.5
@@ -73,6 +78,8 @@ class DecodingConfig:
     release_compatible: bool = False
     # compiled kernels may round differently, so a compiled run has its own cache keys (uncompiled keys unchanged)
     compile: bool = field(default=False, metadata={"cache": "unless default"})
+    # the same tokens and log-ratios (up to float rounding), so not in cache keys
+    lazy_amateur: bool = field(default=True, metadata={"cache": False})
     lam: InitVar[float | None] = UNSET  # removed: the head's threshold is `plausibility_threshold`
 
     def __post_init__(self, lam) -> None:
@@ -112,9 +119,13 @@ class DecodingConfig:
             raise ValueError(f"cache must be 'auto', 'static' or 'dynamic', got {self.cache!r}")
         if self.token_choice not in ("auto", "head", "vocabulary"):
             raise ValueError(f"token_choice must be 'auto', 'head' or 'vocabulary', got {self.token_choice!r}")
-        for name in ("do_sample", "ignore_eos", "release_compatible", "compile"):
+        for name in ("do_sample", "ignore_eos", "release_compatible", "compile", "lazy_amateur"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    def lazy(self) -> bool:
+        """Whether CD defers the amateur on forced steps (`lazy_amateur`; needs a head, not with `compile`)."""
+        return self.lazy_amateur and self.plausibility_threshold is not None and not self.compile
 
     def gathers_head(self, device: torch.device) -> bool:
         """Whether the steps after the head run on the head's gathered tokens (`token_choice`)."""
@@ -132,6 +143,14 @@ class Generation:
     token_ids: list[list[int]]
     log_ratios: list[list[float]] | None = None
     config: dict = field(default_factory=dict)
+    # CD: decoding steps, steps whose choice was forced (the lazy amateur skipped them), the amateur's forwards after
+    # the prompts (eager: one a step but the first); `forced_fraction` and `amateur_forwards_per_token`
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def forced_fraction(self) -> float:
+        """The share of CD's decoding steps whose choice was forced (NaN without CD steps)."""
+        return self.stats["forced_steps"] / self.stats["steps"] if self.stats.get("steps") else float("nan")
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -43,9 +43,11 @@ from congkit.decoding.runtime import Stepper, ThreadPlan, decode_threads, new_ca
 from congkit.hub.custom_generate.step import (  # the one CD step, shared with the `generate` strategy
     AMATEUR,
     EXPERT,
+    LazyAmateur,
     cd_step,
     check_pair,
     chosen_log_ratio,
+    forced_rows,
     require_finite,
     row_uniforms,
     seen_tokens,
@@ -102,6 +104,7 @@ def _decode_batch(
     config: DecodingConfig,
     pad_id: int,
     eos: set[int],
+    stats: dict | None = None,
 ) -> tuple[list[list[int]], list[list[float]] | None]:
     device = model_device(expert)
     ids, mask = pad(prompt_ids, pad_id, side="left")
@@ -124,21 +127,41 @@ def _decode_batch(
     live = torch.arange(batch, device=device)  # the batch rows still decoding, by their place in `prompt_ids`
     # finished rows are dropped from caches whose layers can drop rows (not a compiled step's `StaticCache`)
     droppable = all(isinstance(layer, DynamicLayer) for s in steppers for layer in getattr(s.past, "layers", [None]))
-    tokens, rewards = [], []
+    tokens, rewards = [], {}
     pos = pos[:, -1:]
     plan, process = ThreadPlan(), warpers(config)
+
+    def record(t: int, ratio: torch.Tensor, tag: tuple) -> None:  # step t's log-ratios, for the rows live then
+        was_done, rows_then = tag
+        ratio = ratio.masked_fill(was_done, 0.0)
+        require_finite(ratio, AMATEUR, t)
+        rewards[t] = ratio.new_zeros(batch).index_copy_(0, rows_then, ratio)
+
+    lazy = LazyAmateur(logps[1], record) if amateur is not None and config.lazy() else None
+
+    def read(chunk: torch.Tensor) -> torch.Tensor:  # the amateur reads the tokens it deferred, up to step t - 1
+        back = torch.arange(chunk.shape[1] - 1, -1, -1, device=device)
+        return steppers[1].feed(chunk, mask if padded else None, (pos - back) if padded else None)
+
+    steps = forced = 0
     for t in range(config.max_new_tokens):
-        expert_logp, amateur_logp = logps[0], (logps[1] if amateur is not None else None)
+        steps += 1
+        expert_logp, amateur_logp = logps[0], (logps[1] if amateur is not None and lazy is None else None)
         top = expert_logp.amax(dim=-1, keepdim=True)
         require_finite(top, EXPERT if amateur is not None else "model", t)
+        if lazy is not None:  # the amateur read only when some live row's choice is not forced
+            if bool((forced_rows(expert_logp, config.plausibility_threshold, top) | done).all()):
+                forced += 1
+            else:
+                amateur_logp = lazy.current(read)
         tok = next_tokens(expert_logp, amateur_logp, seen, config, uniforms[:, t] if uniforms is not None else None,
                           top, process)  # fmt: skip
         tok = tok.masked_fill(done, pad_id)
         tokens.append(torch.full((batch,), pad_id, dtype=tok.dtype, device=device).index_copy_(0, live, tok))
-        if amateur_logp is not None:
-            ratio = chosen_log_ratio(expert_logp, amateur_logp, tok).masked_fill(done, 0.0)
-            require_finite(ratio, AMATEUR, t)
-            rewards.append(ratio.new_zeros(batch).index_copy_(0, live, ratio))
+        if lazy is not None:
+            lazy.chosen(t, tok, expert_logp.gather(-1, tok[:, None]).squeeze(-1), (done, live))
+        elif amateur_logp is not None:
+            record(t, chosen_log_ratio(expert_logp, amateur_logp, tok), (done, live))
         seen.scatter_(1, tok[:, None], True)
         done = done | torch.isin(tok, eos_tensor)
         finished = int(done.sum())  # one host sync a step
@@ -146,6 +169,9 @@ def _decode_batch(
             break
         if droppable and finished >= runtime.COMPACT_FRACTION * len(live):  # drop the finished rows
             keep = (~done).nonzero().squeeze(-1)
+            if lazy is not None:  # the dropped rows' deferred log-ratios first
+                lazy.resolve(read)
+                lazy.select(keep)
             live, tok, seen, done, mask, pos = (x[keep] for x in (live, tok, seen, done, mask, pos))
             uniforms = uniforms[keep] if uniforms is not None else None
             for stepper in steppers:
@@ -153,10 +179,20 @@ def _decode_batch(
         if padded:
             mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=device)], dim=1)
             pos = pos + 1
-        logps = step_models(steppers, "next", tok, mask if padded else None, pos if padded else None, plan=plan)
+        if lazy is not None:
+            logps = [steppers[0].next(tok, mask if padded else None, pos if padded else None)]
+        else:
+            logps = step_models(steppers, "next", tok, mask if padded else None, pos if padded else None, plan=plan)
+    if lazy is not None:
+        lazy.resolve(read)
+    if stats is not None:
+        stats["steps"] = stats.get("steps", 0) + steps
+        stats["forced_steps"] = stats.get("forced_steps", 0) + forced
+        stats["amateur_forwards"] = stats.get("amateur_forwards", 0) + (
+            (lazy.forwards if lazy is not None else steps - 1) if amateur is not None else 0)  # fmt: skip
 
     token_matrix = torch.stack(tokens, dim=1).cpu()
-    reward_matrix = torch.stack(rewards, dim=1).cpu() if rewards else None
+    reward_matrix = torch.stack([rewards[t] for t in range(len(tokens))], dim=1).cpu() if rewards else None
     out_ids, out_rewards = [], []
     for row in range(batch):
         row_ids = token_matrix[row].tolist()
@@ -192,19 +228,21 @@ def _generate(
     n = config.num_return_sequences  # rows prompt by prompt, as `generate` expands them
     prompts, encoded = [p for p in prompts for _ in range(n)], [e for e in encoded for _ in range(n)]
     rows = [(index_offset + i, j) for i in range(len(encoded) // n) for j in range(n)]
-    all_ids, all_rewards = [], []
+    all_ids, all_rewards, stats = [], [], {}
     starts = range(0, len(encoded), config.batch_size)
     label = "contrastive decoding" if amateur is not None else "sampling"
     for start in tqdm(starts, desc=label, disable=not progress or len(starts) == 1):
         chunk = encoded[start : start + config.batch_size]
         with decode_threads(expert, len(chunk)):
-            ids, rewards = _decode_batch(expert, amateur, chunk, rows[start : start + len(chunk)], config, pad_id, eos)
+            ids, rewards = _decode_batch(expert, amateur, chunk, rows[start : start + len(chunk)], config, pad_id, eos,
+                                         stats)  # fmt: skip
         all_ids.extend(ids)
         if rewards is not None:
             all_rewards.extend(rewards)
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in all_ids]
     warn_unless_texts_reencode(tokenizer, texts, all_ids, eos)
-    return Generation(prompts, texts, all_ids, all_rewards if amateur is not None else None, vars(config).copy())
+    return Generation(prompts, texts, all_ids, all_rewards if amateur is not None else None, vars(config).copy(),
+                      stats if amateur is not None else {})  # fmt: skip
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompts, templated=UNSET, pad_id: int | None = None,

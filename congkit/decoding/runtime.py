@@ -149,6 +149,13 @@ class Stepper:
         out = self.forward(input_ids=tok[:, None], attention_mask=mask, position_ids=pos, cache=self.past, use_cache=True)
         return self._read(out, keep_logits)
 
+    def feed(self, ids: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor | None) -> torch.Tensor:
+        """(B, W, V) next-token log-probabilities after each of `ids`' W tokens, read in one forward on top of the
+        cache (the lazy amateur's catch-up; uncompiled)."""
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=self.past, use_cache=True)
+        self.past = out.cache
+        return torch.log_softmax(out.logits.float(), dim=-1)
+
     def _read(self, out, keep_logits: bool):
         self.past = out.cache
         logits = out.logits[:, -1].float()

@@ -69,11 +69,13 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from .step import (
     AMATEUR,
     EXPERT,
+    LazyAmateur,
     cd_step,
     check_int,
     check_number,
     check_pair,
     chosen_log_ratio,
+    forced_rows,
     positions,
     require_finite,
     row_uniforms,
@@ -153,6 +155,7 @@ def contrastive_decoding(
     release_compatible: bool | None = None,
     amateur_cache=None,
     cd_streamer=None,
+    lazy_amateur: bool | None = None,
     **model_kwargs,
 ):
     """Contrastive decoding between `model` (pi_r, the expert) and `amateur_model` (pi_ref), called by `generate`.
@@ -166,6 +169,11 @@ def contrastive_decoding(
         release_compatible: the authors' release renormalisation of the amateur (`step.release_amateur_logp`).
         amateur_cache: the amateur's cache from an earlier call (`out.amateur_cache`), to continue a conversation.
         cd_streamer: a streamer (`put`/`end`) for this loop alone; `streamer=` given to `generate` also works.
+        lazy_amateur: defer the amateur's forward on steps whose choice is forced (every unfinished row's head holds
+            one token) and read the deferred tokens in one forward when needed (`step.LazyAmateur`): the same tokens
+            and implicit rewards (up to float rounding) with fewer amateur forwards. None (default): on where that is
+            exact, i.e. without `output_scores` (a forced step's scores would lack the amateur) and with only
+            logits processors and stopping criteria known to act within the head (`LAZY_SAFE`); False: off.
     The five CD settings may also come from the GenerationConfig (`cd_settings`). Everything else comes from
     `generate`. Returns what `generate` returns: the sequences, or with `return_dict_in_generate` a
     `ContrastiveDecoderOnlyOutput` with `scores` (processed scores per step), `logits` (pi_r's raw logits per step),
@@ -194,7 +202,6 @@ def contrastive_decoding(
     expert_cache = model_kwargs.get("cache")
     expert_logp, expert_logits, expert_cache = _prefill(model, expert_cache, input_ids, mask, pos, "cache")
     amateur_logp, _, amateur_cache = _prefill(amateur_model, amateur_cache, input_ids, mask, pos, "amateur_cache")
-
     seen = seen_tokens(input_ids, mask, expert_logp.shape[-1]) if penalty != 1.0 else None
     pad = generation_config._pad_token_tensor
     has_eos = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
@@ -202,21 +209,41 @@ def contrastive_decoding(
     uniforms = (row_uniforms(cd["seed"], range(batch), max_new).to(device)
                 if generation_config.do_sample and cd["seed"] is not None else None)  # fmt: skip
     unfinished = torch.ones(batch, dtype=torch.long, device=device)
-    scores, raw_logits, rewards = [], [], []
+    scores, raw_logits, rewards = [], [], {}
     pos = pos[:, -1:]
+
+    def record(t: int, reward: torch.Tensor, was_unfinished: torch.Tensor) -> None:
+        require_finite(reward.masked_fill(was_unfinished == 0, 0.0), AMATEUR, t)
+        rewards[t] = cd["beta"] * reward * was_unfinished
+
+    lazy = LazyAmateur(amateur_logp, record) if _lazy(lazy_amateur, generation_config, logits_processor,
+                                                      stopping_criteria) else None  # fmt: skip
+
+    def read(chunk: torch.Tensor) -> torch.Tensor:  # the amateur reads its deferred tokens, up to the last chosen
+        nonlocal amateur_cache
+        back = torch.arange(chunk.shape[1] - 1, -1, -1, device=device)
+        out = amateur_model(input_ids=chunk, attention_mask=mask, position_ids=pos - back, cache=amateur_cache,
+                            use_cache=True)  # fmt: skip
+        amateur_cache = out.cache
+        return torch.log_softmax(out.logits.float(), dim=-1)
+
     for t in range(max_new):
         top = expert_logp.amax(dim=-1, keepdim=True)
         require_finite(top, EXPERT, t)
+        if lazy is not None:  # pi_ref read only when some unfinished row's choice is not forced
+            forced = forced_rows(expert_logp, cd["plausibility_threshold"], top) | (unfinished == 0)
+            amateur_logp = None if bool(forced.all()) else lazy.current(read)
         step = cd_step(expert_logp, amateur_logp, alpha=cd["alpha"], plausibility_threshold=cd["plausibility_threshold"],
                        seen=seen, repetition_penalty=penalty, process=partial(logits_processor, input_ids),
                        do_sample=generation_config.do_sample, uniforms=uniforms[:, t] if uniforms is not None else None,
                        release_compatible=cd["release_compatible"], top=top)  # fmt: skip
         tok = step.tokens
-        reward = chosen_log_ratio(expert_logp, amateur_logp, tok)
-        require_finite(reward.masked_fill(unfinished == 0, 0.0), AMATEUR, t)
+        if lazy is not None:
+            lazy.chosen(t, tok, expert_logp.gather(-1, tok[:, None]).squeeze(-1), unfinished)
+        else:
+            record(t, chosen_log_ratio(expert_logp, amateur_logp, tok), unfinished)
         if has_eos:
             tok = tok * unfinished + pad * (1 - unfinished)
-        rewards.append(cd["beta"] * reward * unfinished)
         scores.append(step.scores)
         raw_logits.append(expert_logits)
         input_ids = torch.cat([input_ids, tok[:, None]], dim=-1)
@@ -230,7 +257,10 @@ def contrastive_decoding(
         mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=1)
         pos = pos + 1
         expert_logp, expert_logits, expert_cache = _forward(model, expert_cache, tok[:, None], mask, pos)
-        amateur_logp, _, amateur_cache = _forward(amateur_model, amateur_cache, tok[:, None], mask, pos)
+        if lazy is None:
+            amateur_logp, _, amateur_cache = _forward(amateur_model, amateur_cache, tok[:, None], mask, pos)
+    if lazy is not None:
+        lazy.resolve(read)
     for each in streamers:
         each.end()
     if not generation_config.return_dict_in_generate:
@@ -242,8 +272,32 @@ def contrastive_decoding(
         logits=tuple(raw_logits) if generation_config.output_logits else None,
         cache=expert_cache if keep else None,
         amateur_cache=amateur_cache if keep else None,
-        implicit_rewards=torch.stack(rewards, dim=1),
+        implicit_rewards=torch.stack([rewards[t] for t in range(len(rewards))], dim=1),
     )
+
+
+# what may run with the lazy amateur: processors that act within the head (a single finite score stays the choice,
+# whatever its value) and stopping criteria that do not read the scores
+LAZY_SAFE = ("TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper",
+             "TypicalLogitsWarper", "EpsilonLogitsWarper", "EtaLogitsWarper", "MinLengthLogitsProcessor",
+             "MinNewTokensLengthLogitsProcessor", "NoRepeatNGramLogitsProcessor", "NoBadWordsLogitsProcessor",
+             "SuppressTokensLogitsProcessor", "SuppressTokensAtBeginLogitsProcessor", "MaxLengthCriteria",
+             "EosTokenCriteria", "StopStringCriteria", "MaxTimeCriteria")  # fmt: skip
+
+
+def _lazy(asked: bool | None, generation_config: GenerationConfig, processors, criteria) -> bool:
+    """Whether this call defers the amateur (`lazy_amateur`): None = where exact; True where it is not is an error."""
+    unsafe = [type(x).__name__ for x in [*processors, *criteria] if type(x).__name__ not in LAZY_SAFE]
+    if generation_config.output_scores:
+        unsafe.append("output_scores=True")
+    if asked is None:
+        return not unsafe
+    if not isinstance(asked, bool):
+        raise TypeError(f"lazy_amateur must be a bool or None, got {asked!r}")
+    if asked and unsafe:
+        raise ValueError(f"lazy_amateur=True is not exact with {unsafe}: a forced step's scores would lack the "
+                         "amateur; leave lazy_amateur unset (on where exact) or False")  # fmt: skip
+    return asked
 
 
 def _forward(model, cache, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor):

@@ -10,6 +10,10 @@ strategy (`generate.py` beside this file). At each step, from the expert pi_r (p
 
 `congkit.pipeline.cong.reference_cd` is the slow, obviously correct definition both users of this step are tested against.
 
+The lazy amateur (`forced_rows`, `LazyAmateur`): where every row's head holds one token, that token is the choice
+whatever pi_ref says, so pi_ref's forward is deferred and run later over the deferred tokens in one multi-token
+forward (like a prefill), which still gives log pi_ref of every token for the implicit rewards.
+
 Why this lives in the Hub folder: transformers loads `custom_generate/generate.py` and its relative imports from a
 local folder or a Hub repository, where `congkit` is not installable. So this file imports only torch, numpy and
 transformers, and congkit imports the step from here: the Hub form and the library run one file.
@@ -293,3 +297,80 @@ def cd_step(expert_logp: torch.Tensor, amateur_logp: torch.Tensor | None, *, alp
     choice = sample_from_scores(scores, uniforms) if do_sample else scores.argmax(dim=-1)
     tokens = choice if ids is None else ids.gather(-1, choice[:, None]).squeeze(-1)
     return Step(tokens, scores, ids)
+
+
+# --- the lazy amateur -----------------------------------------------------------------------------------------------
+
+
+def forced_rows(expert_logp: torch.Tensor, threshold: float, top: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) bool: the rows whose plausibility head holds exactly one token. CD's choice there is that token whatever
+    the amateur says: the contrast, the repetition penalty and the warpers (temperature, top-k, top-p, min-p) act
+    inside the head, where a single finite score takes all the probability (greedy or sampled alike)."""
+    top = expert_logp.amax(dim=-1, keepdim=True) if top is None else top
+    return (expert_logp >= top + np.log(threshold)).sum(dim=-1) == 1
+
+
+class LazyAmateur:
+    """The amateur's forward, deferred while a step's choice is forced (`forced_rows` of every row), run over the
+    deferred tokens in one multi-token forward when a step needs its scores (`current`) or the caller needs the
+    deferred tokens' log-ratios (`resolve`). That forward gives log pi_ref of every deferred token as one-token
+    forwards would (equal up to float rounding: other matrix shapes), so per-token implicit rewards stay exact.
+
+    Why by hand: transformers' `generate` steps one model; no library defers a second model's forward this way.
+
+    Each step the caller reports its choice (`chosen`: the token and pi_r's log-probability of it) and the token is
+    queued for the amateur (the expert reads it at once). `on_ratio(step, log pi_r(y) - log pi_ref(y), tag)` receives
+    every step's log-ratio once it is known, in step order. `read(ids)` is the caller's forward of the amateur over
+    (B, W) tokens on top of its cache, returning (B, W, V) log-probabilities after each of them; it is passed at each
+    call, as the caller's mask and positions move.
+
+    Args:
+        logp: the amateur's next-token log-probabilities after the prompt (B, V).
+        on_ratio: the callback above."""
+
+    def __init__(self, logp: torch.Tensor, on_ratio: Callable[[int, torch.Tensor, Any], None]):
+        self.logp, self.on_ratio = logp, on_ratio
+        self.read_upto = 0  # generated tokens the amateur has read; `logp` is its distribution for the next one
+        self.unread: list[torch.Tensor] = []  # (B,) tokens chosen after those
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor, Any]] = []  # (step, token, log pi_r(token), tag)
+        self.forwards = 0  # multi-token forwards run (the prompt's not counted)
+
+    def current(self, read: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The amateur's next-token log-probabilities for the step about to be chosen: every queued token read."""
+        self._read(read, len(self.unread))
+        return self.logp
+
+    def chosen(self, step: int, tokens: torch.Tensor, expert_logp_of_tokens: torch.Tensor, tag: Any = None) -> None:
+        """Step `step` chose `tokens`; its log-ratio is known now if the amateur is current, else once it is read."""
+        self.pending.append((step, tokens, expert_logp_of_tokens, tag))
+        if step == self.read_upto:  # the amateur's `logp` is this step's distribution
+            self._resolve_ready()
+        self.unread.append(tokens)
+
+    def resolve(self, read: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Every chosen step's log-ratio delivered: the queued tokens read up to the last chosen one (exclusive: its
+        own log-ratio needs only the tokens before it)."""
+        if self.pending:
+            self._read(read, self.pending[-1][0] - self.read_upto)
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only batch rows `rows` (the caller drops finished rows; resolve first, their ratios are owed)."""
+        if self.pending:
+            raise RuntimeError("LazyAmateur.select with log-ratios still owed: call resolve first")
+        self.logp, self.unread = self.logp[rows], [t[rows] for t in self.unread]
+
+    def _read(self, read: Callable[[torch.Tensor], torch.Tensor], width: int) -> None:
+        if width <= 0:
+            return
+        after = read(torch.stack(self.unread[:width], dim=1))  # (B, W, V): the distributions of the next W steps
+        self.forwards += 1
+        for k in range(width):  # each pending step's distribution was `logp` when the amateur had read it
+            self.read_upto += 1
+            self.unread.pop(0)
+            self.logp = after[:, k]
+            self._resolve_ready()
+
+    def _resolve_ready(self) -> None:
+        while self.pending and self.pending[0][0] == self.read_upto:
+            step, tokens, expert_lp, tag = self.pending.pop(0)
+            self.on_ratio(step, expert_lp - self.logp.gather(-1, tokens[:, None]).squeeze(-1), tag)
