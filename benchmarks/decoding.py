@@ -31,21 +31,24 @@ generates exactly its number of tokens (EOS ignored). Ratios (> 1: the first is 
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
-import subprocess
-import sys
-import time
+import os
 
-import torch
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # congkit's thread policy, in force before torch loads OpenMP
 
-import congkit  # noqa: F401  (first: sets the OpenMP wait policy before torch loads)
-from congkit import contrastive_generate, sample
-from congkit.decoding import Stepper, ThreadPlan, decode_threads, new_cache, step_models
-from congkit.models import char_tokenizer, n_parameters, tiny_llama
-from congkit.tokens import encode_prompt, pad, positions
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList  # noqa: E402
+
+from congkit import contrastive_generate, sample  # noqa: E402
+from congkit.decoding import Stepper, ThreadPlan, decode_threads, new_cache, step_models  # noqa: E402
+from congkit.models import char_tokenizer, n_parameters, tiny_llama  # noqa: E402
+from congkit.tokens import encode_prompt, pad, positions  # noqa: E402
 
 WORDS = "sort these numbers then add the first two and report the count of letters in the word".split()
 
@@ -127,19 +130,40 @@ def authors_style(expert, amateur, prompt_ids: list[int], new_tokens: int, alpha
 
 
 class AmateurProcessor(LogitsProcessor):
-    """Proxy-tuning style: the amateur runs inside a logits processor of the expert's `generate`, with its own cache,
-    and the processor returns log pi_r - (1 - alpha) log pi_ref on the plausibility head."""
+    """The same-work peer: the amateur runs inside a logits processor of the expert's `generate`, with its own
+    preallocated cache, the batch's attention mask (left padding masked, extended by one each step) and the position
+    ids that skip padding, as `generate` gives the expert; it returns log pi_r - (1 - alpha) log pi_ref on the
+    plausibility head. Greedy, it decodes CD's tokens (`check_peer`)."""
 
-    def __init__(self, amateur, alpha=0.5, lam=0.1):
-        self.amateur, self.alpha, self.lam, self.cache, self.seen = amateur, alpha, lam, DynamicCache(), 0
+    def __init__(self, amateur, mask: torch.Tensor, max_new: int, alpha=0.5, lam=0.1):
+        self.amateur, self.alpha, self.lam, self.mask, self.seen = amateur, alpha, lam, mask, 0
+        self.cache = new_cache(amateur, "static", mask.shape[1] + max_new)
 
     def __call__(self, input_ids, scores):
         step = input_ids[:, self.seen :]
+        if self.seen:
+            self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], step.shape[1]))], dim=1)
         self.seen = input_ids.shape[1]
-        amateur_logp = torch.log_softmax(self.amateur(input_ids=step, cache=self.cache, use_cache=True).logits[:, -1], -1)
-        expert_logp = torch.log_softmax(scores, -1)
+        pos = positions(self.mask)[:, -step.shape[1] :]
+        out = self.amateur(input_ids=step, attention_mask=self.mask, position_ids=pos, cache=self.cache, use_cache=True,
+                           logits_to_keep=1)  # fmt: skip
+        self.cache = out.cache
+        amateur_logp = torch.log_softmax(out.logits[:, -1].float(), -1)
+        expert_logp = torch.log_softmax(scores.float(), -1)
         head = expert_logp >= expert_logp.max(-1, keepdim=True).values + torch.log(torch.tensor(self.lam))
         return (expert_logp - (1 - self.alpha) * amateur_logp).masked_fill(~head, float("-inf"))
+
+
+@torch.inference_mode()
+def check_peer(expert, amateur, tok, prompts: list[str], ids, mask, n: int) -> None:
+    """The peer does CD's work: greedy, its tokens equal congkit's CD tokens row for row (EOS ignored by both)."""
+    out = expert.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n, min_new_tokens=n,
+                          pad_token_id=tok.pad_token_id, top_k=None, top_p=None, temperature=None,
+                          logits_processor=LogitsProcessorList([AmateurProcessor(amateur, mask, n)]))  # fmt: skip
+    cd = contrastive_generate(expert, amateur, tok, prompts, alpha=0.5, do_sample=False, max_new_tokens=n,
+                              ignore_eos=True, batch_size=len(prompts), progress=False)  # fmt: skip
+    peer = out[:, ids.shape[1] :].tolist()
+    assert peer == cd.token_ids, "the same-work peer does not decode CD's tokens: it is not the same work"
 
 
 # ratio name -> (case, baseline case): tokens/s of the first over tokens/s of the second, in one run
@@ -232,7 +256,7 @@ def measure(args) -> dict:
                 expert.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=True, temperature=0.8,
                                 top_p=0.95, repetition_penalty=1.2, max_new_tokens=n, min_new_tokens=n,
                                 pad_token_id=tok.pad_token_id,
-                                logits_processor=LogitsProcessorList([AmateurProcessor(amateur)]))  # fmt: skip
+                                logits_processor=LogitsProcessorList([AmateurProcessor(amateur, attention_mask, n)]))  # fmt: skip
 
         return run
 
@@ -241,6 +265,8 @@ def measure(args) -> dict:
             authors_style(expert, amateur, prompt0, n)
 
     contended = beside(busy_process, cd(prompts[:1]))
+    if {"proxy_b1", "proxy_b32"} & {c for pair in (RATIOS[r] for r in (args.ratios or RATIOS)) for c in pair}:
+        check_peer(expert, amateur, tok, prompts, ids, mask, min(n, 16))
 
     many, one = n * len(prompts), n  # tokens generated at batch 32 and at batch 1
     cases = {  # name -> (run it, tokens it generates)

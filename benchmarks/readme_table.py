@@ -13,6 +13,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results" / "decoding_cpu2.json"
 PEERS = Path(__file__).resolve().parent / "results" / "decoding_cpu2_peers.json"  # the fairer peers (issue 24)
 CEILING = Path(__file__).resolve().parent / "results" / "decoding_cpu2_ceiling.json"  # the strict ceiling
+LAZY = Path(__file__).resolve().parent / "results" / "lazy_cd_cpu2.json"  # the lazy amateur, the study's weak pair
 # (ratio key or keys joined by " / ", what it is, target)
 ROWS = [
     ("cd_vs_hf_generate", "CD, two models a step, over one model's `generate`", ">= 0.65"),
@@ -49,6 +50,17 @@ CEILING_ROWS = [
 ]
 
 
+LAZY_ROWS = [
+    ("cd_vs_strict_ceiling_b1", "CD (lazy path off) over the strict two-forward ceiling, batch 1", ">= 0.9"),
+    ("cd_lazy_vs_strict_ceiling_b1", "lazy CD over the strict two-forward ceiling, batch 1", ">= 1.0"),
+    ("cd_lazy_vs_eager_b1", "lazy CD over CD with the lazy path off, batch 1", ""),
+    ("cd_lazy_vs_eager_b32", "the same, batch 32", ">= 1.0"),
+    ("forced_fraction", "steps whose choice was forced (a one-token head), batch 1", ""),
+    ("forced_fraction_b32", "steps forced in every row of a batch of 32", ""),
+    ("amateur_forwards_per_token_b1", "the amateur's forwards per token, lazy, batch 1 (eager: 1)", ""),
+]
+
+
 def cell(results: dict, key: str) -> str:
     """A ratio's median and range as the README shows it: "0.78 [0.73, 0.82]"."""
     lo, hi = results[f"{key}_range"]
@@ -67,4 +79,5 @@ if __name__ == "__main__":
         print(table(json.loads(Path(sys.argv[1]).read_text())))
     else:
         print(table(json.loads(RESULTS.read_text())), table(json.loads(PEERS.read_text()), PEER_ROWS),
-              table(json.loads(CEILING.read_text()), CEILING_ROWS), sep="\n\n")
+              table(json.loads(CEILING.read_text()), CEILING_ROWS), table(json.loads(LAZY.read_text()), LAZY_ROWS),
+              sep="\n\n")

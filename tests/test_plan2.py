@@ -56,3 +56,17 @@ def test_plan2_accepts_worlds_by_its_rule_tunes_once_per_level_and_decides_in_it
     assert (comparisons.boot_low <= comparisons.estimate).all() and (comparisons.t_low <= comparisons.t_high).all()
     assert decisions.set_index("level").loc["spread", "decision"] in (
         "single-token artifact", "generalises within these worlds", "partly")
+    # the book's chapter 7 reads these tables: every table renders without a NaN, the sentences hold the plan's words
+    from congkit.study import plots, tables
+
+    raw = {n: pd.read_csv(out / f"{n}.csv") for n in ("acceptance", "tuning", "comparisons", "decisions")}
+    for styled in (tables.style_acceptance(raw["acceptance"]), tables.style_plan2_decisions(raw["decisions"]),
+                   tables.style_plan2_comparisons(raw["comparisons"]), tables.style_plan2_optima(raw["tuning"])):  # fmt: skip
+        assert "nan" not in styled.to_html().lower()
+    words = tables.plan2_sentences(out)
+    assert words["plan2_spread_draws"] == "3 worlds drawn, 2 accepted"
+    assert words["plan2_spread"].startswith(decisions.set_index("level").loc["spread", "decision"])
+    optima = tables.plan2_optima(raw["tuning"])
+    assert len(optima) == 4 + 2 and set(optima["where"]) <= {"interior"} | {w for w in optima["where"] if "capped" in w}
+    assert words["plan2_capped"] != "none"  # a one-point grid is on every edge: every arm is budget-capped
+    assert len(plots.plan2_forest(raw["comparisons"]).axes[0].get_yticklabels()) == 2

@@ -25,6 +25,7 @@ _WHERE = {
     "build_book": "book",
     "fill_missing_chapters": "book",
     "remove_dead_runs_leftovers": "book",
+    "PLAN2_RESULTS": "chapter_setup",
     "PLAN_RESULTS": "chapter_setup",
     "check_checkout": "chapter_setup",
     "findings": "chapter_setup",
@@ -88,6 +89,7 @@ def __getattr__(name: str):
 if TYPE_CHECKING:
     from congkit.study.book import COMMITTED_CHAPTERS, build_book, fill_missing_chapters, remove_dead_runs_leftovers  # noqa: F401
     from congkit.study.chapter_setup import (  # noqa: F401
+        PLAN2_RESULTS,
         PLAN_RESULTS,
         check_checkout,
         findings,

@@ -64,6 +64,7 @@ def quiet_libraries() -> None:
 
 
 PLAN_RESULTS = REPO / "results" / "plan"  # the plan profile's committed result tables
+PLAN2_RESULTS = REPO / "results" / "plan2"  # the plan2 profile's (analysis plan 2: is it the world?)
 
 
 def read_plan_results(folder: Path | None = None) -> dict:

@@ -336,3 +336,130 @@ def training_settings(pipe, seed: int) -> pd.DataFrame:
                      "batch": cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps,
                      "β": f"{cfg.beta:g}" if reads_beta(method, data.column_names) else "–"})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+# --- plan 2: is the verdict a property of the world? (results/plan2, `congkit.study.plan2`) ------------------------
+
+LEVEL_MODELS = {  # what each knob level of plan 2 models in an LLM
+    "original": "the plan-1 world: each preference decided at one token, every attribute's extreme preferred",
+    "spread": "format spread over 3 lead words with interchangeable wordings (majority decides): no single token "
+              "decides it, the weak pair's log-ratio is spread over a span",
+    "overshoot": "length wants exactly 2 closing phrases (reward 1 − |c − 2| / 2): amplifying the weak direction can "
+                 "go past the optimum",
+}  # fmt: skip
+COMPARISON_NAMES = {("wspo", "cong_s"): "P1 gap", ("wspo", "wspo_seqmean"): "P2 token credit",
+                    ("bon_implicit", "wspo"): "P3 label-free selection", ("wspo", "cong"): "P4 WSPO over ConG",
+                    ("cong", "cong_s"): "ConG's DPO stage", ("wspo_b10", "wspo"): "amplification (β 1 vs 0.1)",
+                    ("bon_cd", "cong_s"): "best-of-N of CD samples"}  # fmt: skip
+
+
+def comparison_label(a: str, b: str) -> str:
+    """"P1 gap: WSPO − ConG-S" for a plan-2 comparison."""
+    name = COMPARISON_NAMES.get((a, b))
+    return (f"{name}: " if name else "") + f"{label(a)} − {label(b)}"
+
+
+def style_plan2_levels(levels: dict[str, dict]):
+    """The knob levels: each one's world shape and what it models."""
+    frame = pd.DataFrame([{"level": name, "format span (tokens)": shape.get("format_span", 1),
+                           "closing target": shape.get("closing_target", 0) or "none (more is better)",
+                           "what it models": LEVEL_MODELS.get(name, "")} for name, shape in levels.items()])  # fmt: skip
+    return finish(frame.style.hide(axis="index").set_properties(subset=["what it models"], **{"font-size": "0.85em"}))
+
+
+def acceptance_summary(acceptance: pd.DataFrame) -> pd.DataFrame:
+    """Per level: worlds drawn, the accepted ones, draws per accepted world, and why the others were not accepted."""
+    rows = []
+    for level, part in acceptance.groupby("level", sort=False):
+        accepted = part[part.accepted.astype(bool)]
+        reasons = "; ".join(f"w{int(r.world)}: {r.unmet}" for r in part[~part.accepted.astype(bool)].itertuples())
+        rows.append({"level": level, "drawn": len(part), "accepted worlds": ", ".join(str(int(w)) for w in accepted.world),
+                     "draws per accepted": round(len(part) / len(accepted), 2) if len(accepted) else float("nan"),
+                     "not accepted (unmet preconditions)": reasons or "none"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def style_acceptance(acceptance: pd.DataFrame):
+    return finish(acceptance_summary(acceptance).style.hide(axis="index").format({"draws per accepted": "{:.2f}"})
+                  .set_properties(subset=["not accepted (unmet preconditions)"], **{"font-size": "0.8em"}))  # fmt: skip
+
+
+def _two_intervals(row) -> str:
+    return (f"{row.estimate:+.3f} [{row.boot_low:+.3f}, {row.boot_high:+.3f}] "
+            f"t [{row.t_low:+.3f}, {row.t_high:+.3f}]")  # fmt: skip
+
+
+def style_plan2_comparisons(comparisons: pd.DataFrame, metric: str = "r_pref"):
+    """Every plan-2 comparison (rows) at every level (columns): the estimate pooled over the accepted worlds, the
+    crossed-bootstrap interval, the t-interval over world means, and the verdict where both agree."""
+    part = comparisons[comparisons.metric == metric]
+    levels = list(dict.fromkeys(part.level))
+    rows = []
+    for (a, b), pair in part.groupby(["a", "b"], sort=False):
+        row = {"comparison": comparison_label(a, b)}
+        for level in levels:
+            hit = pair[pair.level == level]
+            row[f"{level}: estimate [bootstrap] t [interval]"] = _two_intervals(hit.iloc[0]) if len(hit) else ""
+            row[f"{level}: verdict"] = hit.verdict.iloc[0] if len(hit) else ""
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    verdicts = [c for c in frame.columns if c.endswith("verdict")]
+    return finish(frame.style.hide(axis="index")
+                  .map(lambda v: f"color: {VERDICT_COLORS.get(v, 'black')}; font-weight: bold", subset=verdicts)
+                  .set_properties(subset=[c for c in frame.columns if "estimate" in c],
+                                  **{"white-space": "nowrap", "font-size": "0.85em"}))  # fmt: skip
+
+
+def style_plan2_decisions(decisions: pd.DataFrame):
+    """The plan's answer per level, in its pre-registered words, and the numbers that decided it."""
+    frame = decisions.rename(columns={"decision": "answer (plan 2's words)", "why": "decided by"})
+    return finish(frame.style.hide(axis="index").set_properties(subset=["answer (plan 2's words)"],
+                                                                **{"font-weight": "bold"}))  # fmt: skip
+
+
+def plan2_optima(tuning: pd.DataFrame) -> pd.DataFrame:
+    """Per level and method (the weak DPO per world): the chosen learning rate and epochs, its validation score,
+    and where it lies: "interior", or "budget-capped (<edges>)" when it lies on an edge of the final grid."""
+    chosen = tuning[tuning.chosen.astype(bool)].copy()
+    chosen["edge"] = chosen["edge"].fillna("") if "edge" in chosen else ""
+    chosen["where"] = ["interior" if not e else f"budget-capped ({e})" for e in chosen.edge]
+    chosen["method"] = [label(m) if m != "weak_dpo" else "weak DPO (π_r)" for m in chosen.method]
+    chosen["points"] = [int(((tuning.level == r.level) & (tuning.world == r.world) & (tuning.method == m)).sum())
+                        for r, m in zip(chosen.itertuples(), tuning.loc[chosen.index, "method"])]  # fmt: skip
+    return chosen[["level", "world", "method", "learning_rate", "epochs", "score", "points", "where"]].reset_index(drop=True)
+
+
+def style_plan2_optima(tuning: pd.DataFrame):
+    frame = plan2_optima(tuning).rename(columns={"learning_rate": "learning rate", "score": "validation score",
+                                                 "points": "grid points"})  # fmt: skip
+    return finish(frame.style.hide(axis="index").format({"learning rate": "{:.2g}", "validation score": "{:.3f}"})
+                  .map(lambda v: "color: #b71c1c" if str(v).startswith("budget-capped") else "", subset=["where"]))  # fmt: skip
+
+
+def plan2_sentences(folder) -> dict[str, str]:
+    """Plan 2's committed run in words for the book: per level its decision, P1 and P2 with both intervals, and the
+    draws per accepted world; the budget-capped arms. {} when `folder` lacks the tables."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not all((folder / f"{n}.csv").exists() for n in ("decisions", "comparisons", "acceptance", "tuning")):
+        return {}
+    decisions, comparisons = pd.read_csv(folder / "decisions.csv"), pd.read_csv(folder / "comparisons.csv")
+    acceptance, tuning = acceptance_summary(pd.read_csv(folder / "acceptance.csv")), pd.read_csv(folder / "tuning.csv")
+    out = {}
+    for row in decisions.itertuples():
+        out[f"plan2_{row.level}"] = f"{row.decision} ({row.why})"
+        for (a, b), key in ((("wspo", "cong_s"), "p1"), (("wspo", "wspo_seqmean"), "p2"), (("bon_implicit", "wspo"), "p3"),
+                            (("wspo", "cong"), "p4")):  # fmt: skip
+            hit = comparisons[(comparisons.level == row.level) & (comparisons.a == a) & (comparisons.b == b)
+                              & (comparisons.metric == "r_pref")]  # fmt: skip
+            if len(hit):
+                out[f"plan2_{row.level}_{key}"] = f"{_two_intervals(hit.iloc[0])}, {hit.verdict.iloc[0]}"
+    for row in acceptance.to_dict("records"):
+        accepted = len(row["accepted worlds"].split(", ")) if row["accepted worlds"] else 0
+        out[f"plan2_{row['level']}_draws"] = f"{row['drawn']} worlds drawn, {accepted} accepted"
+    optima = plan2_optima(tuning)
+    capped = optima[optima["where"] != "interior"]
+    out["plan2_capped"] = ("; ".join(f"{r.method} ({r.level}{'' if r.method != 'weak DPO (π_r)' else f' w{r.world}'})"
+                                     for r in capped.itertuples()) or "none")  # fmt: skip
+    return out
