@@ -322,6 +322,18 @@ def test_head_ids_by_blocks_equal_the_full_mask_reference(vocab, block):
     assert bool(plausibility_head(logp, 0.1)[5, vocab - 1])
 
 
+def test_a_small_step_is_stepped_in_turn_without_timing(expert, amateur, tokenizer, monkeypatch):
+    """Below `SMALL_STEP` the eager path never hands the amateur to a second thread (`ThreadPlan(in_turn=True)`)."""
+    from congkit.decoding import runtime
+
+    calls = []
+    real = runtime._step_two_threads
+    monkeypatch.setattr(runtime, "_step_two_threads", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert runtime.small_step(expert, 4) and not runtime.ThreadPlan(in_turn=True).threaded()
+    contrastive_generate(expert, amateur, tokenizer, PROMPTS, max_new_tokens=6, lazy_amateur=False, progress=False)
+    assert not calls
+
+
 def test_thread_plan_times_both_ways_then_keeps_the_faster_and_follows_a_change():
     from congkit.decoding import ThreadPlan
 
@@ -354,8 +366,16 @@ def test_plausibility_head_is_what_transformers_min_p_keeps():
 @pytest.mark.parametrize("do_sample", [False, True])
 def test_models_stepped_in_two_threads_decode_what_one_thread_decodes(expert, amateur, tokenizer, monkeypatch,
                                                                        do_sample):  # fmt: skip
-    kw = dict(alpha=0.5, do_sample=do_sample, max_new_tokens=12, seed=4, batch_size=4, progress=False)
+    from congkit.decoding import runtime
+
+    kw = dict(alpha=0.5, do_sample=do_sample, max_new_tokens=12, seed=4, batch_size=4, progress=False,
+              lazy_amateur=False)  # the eager path: the lazy one steps the models in turn  # fmt: skip
+    monkeypatch.setattr(runtime, "SMALL_STEP", 0)  # a small step is stepped in turn: force the thread plan here
+    calls = []
+    real = runtime._step_two_threads
+    monkeypatch.setattr(runtime, "_step_two_threads", lambda *a, **k: calls.append(1) or real(*a, **k))
     threaded = contrastive_generate(expert, amateur, tokenizer, PROMPTS, **kw)
+    assert calls  # two threads ran (the plan probes them first)
     monkeypatch.setenv("CONGKIT_THREADS", "keep")
     serial = contrastive_generate(expert, amateur, tokenizer, PROMPTS, **kw)
     assert threaded.token_ids == serial.token_ids

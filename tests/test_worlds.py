@@ -92,10 +92,14 @@ def test_the_plans_committed_tables_in_words(tmp_path):
     from congkit.study.tables import plan_sentences
 
     said = plan_sentences(PLAN_RESULTS)
-    comparisons = pd.read_csv(PLAN_RESULTS / "comparisons.csv")
-    row = comparisons[(comparisons.a == "cong") & (comparisons.metric == "r_pref") & (comparisons.budget == "fixed")]
-    assert said["plan_worlds"] == "3" and f"ConG − WSPO {row.estimate.item():+.3f}" in said["plan_fixed"]
     verdicts = pd.read_csv(PLAN_RESULTS / "verdicts.csv")
+    for budget in ("fixed", "tuned"):  # claim 3a's own interval and its pre-registered verdict, one number one word
+        claim = verdicts[(verdicts.budget == budget) & verdicts.claim.str.startswith("3a.")].iloc[0]
+        assert (f"ConG − the best baseline (WSPO) {claim.estimate:+.3f} [{claim.ci_low:+.3f}, {claim.ci_high:+.3f}]: "
+                f"claim 3a {claim.verdict}") in said[f"plan_{budget}"]  # fmt: skip
+    assert said["plan_worlds"] == "3" and "untestable here" in said["plan_fixed"] and "does not hold" not in said["plan_fixed"]
+    assert said["plan_verdicts"].count("untestable here") == (verdicts.budget == "fixed").sum() - (
+        verdicts[verdicts.budget == "fixed"].verdict != "untestable here").sum()  # fmt: skip
     claim2 = verdicts[(verdicts.budget == "fixed") & verdicts.claim.str.startswith("2.")]
     assert said["plan_cd"].startswith(f"CD − naive {claim2.estimate.item():+.3f}") and "tuned" not in said["plan_cd"]
     assert plan_sentences(tmp_path) == {}  # no tables: nothing said

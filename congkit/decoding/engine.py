@@ -116,7 +116,10 @@ def _decode_batch(
     # no row padded (e.g. batch 1): no mask or positions, so the model takes its plain causal path (compiled steps
     # always take both: their mask is built outside the model)
     padded = config.compile or not bool(mask.all())
-    logps = step_models(steppers, "first", ids, mask if padded else None, pos if padded else None)
+    plan, process = ThreadPlan(in_turn=runtime.small_step(expert, len(prompt_ids))), warpers(config)
+    # the prompt's forward: in turn for a small step, else in two threads (not timed: it is no decoding step)
+    logps = step_models(steppers, "first", ids, mask if padded else None, pos if padded else None,
+                        plan=plan if plan.in_turn else None)  # fmt: skip
 
     batch, vocab = ids.shape[0], logps[0].shape[-1]
     # prompt tokens count as seen (as in transformers), padding does not
@@ -129,7 +132,6 @@ def _decode_batch(
     droppable = all(isinstance(layer, DynamicLayer) for s in steppers for layer in getattr(s.past, "layers", [None]))
     tokens, rewards = [], {}
     pos = pos[:, -1:]
-    plan, process = ThreadPlan(), warpers(config)
 
     def record(t: int, ratio: torch.Tensor, tag: tuple) -> None:  # step t's log-ratios, for the rows live then
         was_done, rows_then = tag

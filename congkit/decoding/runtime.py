@@ -82,6 +82,13 @@ COMPACT_FRACTION = 0.25
 SMALL_STEP = 5e7  # parameters x rows of a decoding step below which one CPU thread beats several (measured)
 
 
+def small_step(model: PreTrainedModel, rows: int) -> bool:
+    """A CPU decoding step below `SMALL_STEP` (parameters x rows): one thread runs it fastest, and the two models are
+    stepped in turn (a second thread's hand-off costs more than such a forward: the study's 39k-parameter weak pair
+    at batch 1 decoded 1.44x faster in turn than in two threads)."""
+    return model_device(model).type == "cpu" and n_parameters(model) * rows < SMALL_STEP
+
+
 @contextlib.contextmanager
 def decode_threads(model: PreTrainedModel, rows: int):
     """Torch's intra-op threads for one CPU decoding batch: one thread when a step is small (parameters x rows <
@@ -89,8 +96,7 @@ def decode_threads(model: PreTrainedModel, rows: int):
     kept that speed with a busy process beside it), torch's setting otherwise; restored afterwards. Together with
     `OMP_WAIT_POLICY=PASSIVE` (set by `import congkit`), a competing process does not collapse decoding. Set
     `CONGKIT_THREADS=keep` to leave torch's setting alone."""
-    small = model_device(model).type == "cpu" and n_parameters(model) * rows < SMALL_STEP
-    if not small or os.environ.get("CONGKIT_THREADS") == "keep" or torch.get_num_threads() == 1:
+    if not small_step(model, rows) or os.environ.get("CONGKIT_THREADS") == "keep" or torch.get_num_threads() == 1:
         yield
         return
     before = torch.get_num_threads()
@@ -177,14 +183,16 @@ class ThreadPlan:
     the faster by a running mean (the newest step weighs `weight`), the other retimed once every `period` steps.
     Both ways compute the same tokens (tested); only the speed differs."""
 
-    def __init__(self, probes: int = 2, period: int = 16, weight: float = 0.5):
-        self.probes, self.period, self.weight = probes, period, weight
+    def __init__(self, probes: int = 2, period: int = 16, weight: float = 0.5, in_turn: bool = False):
+        self.probes, self.period, self.weight, self.in_turn = probes, period, weight, in_turn
         self.seconds: dict[bool, float] = {}
         self.timed = {True: 0, False: 0}
         self.steps = 0
 
     def threaded(self) -> bool:
-        """The way to run the next step."""
+        """The way to run the next step (`in_turn`: always in turn, never timed)."""
+        if self.in_turn:
+            return False
         self.steps += 1
         for way in (True, False):
             if self.timed[way] < self.probes:
@@ -204,7 +212,8 @@ def step_models(steppers: list[Stepper], method: str, *args, plan: ThreadPlan | 
     worker thread while the expert's runs in this one: torch releases the GIL inside its kernels, so one model's
     Python overhead overlaps the other's compute (the pair's forwards measured 1.35-1.4x faster at batch 32 here).
     `plan` chooses two threads or one after the other step by step, timing both (`ThreadPlan`); without a plan, two
-    threads. Both ways are the same computations; CONGKIT_THREADS=keep always runs the models in turn."""
+    threads. Both ways are the same computations; CONGKIT_THREADS=keep always runs the models in turn, as does a plan
+    made with `in_turn` (a `small_step`)."""
     can_thread = (len(steppers) == 2 and model_device(steppers[0].model).type == "cpu"
                   and os.environ.get("CONGKIT_THREADS") != "keep")  # fmt: skip
     threaded = can_thread and (plan.threaded() if plan is not None else True)
@@ -213,7 +222,7 @@ def step_models(steppers: list[Stepper], method: str, *args, plan: ThreadPlan | 
         out = _step_two_threads(steppers, method, *args, **kwargs)
     else:
         out = [getattr(s, method)(*args, **kwargs) for s in steppers]
-    if can_thread and plan is not None:
+    if can_thread and plan is not None and not plan.in_turn:
         plan.record(threaded, time.perf_counter() - start)
     return out
 

@@ -222,14 +222,17 @@ def best_method(table: pd.DataFrame, metric: str = "r_pref") -> str:
 
 def plan_sentences(folder) -> dict[str, str]:
     """The analysis plan's committed run (`results/plan`, profile plan) in words: ConG - WSPO pooled over worlds for
-    each budget, the step that carries it, and best-of-N by implicit reward against WSPO. {} if the folder lacks
-    the tables."""
+    each budget with claim 3a's pre-registered verdict (the plan's world-aware rule: "untestable here" where a world
+    misses a precondition), the step that carries it, and best-of-N by implicit reward against WSPO (a comparison
+    outside the claims, its interval only). {} if the folder lacks the tables."""
     from pathlib import Path
 
     folder = Path(folder)
-    if not (folder / "comparisons.csv").exists() or not (folder / "walk.csv").exists():
+    if not all((folder / f"{n}.csv").exists() for n in ("comparisons", "walk", "verdicts")):
         return {}
     comparisons, steps = pd.read_csv(folder / "comparisons.csv"), pd.read_csv(folder / "walk.csv")
+    claims = pd.read_csv(folder / "verdicts.csv")
+    claims = claims.set_index([claims.claim.str.split(".").str[0], claims.budget])
     worlds = sorted(int(c.split("_")[1]) for c in comparisons.columns if c.startswith("world_"))
     out = {"plan_worlds": str(len(worlds))}
     for budget in ("fixed", "tuned"):
@@ -238,14 +241,14 @@ def plan_sentences(folder) -> dict[str, str]:
         carrying = w[w.carries]
         step = (f"{carrying.step.iloc[0]} {_interval(carrying.iloc[0])}, {carrying.share.iloc[0]:.0%} of it"
                 if len(carrying) else "no single step")  # fmt: skip
-        out[f"plan_{budget}"] = (f"ConG − WSPO {_interval(c.loc['cong'])} ({c.loc['cong', 'verdict']}); carried by: "
-                                 f"{step}; best-of-N by implicit reward − WSPO {_interval(c.loc['bon_implicit'])}")  # fmt: skip
-    if (folder / "verdicts.csv").exists():  # the sampling claims do not depend on the strong budget
-        v = pd.read_csv(folder / "verdicts.csv")
-        v = v[v.budget == "fixed"]
-        v = v.set_index(v.claim.str.split(".").str[0])
-        out["plan_cd"] = (f"CD − naive {_interval(v.loc['2'])}, of which the head alone − naive "
-                          f"{_interval(v.loc['2c'])} and CD − the head alone {_interval(v.loc['2b'])}")  # fmt: skip
+        claim = claims.loc[("3a", budget)]
+        unmet = f"; unmet: {_short(claim.unmet)}" if isinstance(claim.unmet, str) and claim.unmet else ""
+        out[f"plan_{budget}"] = (f"ConG − the best baseline (WSPO) {_interval(claim)}: claim 3a {claim.verdict}{unmet}; carried "
+                                 f"by: {step}; best-of-N by implicit reward − WSPO {_interval(c.loc['bon_implicit'])}")  # fmt: skip
+    v = claims.xs("fixed", level=1)  # the sampling claims do not depend on the strong budget
+    out["plan_cd"] = (f"CD − naive {_interval(v.loc['2'])} (claim 2 {v.loc['2', 'verdict']}), of which the head alone − "
+                      f"naive {_interval(v.loc['2c'])} and CD − the head alone {_interval(v.loc['2b'])}")  # fmt: skip
+    out["plan_verdicts"] = ", ".join(f"{k} {v.loc[k, 'verdict']}" for k in v.index)
     return out
 
 
