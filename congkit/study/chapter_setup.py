@@ -79,9 +79,9 @@ def findings(pipe, pipe_profile: str = "default", table=None) -> dict[str, str]:
     """The introduction's key findings as text, computed from the pipeline's results (`table`, its `run()` if not
     given): n_seeds, verdict_<claim> and estimate_<claim> for every claim, why (the walk from ConG to WSPO in words),
     preconditions_met, unmet_note."""
-    from congkit.pipeline.evaluation import preconditions, verdicts, walk
+    from congkit.pipeline.evaluation import claim4_parts, preconditions, verdicts, walk
     from congkit.pipeline.provenance import SMOKE_NOTICE
-    from congkit.study.tables import best_method, in_words, plan_sentences, why_sentence
+    from congkit.study.tables import best_method, header, in_words, plan2_sentences, plan_sentences, why_sentence
 
     table = pipe.run() if table is None else table
     conditions = preconditions(table, pipe.config)
@@ -91,6 +91,8 @@ def findings(pipe, pipe_profile: str = "default", table=None) -> dict[str, str]:
         out[f"verdict_{key}"] = row.verdict
         interval = f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if math.isfinite(row.ci_low) else " (no interval)"
         out[f"estimate_{key}"] = f"{row.estimate:+.3f}{interval}"
+    out["claim4_parts"] = "; ".join(f"{header(m)} {e:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                                    for m, (e, lo, hi) in claim4_parts(table).items())  # fmt: skip
     steps = walk(table) if "sft_chosen" in pipe.config.methods else None
     out["why"] = why_sentence(steps) if steps is not None else "(no decomposition arms run)"
     carrying = steps[steps.carries].step if steps is not None else []
@@ -102,8 +104,12 @@ def findings(pipe, pipe_profile: str = "default", table=None) -> dict[str, str]:
         f"Computed from this run of the {pipe_profile!r} profile: one world, {out['n_seeds']} paired seeds (each seed "
         "reruns every stage from the weak labels on; all share one pretrained base pair and one prompt set).")  # fmt: skip
     planned = plan_sentences(PLAN_RESULTS)
-    keys = ("plan_worlds", "plan_fixed", "plan_tuned", "plan_cd")
+    keys = ("plan_worlds", "plan_fixed", "plan_tuned", "plan_cd", "plan_verdicts")
     out |= {k: planned.get(k, "(no plan results in results/plan)") for k in keys}
+    answered = plan2_sentences(PLAN2_RESULTS)  # chapter 7: is it the world?
+    keys = [f"plan2_{level}" for level in ("original", "spread", "overshoot")] + [
+        f"plan2_{level}_{p}" for level in ("original", "spread", "overshoot") for p in ("p1", "p2", "p3", "p4")]
+    out |= {k: answered.get(k, "(no plan-2 results in results/plan2)") for k in [*keys, "plan2_capped"]}
     applicable = conditions[conditions.applicable]
     out["preconditions_met"] = f"{int(applicable.met.sum())} of {len(applicable)}"
     unmet = applicable[~applicable.met]

@@ -38,6 +38,7 @@ from congkit.pipeline.evaluation.rules import (  # noqa: F401
     agreed,
     all_of,
     capability_metrics,
+    claim4_parts,
     claim_text,
     conditions_for,
     decomposition_rows,

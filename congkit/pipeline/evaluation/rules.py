@@ -245,10 +245,16 @@ def _claim3(ours):
     return decide
 
 
-def _claim4(table, config):
+def claim4_parts(table: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
+    """Claim 4 per capability metric: ConG - WeakSFT (mean, 95% CI over seeds) at the clean setting; the claim takes
+    the less favourable."""
     eps = clean_eps(table)
-    results = [mean_ci(paired_differences(per_seed(table, "cong", m, eps), per_seed(table, "weaksft", m, eps)))
-               for m in capability_metrics(table)]  # fmt: skip
+    return {m: mean_ci(paired_differences(per_seed(table, "cong", m, eps), per_seed(table, "weaksft", m, eps)))
+            for m in capability_metrics(table)}  # fmt: skip
+
+
+def _claim4(table, config):
+    results = list(claim4_parts(table).values())
     verdict = all_of([three_way(lo, hi, -NON_INFERIORITY_MARGIN) for _, lo, hi in results])
     worst = min(results, key=lambda r: r[1] if np.isfinite(r[1]) else r[0])
     return (verdict, *worst)
