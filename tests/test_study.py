@@ -88,5 +88,8 @@ def test_book_renders_in_a_browser(built_book, tmp_path):
     assert "Key findings" in box
     for row in verdicts.itertuples():
         assert row.verdict in box and f"{row.estimate:+.3f}" in box, row.claim
+    answer = verdicts[verdicts.claim.str.startswith("3a.")].iloc[0]  # the one-minute box holds the answer first
+    assert index["summary"].startswith("In one minute") and answer.verdict in index["summary"]
+    assert f"{answer.estimate:+.3f}" in index["summary"]
     results = report["notebooks/05_results.html"]
     assert "Results" in results["h1"] and results["images"] >= 3 and results["svg"] == results["images"]  # bars, walk, noise

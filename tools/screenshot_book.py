@@ -4,7 +4,7 @@
 
 For each page (every chapter by default) it reports the title, the page height at 1280 px, the number of images and
 how many of them loaded (complete with a non-zero natural width), how many are SVG and the smallest ratio of an image's
-natural to displayed width (>= 2 is "2x DPI"), whether MathJax typeset any formula, the text of the key-findings box,
+natural to displayed width (>= 2 is "2x DPI"), whether MathJax typeset any formula, the text of the one-minute box and of the key findings,
 the text column's width and the widest table or figure in it (`too_wide` lists what passes the column), the figures
 and how many lack a caption, images outside a numbered figure, `nan` text, whether the page has a "This run" box,
 and saves a PNG. Prints one JSON object; exits non-zero if a page has no title or an image failed to load.
@@ -64,7 +64,8 @@ def check_pages(book: Path, out: Path, pages: list[str], chromium: str) -> dict:
                     min_raster_scale: Math.min(...Array.from(document.images)
                         .filter(i => !(i.src.startsWith('data:image/svg') || i.src.endsWith('.svg')) && i.width > 0)
                         .map(i => i.naturalWidth / i.width), 1e9),
-                    findings: (document.querySelector('.admonition.important') || {}).innerText || '',
+                    summary: (document.querySelector('.admonition.important') || {}).innerText || '',
+                    findings: (document.querySelector('#key-findings') || {}).innerText || '',
                     text: document.body.innerText,
                     ...(() => {
                         const article = document.querySelector('article.bd-article') || document.querySelector('main')

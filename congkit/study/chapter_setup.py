@@ -75,6 +75,25 @@ def read_plan_results(folder: Path | None = None) -> dict:
     return {p.stem: pd.read_csv(p) for p in sorted(Path(folder).glob("*.csv"))}
 
 
+MECHANISM_STEPS = {  # the introduction's four steps from ConG to WSPO: (key, better, worse)
+    "step_dpo": ("cong", "cong_s"), "step_data": ("sft_chosen", "cong_s"), "step_match": ("wspo_b10", "sft_chosen"),
+    "step_amplify": ("wspo", "wspo_b10")}  # fmt: skip
+
+
+def mechanism_steps(table) -> dict[str, str]:
+    """Each of `MECHANISM_STEPS` as "estimate [95% CI]" of the paired R_pref difference over seeds at the clean
+    setting ("(not run)" when an arm is missing): ConG's DPO stage, the data, matching the weak log-ratio (WSPO at
+    beta 1 over SFT on the same data), amplifying it (beta 0.1 over beta 1)."""
+    from congkit.pipeline.evaluation import clean_eps, mean_ci, paired_differences, per_seed
+
+    eps, out = clean_eps(table), {}
+    for key, (a, b) in MECHANISM_STEPS.items():
+        diffs = paired_differences(per_seed(table, a, "r_pref", eps), per_seed(table, b, "r_pref", eps))
+        estimate, lo, hi = mean_ci(diffs) if len(diffs) else (math.nan,) * 3
+        out[key] = f"{estimate:+.3f} [{lo:+.3f}, {hi:+.3f}]" if len(diffs) > 1 else "(not run)"
+    return out
+
+
 def findings(pipe, pipe_profile: str = "default", table=None) -> dict[str, str]:
     """The introduction's key findings as text, computed from the pipeline's results (`table`, its `run()` if not
     given): n_seeds, verdict_<claim> and estimate_<claim> for every claim, why (the walk from ConG to WSPO in words),
@@ -91,6 +110,7 @@ def findings(pipe, pipe_profile: str = "default", table=None) -> dict[str, str]:
         out[f"verdict_{key}"] = row.verdict
         interval = f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if math.isfinite(row.ci_low) else " (no interval)"
         out[f"estimate_{key}"] = f"{row.estimate:+.3f}{interval}"
+    out |= mechanism_steps(table)
     out["claim4_parts"] = "; ".join(f"{header(m)} {e:+.3f} [{lo:+.3f}, {hi:+.3f}]"
                                     for m, (e, lo, hi) in claim4_parts(table).items())  # fmt: skip
     steps = walk(table) if "sft_chosen" in pipe.config.methods else None
