@@ -318,6 +318,10 @@ def test_head_ids_by_blocks_equal_the_full_mask_reference(vocab, block):
         want_ids, want_in = head_tokens(plausibility_head(logp, lam))
         got_ids, got_in = head_ids(logp, lam, block=block)
         assert torch.equal(got_in, want_in) and torch.equal(got_ids, want_ids)
+        for row in range(len(logp)):  # one row at a time: its own path, the same ids
+            one_ids, one_in = head_ids(logp[row : row + 1], lam, block=block)
+            ref_ids, ref_in = head_tokens(plausibility_head(logp[row : row + 1], lam))
+            assert torch.equal(one_ids, ref_ids) and torch.equal(one_in, ref_in) and bool(one_in.all())
     assert bool(plausibility_head(logp, 0.1)[0].all())  # row 0 (constant): its head is the whole vocabulary
     assert bool(plausibility_head(logp, 0.1)[5, vocab - 1])
 

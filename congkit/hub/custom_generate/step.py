@@ -218,6 +218,9 @@ def head_ids(expert_logp: torch.Tensor, threshold: float, top: torch.Tensor | No
     directly."""
     top = expert_logp.amax(dim=-1, keepdim=True) if top is None else top
     cut = top + np.log(threshold)
+    if expert_logp.shape[0] == 1:  # one row: its head's ids in order, no padding (4 operations instead of ~20)
+        ids = (expert_logp[0] >= cut[0]).nonzero().T
+        return ids, torch.ones_like(ids, dtype=torch.bool)
     vocab = expert_logp.shape[-1]
     whole = vocab - vocab % block
     rows, cols = [], []
