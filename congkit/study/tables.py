@@ -371,20 +371,33 @@ def style_plan2_levels(levels: dict[str, dict]):
 
 
 def acceptance_summary(acceptance: pd.DataFrame) -> pd.DataFrame:
-    """Per level: worlds drawn, the accepted ones, draws per accepted world, and why the others were not accepted."""
+    """Per level: worlds drawn, the accepted ones, draws per accepted world, and each unmet precondition of the
+    others with the number of worlds that missed it."""
     rows = []
     for level, part in acceptance.groupby("level", sort=False):
         accepted = part[part.accepted.astype(bool)]
-        reasons = "; ".join(f"w{int(r.world)}: {r.unmet}" for r in part[~part.accepted.astype(bool)].itertuples())
+        unmet = [u for r in part[~part.accepted.astype(bool)].itertuples() for u in str(r.unmet).split("; ") if u]
+        reasons = ", ".join(f"{_condition(u)} ({n})" for u, n in pd.Series(unmet, dtype=str).value_counts().items())
         rows.append({"level": level, "drawn": len(part), "accepted worlds": ", ".join(str(int(w)) for w in accepted.world),
                      "draws per accepted": round(len(part) / len(accepted), 2) if len(accepted) else float("nan"),
-                     "not accepted (unmet preconditions)": reasons or "none"})  # fmt: skip
+                     "unmet in the others (worlds)": reasons or "none"})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _condition(unmet: str) -> str:
+    """A precondition's name as a table cell holds it: "length probe", "ranking (Spearman)", "best-of-k"."""
+    if unmet.startswith("attribute probe: "):
+        return unmet.removeprefix("attribute probe: ") + " probe"
+    for start, short in (("Spearman", "ranking (Spearman)"), ("best-of-k", "best-of-k"), ("share of the R_pref headroom",
+                         "headroom"), ("smallest detectable", "detectable effect")):  # fmt: skip
+        if unmet.startswith(start):
+            return short
+    return notation(unmet)
 
 
 def style_acceptance(acceptance: pd.DataFrame):
     return finish(acceptance_summary(acceptance).style.hide(axis="index").format({"draws per accepted": "{:.2f}"})
-                  .set_properties(subset=["not accepted (unmet preconditions)"], **{"font-size": "0.8em"}))  # fmt: skip
+                  .set_properties(subset=["unmet in the others (worlds)"], **{"font-size": "0.8em"}))  # fmt: skip
 
 
 def _two_intervals(row) -> str:
