@@ -379,7 +379,7 @@ def acceptance_summary(acceptance: pd.DataFrame) -> pd.DataFrame:
         unmet = [u for r in part[~part.accepted.astype(bool)].itertuples() for u in str(r.unmet).split("; ") if u]
         reasons = ", ".join(f"{_condition(u)} ({n})" for u, n in pd.Series(unmet, dtype=str).value_counts().items())
         rows.append({"level": level, "drawn": len(part), "accepted worlds": ", ".join(str(int(w)) for w in accepted.world),
-                     "draws per accepted": round(len(part) / len(accepted), 2) if len(accepted) else float("nan"),
+                     "draws per accepted": f"{len(part) / len(accepted):.2f}" if len(accepted) else "none accepted",
                      "unmet in the others (worlds)": reasons or "none"})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -396,7 +396,7 @@ def _condition(unmet: str) -> str:
 
 
 def style_acceptance(acceptance: pd.DataFrame):
-    return finish(acceptance_summary(acceptance).style.hide(axis="index").format({"draws per accepted": "{:.2f}"})
+    return finish(acceptance_summary(acceptance).style.hide(axis="index")
                   .set_properties(subset=["unmet in the others (worlds)"], **{"font-size": "0.8em"}))  # fmt: skip
 
 
@@ -469,11 +469,12 @@ def plan2_sentences(folder) -> dict[str, str]:
                             (("wspo", "cong"), "p4")):  # fmt: skip
             hit = comparisons[(comparisons.level == row.level) & (comparisons.a == a) & (comparisons.b == b)
                               & (comparisons.metric == "r_pref")]  # fmt: skip
-            if len(hit):
-                out[f"plan2_{row.level}_{key}"] = f"{_two_intervals(hit.iloc[0])}, {hit.verdict.iloc[0]}"
+            out[f"plan2_{row.level}_{key}"] = (f"{_two_intervals(hit.iloc[0])}, {hit.verdict.iloc[0]}" if len(hit)
+                                               else f"{row.decision} ({row.why})")  # fmt: skip
     for row in acceptance.to_dict("records"):
         accepted = len(row["accepted worlds"].split(", ")) if row["accepted worlds"] else 0
-        out[f"plan2_{row['level']}_draws"] = f"{row['drawn']} worlds drawn, {accepted} accepted"
+        out[f"plan2_{row['level']}_draws"] = f"{row['drawn']} worlds drawn, {accepted} accepted" + (
+            f" (missed: {row['unmet in the others (worlds)']})" if row["unmet in the others (worlds)"] != "none" else "")
     optima = plan2_optima(tuning)
     capped = optima[optima["where"] != "interior"]
     out["plan2_capped"] = ("; ".join(f"{r.method} ({r.level}{'' if r.method != 'weak DPO (π_r)' else f' w{r.world}'})"
