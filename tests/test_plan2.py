@@ -38,6 +38,8 @@ def test_plan2_accepts_worlds_by_its_rule_tunes_once_per_level_and_decides_in_it
                                                   ("acceptance", "tuning", "comparisons", "decisions"))  # fmt: skip
     assert list(acceptance.world[acceptance.level == "spread"]) == [0, 1, 2]  # drawn in order until 2 accepted
     assert list(acceptance.accepted[acceptance.level == "spread"]) == [True, False, True]
+    probes = [c for c in acceptance.columns if c.startswith("probe_")]  # what the acceptance rule's probes read
+    assert probes and ((acceptance[probes] >= 0) & (acceptance[probes] <= 1)).all().all()
     ok, unmet = next(v for v in verdicts.values() if v is not None)
     assert isinstance(ok, bool) and (ok or unmet)  # the real acceptance rule ran and said why not
     strong = tuning[tuning.method != "weak_dpo"]

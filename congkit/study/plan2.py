@@ -74,6 +74,13 @@ def world_pipeline(level: str, world_seed: int, runs: Path, config: PipelineConf
                     progress=progress)  # fmt: skip
 
 
+def probe_accuracy(probes: pd.DataFrame) -> dict[str, float]:
+    """Per preference attribute, the share of attribute probes whose better response the weak pair's implicit reward
+    ranks above the worse (what the acceptance rule's probe preconditions read), as columns `probe_<attribute>`."""
+    right = probes.implicit_better > probes.implicit_worse
+    return {f"probe_{a}": float(v) for a, v in right.groupby(probes.attribute).mean().items()}
+
+
 def acceptance(pipe: Pipeline) -> tuple[bool, str]:
     """Whether a world meets the plan's acceptance preconditions on its first seed at the clean setting (before any
     strong method trains), and the unmet ones in words."""
@@ -97,7 +104,7 @@ def _job(job: tuple):
     pipe = world_pipeline(level, world, Path(runs), config, base)
     result = None
     if kind == "accept":
-        result = acceptance(pipe)
+        result = (*acceptance(pipe), probe_accuracy(pipe.attribute_probes(pipe.config.seeds[0]).to_pandas()))
     elif kind == "tune":
         pipe.tuning_rows(item)
     else:
@@ -121,9 +128,9 @@ def accepted_worlds(level: str, runs: Path, config: PipelineConfig, base: WorldC
         batch = range(start, min(start + max(1, workers), draws))
         results = run_in_workers(_job, [("accept", str(runs), level, w, None, config, base) for w in batch], workers,
                                  _describe, "plan2")  # fmt: skip
-        for _, _, world, _, (ok, unmet), _ in results:
+        for _, _, world, _, (ok, unmet, probes), _ in results:
             if len(accepted) < wanted:
-                rows.append({"level": level, "world": world, "accepted": ok, "unmet": unmet})
+                rows.append({"level": level, "world": world, "accepted": ok, "unmet": unmet, **probes})
                 accepted += [world] if ok else []
         if len(accepted) == wanted:
             break

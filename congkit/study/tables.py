@@ -371,8 +371,9 @@ def style_plan2_levels(levels: dict[str, dict]):
 
 
 def acceptance_summary(acceptance: pd.DataFrame) -> pd.DataFrame:
-    """Per level: worlds drawn, the accepted ones, draws per accepted world, and each unmet precondition of the
-    others with the number of worlds that missed it."""
+    """Per level: worlds drawn, the accepted ones, draws per accepted world, each unmet precondition of the others
+    with the number of worlds that missed it, and (where the run recorded them) each attribute probe's accuracy over
+    the drawn worlds, mean [min]."""
     rows = []
     for level, part in acceptance.groupby("level", sort=False):
         accepted = part[part.accepted.astype(bool)]
@@ -380,7 +381,9 @@ def acceptance_summary(acceptance: pd.DataFrame) -> pd.DataFrame:
         reasons = ", ".join(f"{_condition(u)} ({n})" for u, n in pd.Series(unmet, dtype=str).value_counts().items())
         rows.append({"level": level, "drawn": len(part), "accepted worlds": ", ".join(str(int(w)) for w in accepted.world),
                      "draws per accepted": f"{len(part) / len(accepted):.2f}" if len(accepted) else "none accepted",
-                     "unmet in the others (worlds)": reasons or "none"})  # fmt: skip
+                     "unmet in the others (worlds)": reasons or "none",
+                     **{f"{c.removeprefix('probe_')} probe, mean [min]": f"{part[c].mean():.2f} [{part[c].min():.2f}]"
+                        for c in part.columns if c.startswith("probe_")}})  # fmt: skip
     return pd.DataFrame(rows)
 
 
