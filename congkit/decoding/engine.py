@@ -72,7 +72,7 @@ def warpers(config: DecodingConfig) -> LogitsProcessorList | None:
     return out
 
 
-def next_tokens(expert_logp: torch.Tensor, amateur_logp: torch.Tensor | None, seen: torch.Tensor,
+def next_tokens(expert_logp: torch.Tensor, amateur_logp: torch.Tensor | None, seen: torch.Tensor | None,
                 config: DecodingConfig, uniforms: torch.Tensor | None, top: torch.Tensor | None = None,
                 process: LogitsProcessorList | None = None) -> torch.Tensor:  # fmt: skip
     """One decoding step's tokens: `cd_step` with `config`'s settings (`process`: `warpers(config)`, built once a
@@ -122,8 +122,8 @@ def _decode_batch(
                         plan=plan if plan.in_turn else None)  # fmt: skip
 
     batch, vocab = ids.shape[0], logps[0].shape[-1]
-    # prompt tokens count as seen (as in transformers), padding does not
-    seen = seen_tokens(ids, mask, vocab)
+    # prompt tokens count as seen (as in transformers), padding does not; only a repetition penalty reads them
+    seen = seen_tokens(ids, mask, vocab) if config.repetition_penalty != 1.0 else None
     uniforms = row_uniforms(config.seed, rows, config.max_new_tokens).to(device) if config.do_sample else None
     eos_tensor = torch.tensor(sorted(eos) or [-1], device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -149,22 +149,27 @@ def _decode_batch(
     for t in range(config.max_new_tokens):
         steps += 1
         expert_logp, amateur_logp = logps[0], (logps[1] if amateur is not None and lazy is None else None)
-        top = expert_logp.amax(dim=-1, keepdim=True)
+        top, top_ids = expert_logp.max(dim=-1, keepdim=True)
         require_finite(top, EXPERT if amateur is not None else "model", t)
+        choice_forced = False
         if lazy is not None:  # the amateur read only when some live row's choice is not forced
-            if bool((forced_rows(expert_logp, config.plausibility_threshold, top) | done).all()):
-                forced += 1
-            else:
+            choice_forced = bool((forced_rows(expert_logp, config.plausibility_threshold, top) | done).all())
+            forced += choice_forced
+            if not choice_forced:
                 amateur_logp = lazy.current(read)
-        tok = next_tokens(expert_logp, amateur_logp, seen, config, uniforms[:, t] if uniforms is not None else None,
-                          top, process)  # fmt: skip
+        if choice_forced:  # every head is its row's argmax alone: that is the choice, greedy or sampled (the
+            tok = top_ids.squeeze(-1)  # uniforms are indexed by step, so skipping a draw changes no later one)
+        else:
+            tok = next_tokens(expert_logp, amateur_logp, seen, config,
+                              uniforms[:, t] if uniforms is not None else None, top, process)  # fmt: skip
         tok = tok.masked_fill(done, pad_id)
         tokens.append(torch.full((batch,), pad_id, dtype=tok.dtype, device=device).index_copy_(0, live, tok))
         if lazy is not None:
             lazy.chosen(t, tok, expert_logp.gather(-1, tok[:, None]).squeeze(-1), (done, live))
         elif amateur_logp is not None:
             record(t, chosen_log_ratio(expert_logp, amateur_logp, tok), (done, live))
-        seen.scatter_(1, tok[:, None], True)
+        if seen is not None:
+            seen.scatter_(1, tok[:, None], True)
         done = done | torch.isin(tok, eos_tensor)
         finished = int(done.sum())  # one host sync a step
         if finished == len(live) or t == config.max_new_tokens - 1:
@@ -174,7 +179,8 @@ def _decode_batch(
             if lazy is not None:  # the dropped rows' deferred log-ratios first
                 lazy.resolve(read)
                 lazy.select(keep)
-            live, tok, seen, done, mask, pos = (x[keep] for x in (live, tok, seen, done, mask, pos))
+            live, tok, done, mask, pos = (x[keep] for x in (live, tok, done, mask, pos))
+            seen = seen[keep] if seen is not None else None
             uniforms = uniforms[keep] if uniforms is not None else None
             for stepper in steppers:
                 stepper.past.batch_select_indices(keep)
