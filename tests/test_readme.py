@@ -21,6 +21,9 @@ def test_the_readme_benchmark_table_equals_the_committed_json():
     assert render["table"](peers, render["PEER_ROWS"]) in (REPO / "README.md").read_text()
     ceiling = json.loads((REPO / "benchmarks" / "results" / "decoding_cpu2_ceiling.json").read_text())
     assert render["table"](ceiling, render["CEILING_ROWS"]) in (REPO / "README.md").read_text()
+    lazy = json.loads((REPO / "benchmarks" / "results" / "lazy_cd_cpu2.json").read_text())
+    assert render["table"](lazy, render["LAZY_ROWS"]) in (REPO / "README.md").read_text()
+    assert lazy["pair"].startswith("study weak pair") and lazy["seeds"] == [0, 7]  # the pair it was measured on
 
 
 def test_the_readme_usage_blocks_run_as_written(capsys):
