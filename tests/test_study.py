@@ -91,5 +91,12 @@ def test_book_renders_in_a_browser(built_book, tmp_path):
     answer = verdicts[verdicts.claim.str.startswith("3a.")].iloc[0]  # the one-minute box holds the answer first
     assert index["summary"].startswith("In one minute") and answer.verdict in index["summary"]
     assert f"{answer.estimate:+.3f}" in index["summary"]
+    phone = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "screenshot_book.py"), "--book", str(html), "--out", str(tmp_path / "390"),
+         "--width", "390"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert phone.returncode == 0, phone.stdout + phone.stderr
+    for name, page in json.loads(phone.stdout).items():  # a phone: no page scrolls sideways, nothing passes the column
+        assert page["page_width"] <= page["viewport"] and page["too_wide"] == [], (name, page["page_width"])
     results = report["notebooks/05_results.html"]
     assert "Results" in results["h1"] and results["images"] >= 3 and results["svg"] == results["images"]  # bars, walk, noise

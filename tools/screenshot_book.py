@@ -1,8 +1,10 @@
 """Look at the built book in a real browser: headless Chromium loads pages, checks them, saves screenshots.
 
     python tools/screenshot_book.py [--book book/_build/html] [--out screenshots] [--chromium /usr/bin/chromium]
+                                    [--width 1280]   # 390: a phone
 
-For each page (every chapter by default) it reports the title, the page height at 1280 px, the number of images and
+For each page (every chapter by default) it reports the title, the viewport and the page's own width (wider: the page
+scrolls sideways), the page height at the viewport width (1280 px by default), the number of images and
 how many of them loaded (complete with a non-zero natural width), how many are SVG and the smallest ratio of an image's
 natural to displayed width (>= 2 is "2x DPI"), whether MathJax typeset any formula, the text of the one-minute box and of the key findings,
 the text column's width and the widest table or figure in it (`too_wide` lists what passes the column), the figures
@@ -40,20 +42,22 @@ def find_chromium() -> str | None:
     return None
 
 
-def check_pages(book: Path, out: Path, pages: list[str], chromium: str) -> dict:
+def check_pages(book: Path, out: Path, pages: list[str], chromium: str, width: int = 1280) -> dict:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
     report = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page = browser.new_page(viewport={"width": width, "height": 900})
         for name in pages:
             page.goto((book / name).resolve().as_uri(), wait_until="load")
             page.wait_for_timeout(1500)  # MathJax typesets after load
             info = page.evaluate(
                 """() => ({
                     title: document.title,
+                    viewport: window.innerWidth,
+                    page_width: document.documentElement.scrollWidth,
                     h1: (document.querySelector('h1') || {}).textContent || '',
                     images: document.images.length,
                     loaded: Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length,
@@ -103,12 +107,13 @@ def main() -> None:
     parser.add_argument("--book", default="book/_build/html")
     parser.add_argument("--out", default="screenshots")
     parser.add_argument("--chromium", default=None)
+    parser.add_argument("--width", type=int, default=1280, help="viewport width in CSS px (a phone: 390)")
     parser.add_argument("pages", nargs="*", default=DEFAULT_PAGES)
     args = parser.parse_args()
     chromium = args.chromium or find_chromium()
     if chromium is None:
         sys.exit("no Chromium found: install Debian's chromium package")
-    report = check_pages(Path(args.book), Path(args.out), args.pages, chromium)
+    report = check_pages(Path(args.book), Path(args.out), args.pages, chromium, args.width)
     print(json.dumps(report, indent=2))
     bad = [n for n, r in report.items() if not r["title"] or r["loaded"] < r["images"]]
     sys.exit(1 if bad else 0)
