@@ -144,7 +144,7 @@ class Generation:
     log_ratios: list[list[float]] | None = None
     config: dict = field(default_factory=dict)
     # CD: decoding steps, steps whose choice was forced (the lazy amateur skipped them), the amateur's forwards after
-    # the prompts (eager: one a step but the first); `forced_fraction` and `amateur_forwards_per_token`
+    # the prompts (eager: one a step but the first); `forced_fraction` is the second over the first
     stats: dict = field(default_factory=dict)
 
     @property
