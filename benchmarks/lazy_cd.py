@@ -96,7 +96,7 @@ def measure(seed: int, args) -> dict:
             run()
             best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
     rate = {name: tokens / seconds for name, seconds in best.items()}
-    return {"tokens_per_s": {k: round(v, 1) for k, v in rate.items()}, "tokens": tokens,
+    return {"tokens_per_s": {k: round(v, 1) for k, v in rate.items()}, "tokens": tokens, "params": n_parameters(pi_ref),
             "forced_fraction": outs[True, 1].forced_fraction, "forced_fraction_b32": outs[True, 32].forced_fraction,
             "amateur_forwards_per_token_b1": outs[True, 1].stats["amateur_forwards"] / outs[True, 1].stats["steps"],
             **{name: rate[a] / rate[b] for name, (a, b) in RATIOS.items()}}  # fmt: skip
@@ -113,7 +113,7 @@ def main() -> None:
     per_seed = {seed: measure(seed, args) for seed in args.seeds}
     first = per_seed[args.seeds[0]]
     result = {"pair": "study weak pair (default world): pi_r = DPO(weak base), pi_ref = weak base",
-              "params_per_model": n_parameters(study_pair(args.seeds[0], Path(args.runs))[1]), "threads": torch.get_num_threads(),
+              "params_per_model": first["params"], "threads": torch.get_num_threads(),
               "seeds": args.seeds, "prompts": args.prompts, "rounds": args.rounds, "per_seed": per_seed}  # fmt: skip
     for key in first:
         if isinstance(first[key], float):

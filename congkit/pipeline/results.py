@@ -135,8 +135,8 @@ TUNING_COLUMNS = ["method", "learning_rate", "epochs", "score", "chosen", "edge"
 
 
 def _chosen(grid: list[dict]) -> list[dict]:
-    best = max(range(len(grid)), key=lambda i: grid[i]["score"])  # the first of equal scores, as `best_row`
-    return [{k: v for k, v in row.items() if k != "config"} | {"chosen": i == best} for i, row in enumerate(grid)]
+    best = stages.best_row(grid)  # the rule the tuned settings are taken by
+    return [{k: v for k, v in row.items() if k != "config"} | {"chosen": row is best} for row in grid]
 
 
 @node
