@@ -9,16 +9,19 @@ how many of them loaded (complete with a non-zero natural width), how many are S
 natural to displayed width (>= 2 is "2x DPI"), whether MathJax typeset any formula, the text of the one-minute box and of the key findings,
 the text column's width and the widest table or figure in it (`too_wide` lists what passes the column), the figures
 and how many lack a caption, images outside a numbered figure, `nan` text, whether the page has a "This run" box,
-and saves a PNG. Prints one JSON object; exits non-zero if a page has no title or an image failed to load.
+the tables and images whose label is not "Table N" / "Fig. N", the smallest figure text as displayed
+(`min_figure_text_px`, from each SVG's text sizes and its shown width), and saves a PNG. Prints one JSON object; exits non-zero if a page has no title or an image failed to load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -40,6 +43,26 @@ def find_chromium() -> str | None:
         if path:
             return path
     return None
+
+
+def svg_text_sizes(svg: str) -> tuple[float, list[float]]:
+    """An SVG's drawing width (its viewBox, in the units its text sizes use) and every text size in it (matplotlib
+    writes text as `font: 10px ...` or `font-size: 10px` when `svg.fonttype` is none)."""
+    box = re.search(r'viewBox="[\d.\-]+ [\d.\-]+ ([\d.]+) [\d.]+"', svg)
+    sizes = [float(x) for x in re.findall(r"font(?:-size)?:\s*([\d.]+)px", svg)]
+    return (float(box.group(1)) if box else float("nan")), sizes
+
+
+def min_figure_text_px(images: list[dict]) -> float | None:
+    """The smallest text on the page's SVG figures in CSS px as displayed: each text size scaled by the image's shown
+    width over its drawing width. None when the page has no SVG figure."""
+    shown = []
+    for image in images:
+        path = Path(unquote(urlparse(image["src"]).path))
+        if path.exists() and image["width"] > 0:
+            width, sizes = svg_text_sizes(path.read_text())
+            shown += [size * image["width"] / width for size in sizes]
+    return round(min(shown), 2) if shown else None
 
 
 def check_pages(book: Path, out: Path, pages: list[str], chromium: str, width: int = 1280) -> dict:
@@ -75,8 +98,25 @@ def check_pages(book: Path, out: Path, pages: list[str], chromium: str, width: i
                         const article = document.querySelector('article.bd-article') || document.querySelector('main')
                             || document.body;
                         const column = article.getBoundingClientRect().width;
+                        const boxed = e => {  // inside a box that scrolls sideways and fits the column
+                            for (let a = e.parentElement; a && a !== article; a = a.parentElement) {
+                                const x = getComputedStyle(a).overflowX;
+                                if ((x === 'auto' || x === 'scroll') && a.getBoundingClientRect().width <= column + 1)
+                                    return true;
+                            }
+                            return false;
+                        };
+                        const number = e => {  // the "Table N" / "Fig. N" that labels a table or an image
+                            const own = e.tagName === 'TABLE' && e.querySelector(':scope > caption .caption-number');
+                            const fig = e.closest('figure');
+                            const label = own || (fig && fig.querySelector(':scope > figcaption .caption-number'));
+                            return label ? label.textContent.trim() : '';
+                        };
+                        const tables = Array.from(article.querySelectorAll('table'))
+                            .filter(t => !t.closest('mjx-container') && !t.parentElement.closest('table'));
+                        const plots = Array.from(article.querySelectorAll('img'));
                         const wide = Array.from(article.querySelectorAll('table, img, svg, figure'))
-                            .filter(e => !e.closest('mjx-container'))
+                            .filter(e => !e.closest('mjx-container') && !boxed(e))
                             .map(e => ({tag: e.tagName, width: Math.round(e.getBoundingClientRect().width),
                                         text: (e.innerText || e.getAttribute('alt') || '').slice(0, 60)}));
                         const figures = Array.from(article.querySelectorAll('figure'));
@@ -90,10 +130,16 @@ def check_pages(book: Path, out: Path, pages: list[str], chromium: str, width: i
                                 .filter(i => !i.closest('figure')).length,
                             nan: /\bnan\b/i.test(article.innerText),
                             this_run: article.querySelectorAll('.this-run').length,
+                            tables: tables.length,
+                            tables_not_numbered_as_tables: tables.map(number).filter(n => !n.startsWith('Table ')),
+                            figures_not_numbered_as_figures: plots.map(number).filter(n => !n.startsWith('Fig. ')),
+                            svg_images: plots.filter(i => i.src.endsWith('.svg'))
+                                .map(i => ({src: i.src, width: i.getBoundingClientRect().width})),
                         };
                     })(),
                 })"""
             )
+            info["min_figure_text_px"] = min_figure_text_px(info.pop("svg_images"))
             shot = out / (name.replace("/", "_").replace(".html", ".png"))
             page.screenshot(path=str(shot), full_page=False)
             info["screenshot"] = str(shot)

@@ -148,9 +148,9 @@ def this_run(profile: str, seeds, timings: Path | None = None, **extra):
     return this_run_box(run_facts(profile, seeds, **extra, **({"build time": spent} if spent else {})))
 
 
-def parameter_table(**params):
-    """The chapter's parameters as a small table for the page (folders shown relative to the project)."""
-    import pandas as pd
+def page_parameters(**params) -> str:
+    """The chapter's own parameters as one line of the "This run" box (`this_run(..., parameters=...)`): `name value`
+    pairs, folders shown relative to the project, an empty value as "(default)"."""
 
     def show(value):
         if isinstance(value, str) and value.startswith("/"):
@@ -158,5 +158,4 @@ def parameter_table(**params):
             return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
         return value if value not in ("", None, {}) else "(default)"
 
-    table = pd.DataFrame({"value": [str(show(v)) for v in params.values()]}, index=list(params))
-    return table.rename_axis("parameter").style.set_caption("This page's parameters")
+    return ", ".join(f"{name.replace('_', ' ')} {show(value)}" for name, value in params.items())

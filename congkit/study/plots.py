@@ -146,6 +146,47 @@ def noise_curves(table: pd.DataFrame, metric: str = "r_pref") -> plt.Figure:
 # --- the regime map (congkit.study.regime) -------------------------------------------------------------------------------
 
 
+def pipeline_diagram() -> plt.Figure:
+    """The ConG pipeline as boxes and arrows (the introduction's figure), drawn at the column's width with no text
+    under 10 pt, so a subscript (70% of its text) stays >= 9 px where the figure is shown at its drawn size."""
+    from matplotlib.patches import FancyBboxPatch
+
+    boxes = {
+        "weak": (0.0, 0.62, "weak base\n$\\pi_{ref}$"),
+        "prefs": (0.205, 0.62, "preference\npairs (by $r^*$)"),
+        "dpo": (0.44, 0.62, "DPO\n$\\pi_{ref} \\to \\pi_r$"),
+        "cd": (0.675, 0.62, "contrastive\ndecoding"),
+        "strong": (0.0, 0.08, "strong base"),
+        "congs": (0.30, 0.08, "ConG-S: SFT\non CD samples"),
+        "cong": (0.66, 0.08, "ConG: DPO, CD\nsample > own"),
+    }
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.set_axis_off()
+    ax.set_xlim(-0.015, 0.955)
+    ax.set_ylim(0.05, 0.95)
+    centers = {}
+    for key, (x, y, text) in boxes.items():
+        w, h = {"cd": 0.25, "cong": 0.28, "congs": 0.27, "prefs": 0.2}.get(key, 0.18), 0.3
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.01", fc="#e8f0fe" if y > 0.5 else "#e6f4ea",
+                                    ec="#444"))  # fmt: skip
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=10)
+        centers[key] = (x, y, w, h)
+
+    def arrow(a, b, label=""):
+        xa, ya, wa, ha = centers[a]
+        xb, yb, wb, hb = centers[b]
+        start = (xa + wa, ya + ha / 2) if abs(ya - yb) < 0.1 else (xa + wa / 2, ya)
+        end = (xb, yb + hb / 2) if abs(ya - yb) < 0.1 else (xb + wb / 2, yb + hb)
+        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", lw=1.2))
+        if label:
+            ax.text((start[0] + end[0]) / 2 + 0.1, (start[1] + end[1]) / 2 - 0.03, label, fontsize=10, ha="left")
+
+    for a, b in (("weak", "prefs"), ("prefs", "dpo"), ("dpo", "cd"), ("strong", "congs"), ("congs", "cong")):
+        arrow(a, b)
+    arrow("cd", "congs", "CD samples")
+    return fig
+
+
 def tex(text: str) -> str:
     """The book's notation in a figure's text (matplotlib mathtext): R_pref -> $R_{pref}$, π_r -> $\\pi_r$, ..."""
     for plain, math in (("R_pref", "$R_{pref}$"), ("R_cap", "$R_{cap}$"), ("π_ref", "$\\pi_{ref}$"),
@@ -163,9 +204,10 @@ def _weak_rows(frame: pd.DataFrame, order: list | None) -> list:
 def regime_heatmaps(summary: pd.DataFrame, quantities: list[str], labels: dict[str, str],
                     order: list | None = None) -> plt.Figure:  # fmt: skip
     """One heatmap per quantity over the grid (weak pair x label noise eps), one per row: colour = mean over seeds,
-    each cell annotated with the mean and its 95% interval; differences (names with `_vs_` or `gain`) on a diverging
-    scale centred at 0, with a bold border where the interval excludes 0."""
-    from matplotlib.colors import TwoSlopeNorm
+    each cell annotated with the mean and its 95% interval; differences (names with `_vs_` or `gain`) on one diverging
+    scale centred at 0 shared by every difference panel (a null cell stays pale beside a real effect), levels on one
+    shared sequential scale; a colour bar per scale; a bold border where a difference's interval excludes 0."""
+    from matplotlib.colors import Normalize, TwoSlopeNorm
     from matplotlib.patches import Rectangle
 
     from congkit.pipeline.evaluation import is_difference
@@ -173,15 +215,20 @@ def regime_heatmaps(summary: pd.DataFrame, quantities: list[str], labels: dict[s
     weak, noise = _weak_rows(summary, order), sorted(summary.eps.unique())
     fig, axes = plt.subplots(len(quantities), 1, figsize=(7, 0.45 * len(weak) * len(quantities) + 0.9 * len(quantities)),
                              squeeze=False)  # fmt: skip
+    grids = {q: np.array([[summary[(summary.quantity == q) & (summary.weak == h) & (summary.eps == e)]["mean"]
+                           .mean() for e in noise] for h in weak]) for q in quantities}  # fmt: skip
+    differences = [g for q, g in grids.items() if is_difference(q) and np.isfinite(g).any()]
+    levels = [g for q, g in grids.items() if not is_difference(q) and np.isfinite(g).any()]
+    bound = max((float(np.nanmax(np.abs(g))) for g in differences), default=1.0) or 1.0
+    norms = {True: TwoSlopeNorm(0.0, -bound, bound),
+             False: Normalize(min((np.nanmin(g) for g in levels), default=0.0),
+                              max((np.nanmax(g) for g in levels), default=1.0))}  # fmt: skip
+    images = {}
     for ax, quantity in zip(axes.flat, quantities):
         part = summary[summary.quantity == quantity].set_index(["weak", "eps"])
-        grid = np.array([[part["mean"].get((h, e), np.nan) for e in noise] for h in weak])
-        diverging = is_difference(quantity)
-        if diverging:
-            bound = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
-            image = ax.imshow(grid, cmap="RdBu", norm=TwoSlopeNorm(0.0, -(bound or 1.0), bound or 1.0), aspect="auto")
-        else:
-            image = ax.imshow(grid, cmap="viridis", aspect="auto")
+        grid, diverging = grids[quantity], is_difference(quantity)
+        image = ax.imshow(grid, cmap="RdBu" if diverging else "viridis", norm=norms[diverging], aspect="auto")
+        images.setdefault(diverging, (image, []))[1].append(ax)
         for i, h in enumerate(weak):
             for j, e in enumerate(noise):
                 if (h, e) not in part.index:
@@ -191,14 +238,16 @@ def regime_heatmaps(summary: pd.DataFrame, quantities: list[str], labels: dict[s
                     f"{row['mean']:.3f} ± {(row.ci_high - row.ci_low) / 2:.3f}"  # fmt: skip
                 shade = image.norm(row["mean"])
                 dark = (abs(shade - 0.5) > 0.3) if diverging else shade < 0.45
-                ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
+                ax.text(j, i, text.replace("-", "\u2212"), ha="center", va="center", fontsize=9,
+                        color="white" if dark else "black")  # fmt: skip
                 if diverging and row.vs_zero != "includes 0":
                     ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black"))
         ax.set_xticks(range(len(noise)), [f"label noise ε = {e:g}" for e in noise])
         ax.set_yticks(range(len(weak)), [str(h) for h in weak])
         ax.set_title(tex(labels.get(quantity, quantity)), fontsize=10)
         ax.grid(False)
-    fig.tight_layout()
+    for diverging, (image, panels) in images.items():
+        fig.colorbar(image, ax=panels, shrink=0.9, pad=0.02, label="difference (0: white)" if diverging else "mean")
     return fig
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
+import re
+
+import numpy as np
 import pandas as pd
 
 from congkit.pipeline.evaluation import metrics as metric_registry
@@ -24,6 +28,37 @@ def notation(text):
 def finish(styler):
     """Every table's last step: the book's notation in its headers and index, no wrapping of short headers."""
     return styler.format_index(notation, axis=0).format_index(notation, axis=1)
+
+
+_NUMBER = re.compile(r"^\s*[+\-\u2212]?(?:\d|\.\d|nan\b|inf\b)")
+
+
+def cell_style(value) -> str:
+    """A table cell's typesetting: numbers (and cells that start with one: an estimate with its interval, a
+    percentage) right-aligned on one line; text left-aligned and free to wrap."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Number | str):
+        return "text-align: left"
+    if isinstance(value, str) and not _NUMBER.match(value):
+        return "text-align: left"
+    return "text-align: right; white-space: nowrap"
+
+
+def typeset(table) -> pd.io.formats.style.Styler:
+    """Every glued table's typesetting (`glue`): text left and numbers right on one line (`cell_style`), the book's
+    notation in headers and index. A `Styler` caption is refused: the book's caption above the table is the only one."""
+    styler = table.style if isinstance(table, pd.DataFrame) else table
+    if styler.caption:
+        raise ValueError(f"a glued table carries its own caption ({styler.caption!r}): put it in the book's caption")
+    return finish(styler.map(cell_style))
+
+
+def glue(name: str, value, display: bool = False) -> None:
+    """myst-nb's `glue`, with a table (a `DataFrame` or `Styler`) typeset first (`typeset`); figures as they are."""
+    from myst_nb import glue as myst_glue
+
+    if isinstance(value, pd.DataFrame | pd.io.formats.style.Styler):
+        value = typeset(value)
+    myst_glue(name, value, display=display)
 
 
 def header(metric: str) -> str:
@@ -127,20 +162,15 @@ def style_regime_cells(summary: pd.DataFrame, quantities: list[str], labels: dic
     styler = frame.style.set_properties(**{"font-size": "0.85em"})
     for index, column in bold:
         styler = styler.set_properties(subset=pd.IndexSlice[[index], [column]], **{"font-weight": "bold"})
-    return styler.set_caption("Mean over seeds [95% t-interval]; bold: a difference whose interval excludes 0.")
+    return styler
 
 
 def style_correlations(correlations: pd.DataFrame):
     frame = correlations[["label", "spearman", "ci_low", "ci_high", "permutation_p"]].rename(columns={
         "label": "predictor (cell mean)", "spearman": "Spearman ρ with ConG − best baseline (R_pref)",
         "ci_low": "CI low", "ci_high": "CI high", "permutation_p": "permutation p (cells)"})  # fmt: skip
-    level = correlations.confidence.iloc[0] if len(correlations) else 0.95
-    n = int(correlations.n_cells.iloc[0]) if len(correlations) else 0
     return (frame.style.hide(axis="index").format("{:+.2f}", subset=frame.columns[1:4], na_rep="(constant)")
-            .format("{:.3f}", subset=frame.columns[4:], na_rep="")
-            .set_caption(f"Rank correlation across {n} cells; bootstrap {level:.0%} intervals (seeds resampled, "
-                         f"paired across cells) and a permutation test across cells, each at {1 - level:.2g} "
-                         "(family-wise 95% over the predictors)."))  # fmt: skip
+            .format("{:.3f}", subset=frame.columns[4:], na_rep=""))
 
 
 def style_cell_measures(measures: pd.DataFrame, order: list | None = None):
@@ -154,7 +184,7 @@ def style_cell_measures(measures: pd.DataFrame, order: list | None = None):
     frame.index = _cell_index(frame.index)
     for column in ("best baseline (R_pref)", "best baseline (R_cap)"):
         frame[column] = frame[column].map(label)
-    return frame.style.format(precision=3).set_caption("Means over seeds.")
+    return frame.style.format(precision=3)
 
 
 def training_views(samples, preferences, cong_pairs, gold=None, n: int = 5) -> pd.DataFrame:
