@@ -78,6 +78,7 @@ def test_book_renders_in_a_browser(built_book, tmp_path):
         assert page["svg"] == page["images"] or page["min_raster_scale"] >= 2, name
         assert page["too_wide"] == [], (name, page["column"], page["too_wide"])  # every table and figure fits
         assert not page["nan"], name
+        assert page["tables_not_numbered_as_tables"] == [] and page["figures_not_numbered_as_figures"] == [], name
         assert page["uncaptioned"] == 0 and page["loose_images"] == 0, name  # every figure numbered and captioned
         assert page["this_run"] == 1, name  # the provenance box, once
         assert "Smoke run: these numbers are not findings" in page["text"], name
@@ -98,5 +99,6 @@ def test_book_renders_in_a_browser(built_book, tmp_path):
     assert phone.returncode == 0, phone.stdout + phone.stderr
     for name, page in json.loads(phone.stdout).items():  # a phone: no page scrolls sideways, nothing passes the column
         assert page["page_width"] <= page["viewport"] and page["too_wide"] == [], (name, page["page_width"])
+        assert page["min_figure_text_px"] is None or page["min_figure_text_px"] >= 9, (name, page["min_figure_text_px"])
     results = report["notebooks/05_results.html"]
     assert "Results" in results["h1"] and results["images"] >= 3 and results["svg"] == results["images"]  # bars, walk, noise

@@ -7,6 +7,7 @@ text, legends outside the data, 95% intervals over seeds wherever a curve has se
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -120,7 +121,7 @@ def method_panels(table: pd.DataFrame, metrics: list[tuple[str, str]], eps: floa
         ax.barh(y, means, xerr=err, capsize=2, color=[ROLE_COLORS[METHODS[m].role] for m in methods])
         ax.set_xlabel(label_)
         ax.set_xlim(0, 1.0)
-    axes[0, 0].set_yticks(y, [label(m) for m in methods], fontsize=9)
+    axes[0, 0].set_yticks(y, [label(m) for m in methods])
     fig.tight_layout()
     return fig
 
@@ -188,10 +189,12 @@ def pipeline_diagram() -> plt.Figure:
 
 
 def tex(text: str) -> str:
-    """The book's notation in a figure's text (matplotlib mathtext): R_pref -> $R_{pref}$, π_r -> $\\pi_r$, ..."""
+    """The book's notation in a figure's text (matplotlib mathtext): R_pref -> $R_{pref}$, π_r / pi_r -> $\\pi_r$,
+    ... (never inside maths already written), and the book's symbols for ASCII stand-ins (-> as →, >= as ≥)."""
     for plain, math in (("R_pref", "$R_{pref}$"), ("R_cap", "$R_{cap}$"), ("π_ref", "$\\pi_{ref}$"),
-                        ("π_r", "$\\pi_r$"), ("r_pref", "$R_{pref}$"), ("r_cap", "$R_{cap}$")):  # fmt: skip
-        text = text.replace(plain, math)
+                        ("pi_ref", "$\\pi_{ref}$"), ("π_r", "$\\pi_r$"), ("pi_r", "$\\pi_r$"),
+                        ("r_pref", "$R_{pref}$"), ("r_cap", "$R_{cap}$"), ("->", "\u2192"), (">=", "\u2265")):  # fmt: skip
+        text = re.sub(rf"(?<![\\{{$\w]){re.escape(plain)}(?![\w}}$])", lambda _, m=math: m, text)
     return text
 
 
@@ -254,7 +257,7 @@ def regime_heatmaps(summary: pd.DataFrame, quantities: list[str], labels: dict[s
 def regime_predictor(summary: pd.DataFrame, predictor: str, target: str, labels: dict[str, str],
                      order: list | None = None) -> plt.Figure:  # fmt: skip
     """Each cell's target against a predictor (means with 95% intervals over seeds), marked by weak pair, coloured
-    by eps."""
+    by eps, and each point labelled with its cell."""
     p = summary[summary.quantity == predictor].set_index(["weak", "eps"])
     t = summary[summary.quantity == target].set_index(["weak", "eps"])
     cells = p.index.intersection(t.index)
@@ -265,11 +268,12 @@ def regime_predictor(summary: pd.DataFrame, predictor: str, target: str, labels:
         x, y = p.loc[(h, e)], t.loc[(h, e)]
         ax.errorbar(x["mean"], y["mean"], xerr=[[x["mean"] - x.ci_low], [x.ci_high - x["mean"]]],
                     yerr=[[y["mean"] - y.ci_low], [y.ci_high - y["mean"]]], fmt=markers[h], color=colours[e],
-                    capsize=2, label=f"{h}, ε = {e:g}")  # fmt: skip
+                    capsize=2)  # fmt: skip
+        ax.annotate(f"{h}, ε = {e:g}", (x["mean"], y["mean"]), xytext=(5, 4), textcoords="offset points",
+                    fontsize=9, color=colours[e])  # each point named where it is: no legend to decode
     ax.axhline(0, color="grey", lw=1, ls=":")
     ax.set(xlabel=tex(labels.get(predictor, predictor)), ylabel=tex(labels.get(target, target)),
            title="Per cell: the gain against its candidate predictor (95% CIs)")  # fmt: skip
-    _legend_outside(ax, fontsize=8)
     return fig
 
 
@@ -286,7 +290,7 @@ def regime_alpha_sweep(sweep: pd.DataFrame, metric: str = "r_pref", ylabel: str 
             if np.isfinite(line.ci_low).all():
                 ax.fill_between(line.alpha, line.ci_low, line.ci_high, color=f"C{i}", alpha=0.15)
         ax.axhline(0, color="grey", lw=1, ls=":")
-        ax.set_title(str(h), fontsize=9)
+        ax.set_title(str(h), fontsize=10)
         ax.set_xlabel("α")
     axes[0, 0].set_ylabel(ylabel)
     handles, labels_ = axes[0, 0].get_legend_handles_labels()
@@ -304,7 +308,7 @@ def walk_figure(steps: pd.DataFrame) -> plt.Figure:
     colors = ["#d62728" if c else ("#1f77b4" if p == "main" else "#9e9e9e") for c, p in zip(steps.carries, steps.path)]
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(steps) + 1.2))
     ax.barh(y, steps.estimate, xerr=[lo, hi], color=colors, capsize=3)
-    ax.set_yticks(y, [f"{s} ({'main' if p == 'main' else 'other order'})" for s, p in zip(steps.step, steps.path)])
+    ax.set_yticks(y, [tex(f"{s} ({'main' if p == 'main' else 'other order'})") for s, p in zip(steps.step, steps.path)])
     ax.axvline(0, color="black", lw=0.8)
     ax.set(title="From ConG to WSPO, one change at a time", xlabel=f"paired difference in {tex(steps.metric.iloc[0])} "
            "(95% CI)")  # fmt: skip

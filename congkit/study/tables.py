@@ -52,12 +52,35 @@ def typeset(table) -> pd.io.formats.style.Styler:
     return finish(styler.map(cell_style))
 
 
+_SYMBOLS = ((r"-(?:>|&gt;)", "\u2192"), (r"(?:>|&gt;)=", "\u2265"), (r"(?:<|&lt;)=", "\u2264"),
+            (r"(?<![\w.\-])-(?=\.?\d)", "\u2212"))  # ->, >=, <= and a minus sign written as a hyphen
+
+
+def book_text(text: str) -> str:
+    """A table cell's text as the book writes it: → ≥ ≤ and a true minus sign instead of ASCII stand-ins, and the
+    book's one notation (`notation`): R_pref -> R<sub>pref</sub>, pi_r -> π<sub>r</sub>."""
+    for pattern, symbol in _SYMBOLS:
+        text = re.sub(pattern, symbol, text)
+    return notation(text)
+
+
+def table_html(table) -> str:
+    """A table's HTML for the book: `typeset`, then `book_text` applied to the text between tags (never inside a
+    tag or the style sheet)."""
+    html = typeset(table).to_html()
+    head, _, body = html.rpartition("</style>")
+    body = re.sub(r">([^<]+)<", lambda m: ">" + book_text(m.group(1)) + "<", body)
+    return f"{head}</style>{body}" if head or _ else body
+
+
 def glue(name: str, value, display: bool = False) -> None:
-    """myst-nb's `glue`, with a table (a `DataFrame` or `Styler`) typeset first (`typeset`); figures as they are."""
+    """myst-nb's `glue`, with a table (a `DataFrame` or `Styler`) as the book shows it (`table_html`); figures and
+    text as they are."""
+    from IPython.display import HTML
     from myst_nb import glue as myst_glue
 
     if isinstance(value, pd.DataFrame | pd.io.formats.style.Styler):
-        value = typeset(value)
+        value = HTML(table_html(value))
     myst_glue(name, value, display=display)
 
 
@@ -513,3 +536,30 @@ def plan2_sentences(folder) -> dict[str, str]:
     out["plan2_capped"] = ("; ".join(f"{r.method} ({r.level}{'' if r.method != 'weak DPO (π_r)' else f' w{r.world}'})"
                                      for r in capped.itertuples()) or "none")  # fmt: skip
     return out
+
+
+def signed(x: float, digits: int = 2) -> str:
+    """A signed number with a true minus sign (−0.12, +0.30), as the book writes numbers in its text."""
+    return f"{x:+.{digits}f}".replace("-", "\u2212")
+
+
+def zero_preference_note(pool: pd.DataFrame) -> str:
+    """The Markdown sentence under claim 1's figure on its lowest box, from the pool itself: how many of pi_r's
+    samples score R_pref 0 (no answer statement the judge can parse, or every attribute failed), how long they are
+    against the top level's, and whether their implicit reward is high per token or only summed over more tokens."""
+    target = "r_pref" if "r_pref" in pool else "scores"
+    zero, top = pool[pool[target] == 0], pool[pool[target] == pool[target].max()]
+    if not len(zero) or pool[target].max() == 0:
+        return "No sample scores $R_{pref}$ 0 in this pool."
+    words = lambda part: float(part.response.str.split().str.len().median())  # noqa: E731
+    total = (float(zero.implicit.median()), float(top.implicit.median()))
+    per_token = (float(zero.implicit_mean.median()), float(top.implicit_mean.median()))
+    both = f"{signed(per_token[0])} vs {signed(per_token[1])} nats a token"
+    why = (f"per token they score lower ({both}): the summed reward grows with length" if per_token[0] < per_token[1]
+           else f"per token too they score {'higher' if per_token[0] > per_token[1] else 'the same'} ({both}): "
+           "tokens that $\\pi_r$ makes likelier than $\\pi_{ref}$ does, in responses the judge rejects, a blind spot of the "
+           "weak pair's reward")  # fmt: skip
+    return (f"{len(zero)} of {len(pool)} samples score $R_{{pref}}$ 0 (no answer statement the judge can parse, or "
+            f"every attribute failed); their median summed implicit reward is {signed(total[0])} nats against "
+            f"{signed(total[1])} at $R_{{pref}}$ {pool[target].max():g}, and they are {words(zero):.0f} words long "
+            f"on median against {words(top):.0f}; {why}.")

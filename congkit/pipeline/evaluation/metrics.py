@@ -213,10 +213,10 @@ def side_by_side(sweep: Dataset, alphas=(0.0, 0.5, 1.0), n: int = 6) -> pd.DataF
         part = df[df.prompt == prompt]
         row = {"prompt": prompt}
         naive = part[part.alpha.isna()].iloc[0]
-        row["naive pi_r"] = f"{naive.response!r} [{naive.r_pref:.2f}]"
+        row["naive pi_r"] = f"{naive.response or '(empty)'} [{naive.r_pref:.2f}]"
         for a in alphas:
             hit = part[np.isclose(part.alpha, a)]
             if len(hit):
-                row[f"CD alpha={a}"] = f"{hit.iloc[0].response!r} [{hit.iloc[0].r_pref:.2f}]"
+                row[f"CD α = {a:g}"] = f"{hit.iloc[0].response or '(empty)'} [{hit.iloc[0].r_pref:.2f}]"
         out.append(row)
     return pd.DataFrame(out)
