@@ -13,12 +13,15 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Patch
 
 from congkit.pipeline.evaluation import mean_ci
 from congkit.pipeline.methods import METHODS, label
 
 STYLE = Path(__file__).with_name("book.mplstyle")
 ROLE_COLORS = {"reference": "#9e9e9e", "ceiling": "#616161", "baseline": "#1f77b4", "ours": "#2ca02c", "arm": "#ff7f0e"}
+ROLE_NAMES = {"reference": "reference model", "ceiling": "gold ceiling", "baseline": "baseline", "ours": "ConG",
+              "arm": "control arm"}
 
 
 def use_book_style(svg: bool = True) -> None:
@@ -119,10 +122,12 @@ def method_panels(table: pd.DataFrame, metrics: list[tuple[str, str]], eps: floa
         err = [[st[0] - st[1] if np.isfinite(st[1]) else 0 for st in stats],
                [st[2] - st[0] if np.isfinite(st[2]) else 0 for st in stats]]  # fmt: skip
         ax.barh(y, means, xerr=err, capsize=2, color=[ROLE_COLORS[METHODS[m].role] for m in methods])
-        ax.set_xlabel(label_)
+        ax.set_xlabel(tex(label_))
         ax.set_xlim(0, 1.0)
-    axes[0, 0].set_yticks(y, [label(m) for m in methods])
-    fig.tight_layout()
+    axes[0, 0].set_yticks(y, [tex(label(m)) for m in methods])
+    roles = list(dict.fromkeys(METHODS[m].role for m in methods))
+    fig.legend([Patch(color=ROLE_COLORS[r]) for r in roles], [ROLE_NAMES.get(r, r) for r in roles], loc="outside lower center",
+               ncols=len(roles), frameon=False)  # fmt: skip
     return fig
 
 
@@ -305,14 +310,19 @@ def walk_figure(steps: pd.DataFrame) -> plt.Figure:
     y = np.arange(len(steps))
     lo = (steps.estimate - steps.ci_low).fillna(0).to_numpy()
     hi = (steps.ci_high - steps.estimate).fillna(0).to_numpy()
-    colors = ["#d62728" if c else ("#1f77b4" if p == "main" else "#9e9e9e") for c, p in zip(steps.carries, steps.path)]
+    kinds = {"carries the gap": "#d62728", "main path": "#1f77b4", "other order": "#9e9e9e"}
+    kind = ["carries the gap" if c else ("main path" if p == "main" else "other order")
+            for c, p in zip(steps.carries, steps.path)]  # fmt: skip
+    colors = [kinds[k] for k in kind]
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(steps) + 1.2))
     ax.barh(y, steps.estimate, xerr=[lo, hi], color=colors, capsize=3)
     ax.set_yticks(y, [tex(f"{s} ({'main' if p == 'main' else 'other order'})") for s, p in zip(steps.step, steps.path)])
     ax.axvline(0, color="black", lw=0.8)
     ax.set(title="From ConG to WSPO, one change at a time", xlabel=f"paired difference in {tex(steps.metric.iloc[0])} "
            "(95% CI)")  # fmt: skip
-    fig.tight_layout()
+    shown = [k for k in kinds if k in kind]
+    fig.legend([Patch(color=kinds[k]) for k in shown], shown, loc="outside lower center", ncols=len(shown),
+               frameon=False)  # fmt: skip
     return fig
 
 
