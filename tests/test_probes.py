@@ -440,7 +440,7 @@ def test_a_run_is_compared_with_the_reference_results(tmp_path):
         folder.mkdir()
         pd.DataFrame({"claim": ["1", "3a"], "verdict": ["holds", "does not hold"],
                       "estimate": [0.756, -0.113]}).to_csv(folder / "verdicts.csv", index=False)  # fmt: skip
-        for name in ("preconditions.csv", "decomposition.csv"):
+        for name in ("preconditions.csv", "decomposition.csv", "results.csv"):
             pd.DataFrame({"name": ["a"], "value": [0.5]}).to_csv(folder / name, index=False)
     assert study.compare_with_reference(run, reference) == []
     pd.DataFrame({"claim": ["1", "3a"], "verdict": ["holds", "inconclusive"],

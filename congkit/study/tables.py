@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pandas as pd
+from pandas.io.formats.style import Styler
 
 from congkit.pipeline.evaluation import metrics as metric_registry
 from congkit.pipeline.methods import label, with_role
@@ -43,7 +44,7 @@ def cell_style(value) -> str:
     return "text-align: right; white-space: nowrap"
 
 
-def typeset(table) -> pd.io.formats.style.Styler:
+def typeset(table) -> Styler:
     """Every glued table's typesetting (`glue`): text left and numbers right on one line (`cell_style`), the book's
     notation in headers and index. A `Styler` caption is refused: the book's caption above the table is the only one."""
     styler = table.style if isinstance(table, pd.DataFrame) else table
@@ -79,7 +80,7 @@ def glue(name: str, value, display: bool = False) -> None:
     from IPython.display import HTML
     from myst_nb import glue as myst_glue
 
-    if isinstance(value, pd.DataFrame | pd.io.formats.style.Styler):
+    if isinstance(value, pd.DataFrame | Styler):
         value = HTML(table_html(value))
     myst_glue(name, value, display=display)
 
@@ -95,7 +96,7 @@ def higher_is_better(metric: str) -> bool:
 PREFERENCE_COLUMNS = ("r_pref", "win_rate", "pgr", "pgr_strong")  # the main table's first half; the rest: capability
 
 
-def style_main_table(main: pd.DataFrame, n_seeds: int, metrics: list[str] | None = None) -> pd.io.formats.style.Styler:
+def style_main_table(main: pd.DataFrame, n_seeds: int, metrics: list[str] | None = None) -> Styler:
     """`evaluation.main_table` (metric x (mean, ±95%) columns), the `metrics` given (all by default), as one cell per
     metric, "mean ±half-width" kept on one line, readable headers, and the best of the five weak-to-strong methods
     per metric marked by its background (bold alone ran cells together)."""
@@ -119,7 +120,7 @@ def style_main_table(main: pd.DataFrame, n_seeds: int, metrics: list[str] | None
     return finish(styler)
 
 
-def style_preconditions(conditions: pd.DataFrame) -> pd.io.formats.style.Styler:
+def style_preconditions(conditions: pd.DataFrame) -> Styler:
     frame = conditions.drop(columns=["id"]).rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high"})
     frame["met"] = [("yes" if met else "no") if applicable else "n/a (no such channel)"
                     for met, applicable in zip(frame.met, frame.pop("applicable"))]  # fmt: skip
@@ -139,7 +140,7 @@ def _estimate(row) -> str:
     return "" if pd.isna(row.estimate) else _interval(row)
 
 
-def style_verdicts(verdicts: pd.DataFrame) -> pd.io.formats.style.Styler:
+def style_verdicts(verdicts: pd.DataFrame) -> Styler:
     """The verdicts: claim, verdict (coloured), estimate [95% CI], the rule (small) and any unmet preconditions."""
     frame = pd.DataFrame({"claim": verdicts.claim.map(notation), "verdict": verdicts.verdict,
                           "estimate [95% CI]": [_estimate(r) for r in verdicts.itertuples()],
