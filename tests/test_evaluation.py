@@ -90,6 +90,18 @@ def test_within_prompt_ranking():
     assert recovery == pytest.approx(gains / (0.125 + 0.25 + 0.125 + 0.25))
 
 
+def test_the_same_response_drawn_twice_ranks_as_a_tie():
+    """Implicit rewards of one response differ by float rounding across batch positions (~1e-6): ranked as ties, so
+    the Spearman is that of the responses, not of the rounding."""
+    pool = pd.DataFrame({"prompt": ["a"] * 4, "k": [0, 1, 2, 3], "r_pref": [0.5, 0.5, 0.0, 1.0],
+                         "implicit": [1.0, 1.0 + 2e-6, 0.0, 2.0]})  # draws 0 and 1: one response  # fmt: skip
+    flipped = pool.assign(implicit=[1.0 + 2e-6, 1.0, 0.0, 2.0])
+    rho, _ = within_prompt_ranking(pool, "implicit", "r_pref", best_of=2)
+    assert rho == pytest.approx(1.0) and within_prompt_ranking(flipped, "implicit", "r_pref", best_of=2)[0] == rho
+    apart = pool.assign(implicit=[1.0, 1.01, 0.0, 2.0])  # a real difference still ranks
+    assert within_prompt_ranking(apart, "implicit", "r_pref", best_of=2)[0] < 1.0
+
+
 def test_claim_rows_from_pool_probes_and_sweep():
     pool = Dataset.from_dict({"prompt": ["a"] * 3, "k": [0, 1, 2], "implicit": [1.0, 2.0, 3.0],
                               "r_pref": [0.25, 0.5, 1.0]})  # fmt: skip

@@ -116,9 +116,14 @@ def pgr_rows(table: pd.DataFrame, metric: str = "r_pref") -> list[dict]:
     return rows
 
 
+TIE_DECIMALS = 4  # scores equal to 1e-4 rank as ties: the same response scored at two batch positions differs by ~1e-6
+
+
 def within_prompt_ranking(pool: pd.DataFrame, score: str, target: str, best_of: int) -> tuple[float, float]:
     """(mean over prompts of Spearman(score, target) among one prompt's samples, best-of-k recovery).
 
+    Scores are ranked rounded to `TIE_DECIMALS`: one response drawn twice gets implicit rewards that differ by float
+    rounding (its rows sit at other batch positions), and ranking that noise would order identical responses apart.
     Prompts whose samples tie on either column have no rank correlation and are skipped. Best-of-k: the samples of
     each prompt, in draw order `k`, are cut into groups of k; recovery = E[target of the top-`score` sample - group
     mean] / E[max target - group mean], the share of the oracle best-of-k gain that choosing by `score` achieves.
@@ -130,7 +135,7 @@ def within_prompt_ranking(pool: pd.DataFrame, score: str, target: str, best_of: 
         raise ValueError(f"every prompt needs the same number of samples, got {sorted(n.unique())}")
     x = frame[score].to_numpy(dtype=float).reshape(len(n), -1)
     y = frame[target].to_numpy(dtype=float).reshape(len(n), -1)
-    rx, ry = stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)
+    rx, ry = stats.rankdata(np.round(x, TIE_DECIMALS), axis=1), stats.rankdata(y, axis=1)
     rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
     denominator = np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
     valid = denominator > 0
