@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -331,13 +332,13 @@ LEVEL_COLORS = {"original": "#616161", "spread": "#1f77b4", "overshoot": "#d6272
 
 def plan2_forest(comparisons: pd.DataFrame, metric: str = "r_pref") -> plt.Figure:
     """Plan 2's comparisons side by side per knob level: each level's pooled estimate (dot), its crossed-bootstrap
-    interval (thick) and its t-interval over world means (thin), one row per comparison, levels labelled directly."""
+    interval (thick) and its t-interval over world means (thin), one row per comparison, levels in the legend."""
     from congkit.study.tables import comparison_label
 
     part = comparisons[comparisons.metric == metric]
     pairs = list(dict.fromkeys(zip(part.a, part.b)))
     levels = list(dict.fromkeys(part.level))
-    fig, ax = plt.subplots(figsize=(7, 0.62 * len(pairs) * max(1, len(levels)) / 2 + 1.4))
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(pairs) * max(1, len(levels) / 2) + 1.6))
     step = 0.8 / max(1, len(levels))
     for i, (a, b) in enumerate(pairs[::-1]):
         for j, level in enumerate(levels):
@@ -349,12 +350,12 @@ def plan2_forest(comparisons: pd.DataFrame, metric: str = "r_pref") -> plt.Figur
             ax.plot([r.t_low, r.t_high], [y, y], color=color, lw=1)
             ax.plot([r.boot_low, r.boot_high], [y, y], color=color, lw=3.5, solid_capstyle="butt")
             ax.plot(r.estimate, y, "o", color="white", markeredgecolor=color, ms=5)
-            if i == len(pairs) - 1:  # the top row names each level beside its own line
-                ax.annotate(level, (r.t_high, y), xytext=(4, 0), textcoords="offset points", va="center",
-                            color=color, fontsize=9)  # fmt: skip
-    ax.set_yticks(range(len(pairs)), [comparison_label(a, b) for a, b in pairs[::-1]])
+    labels = [textwrap.fill(comparison_label(a, b), 34) for a, b in pairs[::-1]]  # long names on two lines
+    ax.set_yticks(range(len(pairs)), [tex(x) for x in labels], fontsize=9)
     ax.axvline(0, color="black", lw=0.8)
     ax.set(title="Plan 2: each comparison at each knob level",
-           xlabel=f"paired difference in {tex(metric)} (thick: crossed bootstrap, thin: t over worlds; 95%)")  # fmt: skip
-    fig.tight_layout()
+           xlabel=f"paired difference in {tex(metric)}, 95%: thick bootstrap, thin t over worlds")  # fmt: skip
+    shown = [level for level in levels if level in set(part.level)]
+    fig.legend([plt.Line2D([], [], color=LEVEL_COLORS.get(v, "black"), lw=3.5) for v in shown], shown,
+               loc="outside lower center", ncols=len(shown), frameon=False, title="knob level")  # fmt: skip
     return fig
