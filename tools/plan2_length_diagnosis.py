@@ -19,10 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from congkit.pipeline import measure
-from congkit.pipeline.runner import Pipeline
-from congkit.pipeline.settings import Setting
-from congkit.pipeline.world_build import WorldConfig, build_world
-from congkit.study.plan2 import level_world_config, plan2_config, probe_accuracy, world_pipeline
+from congkit.study.plan2 import plan2_config, probe_accuracy, world_pipeline
 
 # (level, world seed, weak model width, pool samples per prompt, learning-rate multiplier, epochs, DPO beta or None)
 BUDGETS = ((4, 1.0, 8, None), (4, 4.0, 16, None), (4, 8.0, 16, None), (4, 16.0, 16, None), (4, 4.0, 32, None),
@@ -32,13 +29,10 @@ CASES = ([("spread", 5, 32, *b) for b in BUDGETS] + [("original", 1, 32, *b) for
 
 
 def case_pipeline(level: str, world: int, width: int, samples: int, runs: Path):
-    """The plan's world `world` of `level` (its weak model `width` wide: 32 is the plan's) and a pipeline on it."""
+    """The plan's world `world` of `level` with a weak model `width` wide (amendment 1's run: 32) and a pipeline on it
+    (the plan's run's folder: the width is in the world's key, so no stage is shared across widths)."""
     config = dataclasses.replace(plan2_config(), n_preference_samples=samples)
-    if width == WorldConfig().weak.hidden_size:
-        return world_pipeline(level, world, runs, config)
-    base = dataclasses.replace(WorldConfig(), weak=dataclasses.replace(WorldConfig().weak, hidden_size=width))
-    built = build_world(level_world_config(level, world, base), root=runs)
-    return Pipeline(Setting.from_world(built), config, root=runs / f"diagnosis-{level}-world-{world}-weak{width}")
+    return world_pipeline(level, world, runs, config, weak_width=width)
 
 
 def diagnose(runs: Path) -> pd.DataFrame:

@@ -51,12 +51,15 @@ def value(section: str, name: str):
     return plan.value(section, name, plan=2)
 
 
-def level_world_config(level: str, world_seed: int, base: WorldConfig | None = None) -> WorldConfig:
-    """World `world_seed` of knob level `level`: the base world's sizes, its shape from the plan, validation prompts."""
+def level_world_config(level: str, world_seed: int, base: WorldConfig | None = None,
+                       weak_width: int | None = None) -> WorldConfig:  # fmt: skip
+    """World `world_seed` of knob level `level`: the base world's sizes with the plan's weak model width (amendment
+    2; `weak_width` overrides it, as the diagnosis does), its shape from the plan, validation prompts."""
     base = base or WorldConfig()
     data = dataclasses.replace(base.data, seed=world_seed, shape=WorldShape(**value("levels", level)),
                                n_valid_prompts=plan.value("tuning", "validation_prompts"))  # fmt: skip
-    return dataclasses.replace(base, data=data)
+    weak = dataclasses.replace(base.weak, hidden_size=weak_width or value("world", "weak_width"))  # amendment 2
+    return dataclasses.replace(base, data=data, weak=weak)
 
 
 def plan2_config(base: PipelineConfig | None = None) -> PipelineConfig:
@@ -68,8 +71,8 @@ def plan2_config(base: PipelineConfig | None = None) -> PipelineConfig:
 
 
 def world_pipeline(level: str, world_seed: int, runs: Path, config: PipelineConfig, base: WorldConfig | None = None,
-                   progress: bool = False) -> Pipeline:  # fmt: skip
-    world = build_world(level_world_config(level, world_seed, base), root=runs, progress=progress)
+                   progress: bool = False, weak_width: int | None = None) -> Pipeline:  # fmt: skip
+    world = build_world(level_world_config(level, world_seed, base, weak_width), root=runs, progress=progress)
     return Pipeline(Setting.from_world(world), config, root=runs / f"plan2-{level}-world-{world_seed}",
                     progress=progress)  # fmt: skip
 
