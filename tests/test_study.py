@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from congkit.study import REPO, build_book, chapters, run_notebooks
+from congkit.study.tables import signed
 
 NOTEBOOKS = chapters()
 
@@ -88,10 +89,10 @@ def test_book_renders_in_a_browser(built_book, tmp_path):
     box = index["findings"]
     assert "Key findings" in box
     for row in verdicts.itertuples():
-        assert row.verdict in box and f"{row.estimate:+.3f}" in box, row.claim
+        assert row.verdict in box and signed(row.estimate, 3) in box, row.claim  # the book's minus sign
     answer = verdicts[verdicts.claim.str.startswith("3a.")].iloc[0]  # the one-minute box holds the answer first
     assert index["summary"].startswith("In one minute") and answer.verdict in index["summary"]
-    assert f"{answer.estimate:+.3f}" in index["summary"]
+    assert signed(answer.estimate, 3) in index["summary"]
     phone = subprocess.run(
         [sys.executable, str(REPO / "tools" / "screenshot_book.py"), "--book", str(html), "--out", str(tmp_path / "390"),
          "--width", "390"], capture_output=True, text=True, timeout=300,

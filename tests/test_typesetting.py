@@ -123,3 +123,12 @@ def test_table_text_uses_the_books_symbols_and_notation_outside_tags():
     assert "\u2192" in html and "\u22120.113 [\u22120.14, \u22120.09]" in html
     style = html.split("</style>")[0]
     assert "\u2212" not in style and "\u2192" not in style  # the style sheet is left alone
+
+
+def test_glued_text_reads_with_the_books_minus_sign(monkeypatch):
+    from congkit.study import tables
+
+    glued = {}
+    monkeypatch.setattr("myst_nb.glue", lambda name, value, display=False: glued.__setitem__(name, value))
+    tables.glue("estimate", "-0.101 [-0.111, -0.091], 3-token, n >= 3")
+    assert glued["estimate"] == "\u22120.101 [\u22120.111, \u22120.091], 3-token, n \u2265 3"

@@ -57,12 +57,18 @@ _SYMBOLS = ((r"-(?:>|&gt;)", "\u2192"), (r"(?:>|&gt;)=", "\u2265"), (r"(?:<|&lt;
             (r"(?<![\w.\-])-(?=\.?\d)", "\u2212"))  # ->, >=, <= and a minus sign written as a hyphen
 
 
-def book_text(text: str) -> str:
-    """A table cell's text as the book writes it: → ≥ ≤ and a true minus sign instead of ASCII stand-ins, and the
-    book's one notation (`notation`): R_pref -> R<sub>pref</sub>, pi_r -> π<sub>r</sub>."""
+def symbols(text: str) -> str:
+    """→ ≥ ≤ and a true minus sign in place of their ASCII stand-ins (->, >=, <=, a hyphen before a number); a hyphen
+    inside a word or a range (3-token, 1-16) stays."""
     for pattern, symbol in _SYMBOLS:
         text = re.sub(pattern, symbol, text)
-    return notation(text)
+    return text
+
+
+def book_text(text: str) -> str:
+    """A table cell's text as the book writes it: `symbols`, and the book's one notation (`notation`): R_pref ->
+    R<sub>pref</sub>, pi_r -> π<sub>r</sub>."""
+    return notation(symbols(text))
 
 
 def table_html(table) -> str:
@@ -75,13 +81,15 @@ def table_html(table) -> str:
 
 
 def glue(name: str, value, display: bool = False) -> None:
-    """myst-nb's `glue`, with a table (a `DataFrame` or `Styler`) as the book shows it (`table_html`); figures and
-    text as they are."""
+    """myst-nb's `glue`, with a table (a `DataFrame` or `Styler`) as the book shows it (`table_html`) and plain text
+    in the book's `symbols` (a glued estimate reads −0.101, not -0.101); figures and Markdown as they are."""
     from IPython.display import HTML
     from myst_nb import glue as myst_glue
 
     if isinstance(value, pd.DataFrame | Styler):
         value = HTML(table_html(value))
+    elif isinstance(value, str):
+        value = symbols(value)
     myst_glue(name, value, display=display)
 
 
