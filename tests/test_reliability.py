@@ -106,6 +106,9 @@ def test_chapters_run_the_checkout_that_runs_the_study_and_name_its_commit(tmp_p
     env = study.kernel_environment()
     assert env["PYTHONPATH"].split(":")[0] == str(study.REPO) == env["CONGKIT_CHECKOUT"]
     study.check_checkout(str(study.REPO))  # the same checkout: fine
+    assert provenance.REPO == study.REPO and (provenance.REPO / "pyproject.toml").is_file()  # the checkout's root
+    if shutil.which("git") and (study.REPO / ".git").exists():  # a clone names its commit, never "unknown"
+        assert not provenance.commit().startswith("unknown"), provenance.commit()
     with pytest.raises(RuntimeError, match="imported congkit from .* but the study runs the one in"):
         study.check_checkout(str(tmp_path))
     copy = tmp_path / "copy"

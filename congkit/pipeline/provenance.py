@@ -16,7 +16,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # the checkout: congkit/pipeline/provenance.py -> ../../
 PACKAGES = ("congkit", "torch", "transformers", "trl", "datasets")
 MAIN_PROFILE = "default"  # the profile `make study` runs: chapters 0-5 of the published book
 SMOKE_NOTICE = "Smoke run: these numbers are not findings (tiny models, few seeds; a test of the code, not a study)."
