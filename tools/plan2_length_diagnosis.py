@@ -5,8 +5,8 @@
 A diagnosis after plan 2's run, not part of its pre-registered analysis. For a few drawn worlds (a knob world that
 failed on the length probe, and an accepted original world beside it), it trains the weak DPO at budgets outside
 plan 2's weak-DPO grid (learning rate x up to 16, epochs up to 32, DPO beta 0.5, 12 samples a prompt for the pairs
-instead of 4), and a wider weak model (48 and 64 instead of 32), and measures each attribute probe on the validation
-prompts, the length probe split by instruction.
+instead of 4), and a wider weak model (48 and 64 instead of 32, in the spread world and at 64 in the original one), and
+measures each attribute probe on the validation prompts, the length probe split by instruction.
 Every model is a cached stage (`runs/plan2-<level>-world-<seed>/`), so a rerun only reads.
 """
 
@@ -25,7 +25,8 @@ from congkit.study.plan2 import plan2_config, probe_accuracy, world_pipeline
 BUDGETS = ((4, 1.0, 8, None), (4, 4.0, 16, None), (4, 8.0, 16, None), (4, 16.0, 16, None), (4, 4.0, 32, None),
            (4, 2.0, 8, 0.5), (4, 8.0, 16, 0.5), (12, 1.0, 8, None), (12, 2.0, 8, None))  # fmt: skip
 CASES = ([("spread", 5, 32, *b) for b in BUDGETS] + [("original", 1, 32, *b) for b in BUDGETS]
-         + [("spread", 5, width, 4, m, 8, None) for width in (48, 64) for m in (1.0, 2.0)])  # fmt: skip
+         + [("spread", 5, width, 4, m, 8, None) for width in (48, 64) for m in (1.0, 2.0)]
+         + [("original", 1, 64, 4, m, 8, None) for m in (1.0, 2.0)])  # fmt: skip
 
 
 def case_pipeline(level: str, world: int, width: int, samples: int, runs: Path):
