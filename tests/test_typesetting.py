@@ -20,7 +20,10 @@ def test_numbers_right_on_one_line_and_text_left():
     right = "text-align: right; white-space: nowrap"
     for number in (0.5, 3, np.float64(-1.25), "+0.108 [+0.081, +0.136]", "−0.023", "12%", ".5"):
         assert cell_style(number) == right, number
-    for text in ("holds", "WSPO", "Answer: 9 [1.00]", True, None, "(default)"):
+    for number in ("0.45\u00a0±0.02", "+0.108 [+0.081, +0.136] t [+0.036, +0.180]", "(0.5, 1)"):
+        assert cell_style(number) == right, number
+    for text in ("holds", "WSPO", "Answer: 9 [1.00]", True, None, "(default)", "1. the weak pair's implicit reward",
+                 "3a. ConG beats the best baseline", "width 32, ε = 0.4", "nan"):
         assert cell_style(text) == "text-align: left", text
 
 

@@ -31,7 +31,9 @@ def finish(styler):
     return styler.format_index(notation, axis=0).format_index(notation, axis=1)
 
 
-_NUMBER = re.compile(r"^\s*[+\-\u2212]?(?:\d|\.\d|nan\b|inf\b)")
+# a cell that is a number: digits with signs, intervals, ±, % and separators only ("+0.108 [+0.081, +0.136]",
+# "0.45 ± 0.02", "t [+0.036, +0.180]", "12%"); a claim like "1. the weak pair ..." is text
+_NUMBER = re.compile(r"^[\s+\-\u2212\u00b1\u00d7%.,\[\]()/:t]*\d[\s\d+\-\u2212\u00b1\u00d7%.,\[\]()/:t]*$")
 
 
 def cell_style(value) -> str:
@@ -39,7 +41,7 @@ def cell_style(value) -> str:
     percentage) right-aligned on one line; text left-aligned and free to wrap."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Number | str):
         return "text-align: left"
-    if isinstance(value, str) and not _NUMBER.match(value):
+    if isinstance(value, str) and not _NUMBER.fullmatch(value.replace("\u00a0", " ")):
         return "text-align: left"
     return "text-align: right; white-space: nowrap"
 
