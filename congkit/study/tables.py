@@ -37,8 +37,8 @@ _NUMBER = re.compile(r"^[\s+\-\u2212\u00b1\u00d7%.,\[\]()/:t]*\d[\s\d+\-\u2212\u
 
 
 def cell_style(value) -> str:
-    """A table cell's typesetting: numbers (and cells that start with one: an estimate with its interval, a
-    percentage) right-aligned on one line; text left-aligned and free to wrap."""
+    """A table cell's typesetting, from its value: a number (or a string of one: an estimate with its interval, a
+    percentage, `_NUMBER`) right-aligned on one line; text left-aligned and free to wrap."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Number | str):
         return "text-align: left"
     if isinstance(value, str) and not _NUMBER.fullmatch(value.replace("\u00a0", " ")):
@@ -77,9 +77,8 @@ def table_html(table) -> str:
     """A table's HTML for the book: `typeset`, then `book_text` applied to the text between tags (never inside a
     tag or the style sheet)."""
     html = typeset(table).to_html()
-    head, _, body = html.rpartition("</style>")
-    body = re.sub(r">([^<]+)<", lambda m: ">" + book_text(m.group(1)) + "<", body)
-    return f"{head}</style>{body}" if head or _ else body
+    style, closes, body = html.rpartition("</style>")
+    return style + closes + re.sub(r">([^<]+)<", lambda m: ">" + book_text(m.group(1)) + "<", body)
 
 
 def glue(name: str, value, display: bool = False) -> None:
