@@ -135,3 +135,15 @@ def test_glued_text_reads_with_the_books_minus_sign(monkeypatch):
     monkeypatch.setattr("myst_nb.glue", lambda name, value, display=False: glued.__setitem__(name, value))
     tables.glue("estimate", "-0.101 [-0.111, -0.091], 3-token, n >= 3")
     assert glued["estimate"] == "\u22120.101 [\u22120.111, \u22120.091], 3-token, n \u2265 3"
+
+
+def test_an_inconclusive_estimate_carries_its_equivalence_bound():
+    from types import SimpleNamespace
+
+    from congkit.study.tables import interval_text
+
+    row = SimpleNamespace(estimate=-0.0002, ci_low=-0.0046, ci_high=0.0042, verdict="inconclusive")
+    assert interval_text(row) == "-0.000 [-0.005, +0.004]; |effect| \u2264 0.005"  # the widest effect not ruled out
+    assert interval_text(SimpleNamespace(**{**vars(row), "verdict": "holds"})) == "-0.000 [-0.005, +0.004]"
+    assert interval_text(SimpleNamespace(estimate=0.1, ci_low=float("nan"), ci_high=float("nan"),
+                                         verdict="inconclusive")) == "+0.100 (no interval)"

@@ -100,7 +100,15 @@ def findings(pipe, pipe_profile: str = "default", table=None) -> dict[str, str]:
     preconditions_met, unmet_note."""
     from congkit.pipeline.evaluation import claim4_parts, preconditions, verdicts, walk
     from congkit.pipeline.provenance import SMOKE_NOTICE
-    from congkit.study.tables import best_method, header, in_words, plan2_sentences, plan_sentences, why_sentence
+    from congkit.study.tables import (
+        best_method,
+        header,
+        in_words,
+        interval_text,
+        plan2_sentences,
+        plan_sentences,
+        why_sentence,
+    )
 
     table = pipe.run() if table is None else table
     conditions = preconditions(table, pipe.config)
@@ -108,8 +116,7 @@ def findings(pipe, pipe_profile: str = "default", table=None) -> dict[str, str]:
     for row in verdicts(table, conditions, pipe.config).itertuples():
         key = row.claim.split(".")[0]
         out[f"verdict_{key}"] = row.verdict
-        interval = f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if math.isfinite(row.ci_low) else " (no interval)"
-        out[f"estimate_{key}"] = f"{row.estimate:+.3f}{interval}"
+        out[f"estimate_{key}"] = interval_text(row)
     out |= mechanism_steps(table)
     out["claim4_parts"] = "; ".join(f"{header(m)} {e:+.3f} [{lo:+.3f}, {hi:+.3f}]"
                                     for m, (e, lo, hi) in claim4_parts(table).items())  # fmt: skip

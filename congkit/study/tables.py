@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
 
+from congkit.pipeline.evaluation import INCONCLUSIVE
 from congkit.pipeline.evaluation import metrics as metric_registry
 from congkit.pipeline.methods import label, with_role
 
@@ -146,7 +147,7 @@ VERDICT_COLORS = {"holds": "#1b5e20", "does not hold": "#b71c1c", "inconclusive"
 
 
 def _estimate(row) -> str:
-    return "" if pd.isna(row.estimate) else _interval(row)
+    return "" if pd.isna(row.estimate) else interval_text(row)
 
 
 def style_verdicts(verdicts: pd.DataFrame) -> Styler:
@@ -237,21 +238,27 @@ def training_views(samples, preferences, cong_pairs, gold=None, n: int = 5) -> p
     } for row in samples])  # fmt: skip
 
 
-def _interval(row) -> str:
+def interval_text(row) -> str:
+    """An estimate as the book writes it: "+0.108 [+0.081, +0.136]"; "(no interval)" without one; and for a verdict
+    that is inconclusive, the equivalence bound its interval gives: the largest effect it has not ruled out
+    ("+0.000 [−0.005, +0.004]; |effect| ≤ 0.005")."""
     finite = pd.notna(row.ci_low) and pd.notna(row.ci_high)
-    return f"{row.estimate:+.3f}" + (f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if finite else " (no interval)")
+    text = f"{row.estimate:+.3f}" + (f" [{row.ci_low:+.3f}, {row.ci_high:+.3f}]" if finite else " (no interval)")
+    if finite and getattr(row, "verdict", None) == INCONCLUSIVE:
+        text += f"; |effect| \u2264 {max(abs(row.ci_low), abs(row.ci_high)):.3f}"
+    return text
 
 
 def why_sentence(steps: pd.DataFrame) -> str:
     """The walk from ConG to WSPO (`evaluation.walk`) in words: every main step with its paired estimate, then the
     step that carries the gap under the analysis plan's rule, or that no single step does."""
     main = steps[steps.path == "main"]
-    walked = "; ".join(f"{r.step} {_interval(r)}" for r in main.itertuples())
+    walked = "; ".join(f"{r.step} {interval_text(r)}" for r in main.itertuples())
     carrying = main[main.carries]
     if len(carrying):
         r = carrying.iloc[0]
         verdict = (f"The step that carries the gap (the plan's rule: the largest step, its interval excluding 0, at "
-                   f"least half of the gap) is **{r.step}**: {_interval(r)} $R_{{pref}}$, {r.share:.0%} of the WSPO "
+                   f"least half of the gap) is **{r.step}**: {interval_text(r)} $R_{{pref}}$, {r.share:.0%} of the WSPO "
                    "minus ConG gap.")  # fmt: skip
     else:
         verdict = "No single step carries the gap under the plan's rule (largest step, interval excluding 0, half the gap)."
@@ -302,15 +309,15 @@ def plan_sentences(folder) -> dict[str, str]:
         c = comparisons[(comparisons.budget == budget) & (comparisons.metric == "r_pref")].set_index("a")
         w = steps[(steps.budget == budget) & (steps.path == "main")]
         carrying = w[w.carries]
-        step = (f"{carrying.step.iloc[0]} {_interval(carrying.iloc[0])}, {carrying.share.iloc[0]:.0%} of it"
+        step = (f"{carrying.step.iloc[0]} {interval_text(carrying.iloc[0])}, {carrying.share.iloc[0]:.0%} of it"
                 if len(carrying) else "no single step")  # fmt: skip
         claim = claims.loc[("3a", budget)]
         unmet = f"; unmet: {_short(claim.unmet)}" if isinstance(claim.unmet, str) and claim.unmet else ""
-        out[f"plan_{budget}"] = (f"ConG − the best baseline (WSPO) {_interval(claim)}: claim 3a {claim.verdict}{unmet}; carried "
-                                 f"by: {step}; best-of-N by implicit reward − WSPO {_interval(c.loc['bon_implicit'])}")  # fmt: skip
+        out[f"plan_{budget}"] = (f"ConG − the best baseline (WSPO) {interval_text(claim)}: claim 3a {claim.verdict}{unmet}; carried "
+                                 f"by: {step}; best-of-N by implicit reward − WSPO {interval_text(c.loc['bon_implicit'])}")  # fmt: skip
     v = claims.xs("fixed", level=1)  # the sampling claims do not depend on the strong budget
-    out["plan_cd"] = (f"CD − naive {_interval(v.loc['2'])} (claim 2 {v.loc['2', 'verdict']}), of which the head alone − "
-                      f"naive {_interval(v.loc['2c'])} and CD − the head alone {_interval(v.loc['2b'])}")  # fmt: skip
+    out["plan_cd"] = (f"CD − naive {interval_text(v.loc['2'])} (claim 2 {v.loc['2', 'verdict']}), of which the head alone − "
+                      f"naive {interval_text(v.loc['2c'])} and CD − the head alone {interval_text(v.loc['2b'])}")  # fmt: skip
     out["plan_verdicts"] = ", ".join(f"{k} {v.loc[k, 'verdict']}" for k in v.index)
     return out
 
@@ -326,7 +333,7 @@ def style_plan_verdicts(verdicts: pd.DataFrame, budget: str):
     frame = pd.DataFrame({
         "claim": part.claim.str.split(".").str[0],
         "verdict": part.verdict,
-        "pooled [95% CI]": [_interval(r) for r in part.itertuples()],
+        "pooled [95% CI]": [interval_text(r) for r in part.itertuples()],
         **{f"world {c.split('_')[1]}": part[c].map("{:+.3f}".format) for c in _worlds(part)},
         "note": [" ".join(x for x in (str(n) if isinstance(n, str) else "", f"unmet: {_short(u)}"
                                       if isinstance(u, str) and u else "") if x) for n, u in zip(part.note, part.unmet)],
@@ -350,7 +357,7 @@ def style_plan_walk(steps: pd.DataFrame):
     frame = steps[steps.path == "main"].pivot_table(index="step", columns="budget", values="estimate", sort=False)
     for budget in frame.columns:
         rows = steps[(steps.path == "main") & (steps.budget == budget)].set_index("step")
-        frame[budget] = [_interval(rows.loc[s]) + (" (carries)" if rows.loc[s, "carries"] else "") for s in frame.index]
+        frame[budget] = [interval_text(rows.loc[s]) + (" (carries)" if rows.loc[s, "carries"] else "") for s in frame.index]
     frame.columns = [f"{b} budget" for b in frame.columns]
     return frame.rename_axis("step (R_pref, pooled over worlds)").style
 
@@ -467,8 +474,11 @@ def style_acceptance(acceptance: pd.DataFrame):
 
 
 def _two_intervals(row) -> str:
-    return (f"{row.estimate:+.3f} [{row.boot_low:+.3f}, {row.boot_high:+.3f}] "
-            f"t [{row.t_low:+.3f}, {row.t_high:+.3f}]")  # fmt: skip
+    """A plan-2 estimate with both intervals; inconclusive: the equivalence bound neither interval rules out."""
+    text = f"{row.estimate:+.3f} [{row.boot_low:+.3f}, {row.boot_high:+.3f}] t [{row.t_low:+.3f}, {row.t_high:+.3f}]"
+    if getattr(row, "verdict", None) == INCONCLUSIVE:
+        text += f"; |effect| \u2264 {max(abs(row.boot_low), abs(row.boot_high), abs(row.t_low), abs(row.t_high)):.3f}"
+    return text
 
 
 def style_plan2_comparisons(comparisons: pd.DataFrame, metric: str = "r_pref"):
