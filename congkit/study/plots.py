@@ -37,6 +37,11 @@ def use_book_style(svg: bool = True) -> None:
             pass
 
 
+def _legend_below(fig, handles: list, labels: list, **kwargs) -> None:
+    """A figure's colour key under its panels, in one row (the book style's constrained layout makes room)."""
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False, **kwargs)
+
+
 def _legend_outside(ax, **kwargs) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kwargs)
 
@@ -127,8 +132,7 @@ def method_panels(table: pd.DataFrame, metrics: list[tuple[str, str]], eps: floa
         ax.set_xlim(0, 1.0)
     axes[0, 0].set_yticks(y, [tex(label(m)) for m in methods])
     roles = list(dict.fromkeys(METHODS[m].role for m in methods))
-    fig.legend([Patch(color=ROLE_COLORS[r]) for r in roles], [ROLE_NAMES.get(r, r) for r in roles], loc="outside lower center",
-               ncols=len(roles), frameon=False)  # fmt: skip
+    _legend_below(fig, [Patch(color=ROLE_COLORS[r]) for r in roles], [ROLE_NAMES.get(r, r) for r in roles])
     return fig
 
 
@@ -148,9 +152,6 @@ def noise_curves(table: pd.DataFrame, metric: str = "r_pref") -> plt.Figure:
            xlabel="fraction of weak preference pairs flipped (ε)", ylabel=metric)  # fmt: skip
     _legend_outside(ax)
     return fig
-
-
-# --- the regime map (congkit.study.regime) -------------------------------------------------------------------------------
 
 
 def pipeline_diagram() -> plt.Figure:
@@ -192,6 +193,9 @@ def pipeline_diagram() -> plt.Figure:
         arrow(a, b)
     arrow("cd", "congs", "CD samples")
     return fig
+
+
+# --- the regime map (congkit.study.regime) -------------------------------------------------------------------------------
 
 
 def tex(text: str) -> str:
@@ -322,8 +326,7 @@ def walk_figure(steps: pd.DataFrame) -> plt.Figure:
     ax.set(title="From ConG to WSPO, one change at a time", xlabel=f"paired difference in {tex(steps.metric.iloc[0])} "
            "(95% CI)")  # fmt: skip
     shown = [k for k in kinds if k in kind]
-    fig.legend([Patch(color=kinds[k]) for k in shown], shown, loc="outside lower center", ncols=len(shown),
-               frameon=False)  # fmt: skip
+    _legend_below(fig, [Patch(color=kinds[k]) for k in shown], shown)
     return fig
 
 
@@ -355,7 +358,6 @@ def plan2_forest(comparisons: pd.DataFrame, metric: str = "r_pref") -> plt.Figur
     ax.axvline(0, color="black", lw=0.8)
     ax.set(title="Plan 2: each comparison at each knob level",
            xlabel=f"paired difference in {tex(metric)}, 95%: thick bootstrap, thin t over worlds")  # fmt: skip
-    shown = [level for level in levels if level in set(part.level)]
-    fig.legend([plt.Line2D([], [], color=LEVEL_COLORS.get(v, "black"), lw=3.5) for v in shown], shown,
-               loc="outside lower center", ncols=len(shown), frameon=False, title="knob level")  # fmt: skip
+    _legend_below(fig, [plt.Line2D([], [], color=LEVEL_COLORS.get(v, "black"), lw=3.5) for v in levels], levels,
+                  title="knob level")  # fmt: skip
     return fig
