@@ -98,7 +98,7 @@ def test_figure_text_stays_legible_when_drawn_at_its_size(tmp_path):
                       ("heatmaps", plots.regime_heatmaps(summary, ["cong_vs_best_r_pref", "pgr"], {}, None))):
         path = tmp_path / f"{name}.svg"
         fig.savefig(path, format="svg")
-        sizes = [float(x) for x in re.findall(r"font(?:-size)?:\s*([\d.]+)px", path.read_text())]
+        _, sizes = plots.svg_text_sizes(path.read_text())
         assert sizes and min(sizes) >= 7.0 - 1e-9, (name, sorted(set(sizes)))
         assert "\u2212" in path.read_text() or name == "pipeline"  # negative annotations carry a true minus
 

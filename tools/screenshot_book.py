@@ -10,14 +10,14 @@ natural to displayed width (>= 2 is "2x DPI"), whether MathJax typeset any formu
 the text column's width and the widest table or figure in it (`too_wide` lists what passes the column), the figures
 and how many lack a caption, images outside a numbered figure, `nan` text, whether the page has a "This run" box,
 the tables and images whose label is not "Table N" / "Fig. N", the smallest figure text as displayed
-(`min_figure_text_px`, from each SVG's text sizes and its shown width), and saves a PNG. Prints one JSON object; exits non-zero if a page has no title or an image failed to load.
+(`min_figure_text_px`, from each SVG's text sizes and its shown width), and saves a PNG. Prints one JSON object;
+exits non-zero if a page has no title or an image failed to load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -45,17 +45,11 @@ def find_chromium() -> str | None:
     return None
 
 
-def svg_text_sizes(svg: str) -> tuple[float, list[float]]:
-    """An SVG's drawing width (its viewBox, in the units its text sizes use) and every text size in it (matplotlib
-    writes text as `font: 10px ...` or `font-size: 10px` when `svg.fonttype` is none)."""
-    box = re.search(r'viewBox="[\d.\-]+ [\d.\-]+ ([\d.]+) [\d.]+"', svg)
-    sizes = [float(x) for x in re.findall(r"font(?:-size)?:\s*([\d.]+)px", svg)]
-    return (float(box.group(1)) if box else float("nan")), sizes
-
-
 def min_figure_text_px(images: list[dict]) -> float | None:
     """The smallest text on the page's SVG figures in CSS px as displayed: each text size scaled by the image's shown
     width over its drawing width. None when the page has no SVG figure."""
+    from congkit.study.plots import svg_text_sizes
+
     shown = []
     for image in images:
         path = Path(unquote(urlparse(image["src"]).path))

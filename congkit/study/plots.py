@@ -37,6 +37,15 @@ def use_book_style(svg: bool = True) -> None:
             pass
 
 
+def svg_text_sizes(svg: str) -> tuple[float, list[float]]:
+    """An SVG figure's drawing width (its viewBox, in the units its text sizes use) and every text size in it: what
+    the style's promise (no text under 9 px at the drawn size) is checked on (matplotlib writes `font: 10px ...` or
+    `font-size: 10px` with `svg.fonttype` none)."""
+    box = re.search(r'viewBox="[\d.\-]+ [\d.\-]+ ([\d.]+) [\d.]+"', svg)
+    sizes = [float(x) for x in re.findall(r"font(?:-size)?:\s*([\d.]+)px", svg)]
+    return (float(box.group(1)) if box else float("nan")), sizes
+
+
 def _legend_below(fig, handles: list, labels: list, **kwargs) -> None:
     """A figure's colour key under its panels, in one row (the book style's constrained layout makes room)."""
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False, **kwargs)

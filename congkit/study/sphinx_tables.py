@@ -49,19 +49,12 @@ class GluedTablesAsTables(SphinxTransform):
             figure.replace_self(table)
 
 
-def _visit(self: HTML5Translator, node: TableFigure) -> None:
-    self.visit_figure(node)
-
-
-def _depart(self: HTML5Translator, node: TableFigure) -> None:
-    self.depart_figure(node)
-
-
 def _caption(node: TableFigure) -> str:
     return next((c.astext() for c in node.children if isinstance(c, nodes.caption)), "")
 
 
 def setup(app):
-    app.add_enumerable_node(TableFigure, "table", _caption, html=(_visit, _depart))
+    app.add_enumerable_node(TableFigure, "table", _caption,
+                            html=(HTML5Translator.visit_figure, HTML5Translator.depart_figure))
     app.add_transform(GluedTablesAsTables)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
