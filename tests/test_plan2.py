@@ -9,7 +9,7 @@ from congkit.pipeline.settings import smoke_pipeline_config
 from congkit.pipeline.world_build import smoke_world_config
 from congkit.study import plan2
 
-SMALL = {("study", "levels"): ["spread"], ("study", "accepted_per_level"): 2,
+SMALL = {("world", "weak_widths"): [32, 16], ("study", "levels"): ["spread"], ("study", "accepted_per_level"): 2,
          ("study", "max_draws_per_level"): 3, ("study", "seeds_per_world"): 1,
          ("tuning", "learning_rate_multipliers"): [1.0], ("tuning", "epochs"): [3],
          ("tuning", "weak_dpo_grid"): [[1.0, 1], [4.0, 1]], ("tuning", "extend_steps"): 0,
@@ -36,8 +36,11 @@ def test_plan2_accepts_worlds_by_its_rule_tunes_once_per_level_and_decides_in_it
     out = plan2.run_plan2(tmp_path / "runs", workers=1, config=config, base=smoke_world_config())
     acceptance, tuning, comparisons, decisions = (pd.read_csv(out / f"{n}.csv").fillna("") for n in
                                                   ("acceptance", "tuning", "comparisons", "decisions"))  # fmt: skip
-    assert list(acceptance.world[acceptance.level == "spread"]) == [0, 1, 2]  # drawn in order until 2 accepted
-    assert list(acceptance.accepted[acceptance.level == "spread"]) == [True, False, True]
+    # drawn in order until 2 accepted; world 1 failed at the first width, so it was checked at the second (amendment 3)
+    assert list(acceptance.world[acceptance.level == "spread"]) == [0, 1, 1, 2]
+    assert list(acceptance.weak_width[acceptance.level == "spread"]) == [32, 32, 16, 32]
+    assert list(acceptance.accepted[acceptance.level == "spread"]) == [True, False, False, True]
+    assert sorted(verdicts) == ["plan2-spread-world-0", "plan2-spread-world-1", "plan2-spread-world-2"]
     probes = [c for c in acceptance.columns if c.startswith("probe_")]  # what the acceptance rule's probes read
     assert probes and ((acceptance[probes] >= 0) & (acceptance[probes] <= 1)).all().all()
     ok, unmet = next(v for v in verdicts.values() if v is not None)

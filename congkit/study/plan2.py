@@ -53,12 +53,12 @@ def value(section: str, name: str):
 
 def level_world_config(level: str, world_seed: int, base: WorldConfig | None = None,
                        weak_width: int | None = None) -> WorldConfig:  # fmt: skip
-    """World `world_seed` of knob level `level`: the base world's sizes with the plan's weak model width (amendment
-    2; `weak_width` overrides it, as the diagnosis does), its shape from the plan, validation prompts."""
+    """World `world_seed` of knob level `level`: the base world's sizes with weak model width `weak_width` (default:
+    the first of the plan's `weak_widths`, amendment 3), its shape from the plan, validation prompts."""
     base = base or WorldConfig()
     data = dataclasses.replace(base.data, seed=world_seed, shape=WorldShape(**value("levels", level)),
                                n_valid_prompts=plan.value("tuning", "validation_prompts"))  # fmt: skip
-    weak = dataclasses.replace(base.weak, hidden_size=weak_width or value("world", "weak_width"))  # amendment 2
+    weak = dataclasses.replace(base.weak, hidden_size=weak_width or value("world", "weak_widths")[0])
     return dataclasses.replace(base, data=data, weak=weak)
 
 
@@ -102,12 +102,18 @@ def acceptance(pipe: Pipeline) -> tuple[bool, str]:
 def _job(job: tuple):
     """One unit of plan 2's run in a build worker: a drawn world's acceptance, one method's tuning grid (a level's
     first world), or one seed of one accepted world (its evaluations build every model)."""
-    kind, runs, level, world, item, config, base = job
+    kind, runs, level, world, width, item, config, base = job
     start = time.perf_counter()
-    pipe = world_pipeline(level, world, Path(runs), config, base)
+    pipe = world_pipeline(level, world, Path(runs), config, base, width)
     result = None
-    if kind == "accept":
-        result = (*acceptance(pipe), probe_accuracy(pipe.attribute_probes(pipe.config.seeds[0]).to_pandas()))
+    if kind == "accept":  # amendment 3: the plan's weak widths in order, until one passes
+        result = []
+        for width in value("world", "weak_widths"):
+            pipe = world_pipeline(level, world, Path(runs), config, base, width)
+            ok, unmet = acceptance(pipe)
+            result.append((width, ok, unmet, probe_accuracy(pipe.attribute_probes(pipe.config.seeds[0]).to_pandas())))
+            if ok:
+                break
     elif kind == "tune":
         pipe.tuning_rows(item)
     else:
@@ -116,49 +122,53 @@ def _job(job: tuple):
 
 
 def _describe(done: int, total: int, r: tuple) -> str:
-    what = {"accept": lambda: "accepted" if r[4][0] else f"not accepted ({r[4][1]})", "tune": lambda: f"{r[3]} tuned",
-            "seed": lambda: f"seed {r[3]} built"}[r[0]]()  # fmt: skip
+    what = {"accept": lambda: "; ".join(f"weak width {w}: " + ("accepted" if ok else f"not accepted ({unmet})")
+                                        for w, ok, unmet, _ in r[4]),
+            "tune": lambda: f"{r[3]} tuned", "seed": lambda: f"seed {r[3]} built"}[r[0]]()  # fmt: skip
     return f"{r[1]} world {r[2]}: {what} ({done}/{total}, {r[5]:.0f} s)"
 
 
 def accepted_worlds(level: str, runs: Path, config: PipelineConfig, base: WorldConfig | None = None,
-                    workers: int = 1) -> tuple[list[int], list[dict]]:  # fmt: skip
+                    workers: int = 1) -> tuple[dict[int, int], list[dict]]:  # fmt: skip
     """The plan's acceptance rule for one level: world seeds drawn in order until `accepted_per_level` pass (at most
-    `max_draws_per_level` drawn), `workers` worlds at a time (worlds drawn past the last one needed are not counted).
-    Returns the accepted seeds and one row per counted draw."""
-    wanted, draws, rows, accepted = value("study", "accepted_per_level"), value("study", "max_draws_per_level"), [], []
+    `max_draws_per_level` drawn), each checked at the plan's weak widths in order until one passes (amendment 3),
+    `workers` worlds at a time (worlds drawn past the last one needed are not counted). Returns {accepted seed: its
+    weak width} in draw order and one row per counted check (a world and a width)."""
+    wanted, draws, rows, accepted = value("study", "accepted_per_level"), value("study", "max_draws_per_level"), [], {}
     for start in range(0, draws, max(1, workers)):
         batch = range(start, min(start + max(1, workers), draws))
-        results = run_in_workers(_job, [("accept", str(runs), level, w, None, config, base) for w in batch], workers,
-                                 _describe, "plan2")  # fmt: skip
-        for _, _, world, _, (ok, unmet, probes), _ in results:
+        results = run_in_workers(_job, [("accept", str(runs), level, w, None, None, config, base) for w in batch],
+                                 workers, _describe, "plan2")  # fmt: skip
+        for _, _, world, _, checks, _ in results:
             if len(accepted) < wanted:
-                rows.append({"level": level, "world": world, "accepted": ok, "unmet": unmet, **probes})
-                accepted += [world] if ok else []
+                for width, ok, unmet, probes in checks:
+                    rows.append({"level": level, "world": world, "weak_width": width, "accepted": ok, "unmet": unmet,
+                                 **probes})  # fmt: skip
+                    accepted |= {world: width} if ok else {}
         if len(accepted) == wanted:
             break
     return accepted, rows
 
 
-def level_pipelines(level: str, worlds: list[int], runs: Path, config: PipelineConfig, base: WorldConfig | None = None,
-                    workers: int = 1) -> tuple[dict[int, Pipeline], pd.DataFrame]:  # fmt: skip
-    """{world: pipeline} of a level's accepted worlds, every seed built, and the tuning table: the first world tunes
-    (plan 2's grid; ConG after the tuned ConG-S it starts from), the others train with its choices
-    (`PipelineConfig.budgets`)."""
-    tuned = tuned_methods(config)
+def level_pipelines(level: str, widths: dict[int, int], runs: Path, config: PipelineConfig,
+                    base: WorldConfig | None = None, workers: int = 1) -> tuple[dict[int, Pipeline], pd.DataFrame]:  # fmt: skip
+    """{world: pipeline} of a level's accepted worlds ({world: weak width}, in draw order), every seed built, and the
+    tuning table: the first world tunes (plan 2's grid; ConG after the tuned ConG-S it starts from), the others train
+    with its choices (`PipelineConfig.budgets`)."""
+    tuned, worlds = tuned_methods(config), list(widths)
     for stage in ([m for m in tuned if m != "cong"], [m for m in tuned if m == "cong"]):
-        run_in_workers(_job, [("tune", str(runs), level, worlds[0], m, config, base) for m in stage], workers,
-                       _describe, "plan2")  # fmt: skip
-    first = world_pipeline(level, worlds[0], runs, config, base)
+        run_in_workers(_job, [("tune", str(runs), level, worlds[0], widths[worlds[0]], m, config, base)
+                              for m in stage], workers, _describe, "plan2")  # fmt: skip
+    first = world_pipeline(level, worlds[0], runs, config, base, widths[worlds[0]])
     tuning = first.tuning_table()
     reuse = dataclasses.replace(config, budget="fixed", budgets={m: first.tuned_config(m) for m in tuned})
     configs = {w: config if w == worlds[0] else reuse for w in worlds}
-    run_in_workers(_job, [("seed", str(runs), level, w, s, configs[w], base) for w in worlds for s in config.seeds],
-                   workers, _describe, "plan2")  # fmt: skip
-    pipes = {w: world_pipeline(level, w, runs, configs[w], base) for w in worlds}
+    run_in_workers(_job, [("seed", str(runs), level, w, widths[w], s, configs[w], base) for w in worlds
+                          for s in config.seeds], workers, _describe, "plan2")  # fmt: skip
+    pipes = {w: world_pipeline(level, w, runs, configs[w], base, widths[w]) for w in worlds}
     # the strong arms' grids from the first world; each world's own weak DPO choice (amendment 1)
-    tables = [tuning[tuning.method != "weak_dpo"].assign(world=worlds[0])]
-    tables += [pipes[w].weak_dpo_table().assign(world=w) for w in worlds]
+    tables = [tuning[tuning.method != "weak_dpo"].assign(world=worlds[0], weak_width=widths[worlds[0]])]
+    tables += [pipes[w].weak_dpo_table().assign(world=w, weak_width=widths[w]) for w in worlds]
     return pipes, pd.concat(tables, ignore_index=True).assign(level=level)
 
 
@@ -206,8 +216,11 @@ def decisions(comparisons: pd.DataFrame, accepted: dict[str, list[int]]) -> pd.D
             original = row("original", "wspo", "cong_s")
             drop = original.estimate - gap.estimate if original is not None else math.nan
             overshoots = gap.verdict == DOES_NOT_HOLD or drop >= value("decisions", "overshoot_drop")
-            out.append({"level": level, "decision": "amplification overshoots" if overshoots else "does not overshoot",
-                        "why": f"P1 {gap.estimate:+.3f} ({gap.verdict}), {drop:+.3f} below the original level"})  # fmt: skip
+            words = ("amplification overshoots" if overshoots else UNTESTABLE if math.isnan(drop)
+                     else "does not overshoot")  # P1 holds but no original level to read the drop against  # fmt: skip
+            against = "the original level untestable" if math.isnan(drop) else f"{drop:+.3f} below the original level"
+            out.append({"level": level, "decision": words,
+                        "why": f"P1 {gap.estimate:+.3f} ({gap.verdict}), {against}"})  # fmt: skip
     return pd.DataFrame(out, columns=["level", "decision", "why"])
 
 

@@ -441,17 +441,22 @@ def style_plan2_levels(levels: dict[str, dict]):
 
 
 def acceptance_summary(acceptance: pd.DataFrame) -> pd.DataFrame:
-    """Per level: worlds drawn, the accepted ones, draws per accepted world, each unmet precondition of the others
-    with the number of worlds that missed it, and (where the run recorded them) each attribute probe's accuracy over
-    the drawn worlds, mean [min]."""
+    """Per level: worlds drawn, the accepted ones (with their weak model's width where the run checked several),
+    draws per accepted world, each unmet precondition of the failed checks with the number of checks (a world at one
+    width) that missed it, and (where the run recorded them) each attribute probe's accuracy over the checks, mean
+    [min]."""
     rows = []
     for level, part in acceptance.groupby("level", sort=False):
         accepted = part[part.accepted.astype(bool)]
+        widths = ("weak_width" in part and part.weak_width.nunique() > 1)
         unmet = [u for r in part[~part.accepted.astype(bool)].itertuples() for u in str(r.unmet).split("; ") if u]
         reasons = ", ".join(f"{_condition(u)} ({n})" for u, n in pd.Series(unmet, dtype=str).value_counts().items())
-        rows.append({"level": level, "drawn": len(part), "accepted worlds": ", ".join(str(int(w)) for w in accepted.world),
-                     "draws per accepted": f"{len(part) / len(accepted):.2f}" if len(accepted) else "none accepted",
-                     "unmet in the others (worlds)": reasons or "none",
+        drawn = part.world.nunique()
+        rows.append({"level": level, "drawn": drawn,
+                     "accepted worlds": ", ".join(f"{int(r.world)} (width {int(r.weak_width)})" if widths
+                                                  else str(int(r.world)) for r in accepted.itertuples()),
+                     "draws per accepted": f"{drawn / len(accepted):.2f}" if len(accepted) else "none accepted",
+                     "unmet in the failed checks": reasons or "none",
                      **{f"{c.removeprefix('probe_')} probe, mean [min]": f"{part[c].mean():.2f} [{part[c].min():.2f}]"
                         for c in part.columns if c.startswith("probe_")}})  # fmt: skip
     return pd.DataFrame(rows)
@@ -470,7 +475,7 @@ def _condition(unmet: str) -> str:
 
 def style_acceptance(acceptance: pd.DataFrame):
     return finish(acceptance_summary(acceptance).style.hide(axis="index")
-                  .set_properties(subset=["unmet in the others (worlds)"], **{"font-size": "0.8em"}))  # fmt: skip
+                  .set_properties(subset=["unmet in the failed checks"], **{"font-size": "0.8em"}))  # fmt: skip
 
 
 def _two_intervals(row) -> str:
@@ -550,7 +555,7 @@ def plan2_sentences(folder) -> dict[str, str]:
     for row in acceptance.to_dict("records"):
         accepted = len(row["accepted worlds"].split(", ")) if row["accepted worlds"] else 0
         out[f"plan2_{row['level']}_draws"] = f"{row['drawn']} worlds drawn, {accepted} accepted" + (
-            f" (missed: {row['unmet in the others (worlds)']})" if row["unmet in the others (worlds)"] != "none" else "")
+            f" (missed: {row['unmet in the failed checks']})" if row['unmet in the failed checks'] != "none" else "")
     optima = plan2_optima(tuning)
     capped = optima[optima["where"] != "interior"]
     out["plan2_capped"] = ("; ".join(f"{r.method} ({r.level}{'' if r.method != 'weak DPO (π_r)' else f' w{r.world}'})"
