@@ -75,3 +75,34 @@ def test_plan2_accepts_worlds_by_its_rule_tunes_once_per_level_and_decides_in_it
     assert len(optima) == 4 + 2 and set(optima["where"]) <= {"interior"} | {w for w in optima["where"] if "capped" in w}
     assert words["plan2_capped"] != "none"  # a one-point grid is on every edge: every arm is budget-capped
     assert len(plots.plan2_forest(raw["comparisons"]).axes[0].get_yticklabels()) == 2
+
+
+def _comparison(level: str, a: str, b: str, estimate: float, verdict: str) -> dict:
+    return {"level": level, "a": a, "b": b, "metric": "r_pref", "estimate": estimate, "verdict": verdict}
+
+
+@pytest.mark.parametrize(
+    ("spread", "original", "overshoot", "words"),
+    [
+        # spread: P1 estimate, P1 verdict, P2 verdict; original P1 estimate (None: level untestable); overshoot P1
+        ((0.01, "holds", "inconclusive"), 0.10, (0.09, "holds"), ("single-token artifact", "does not overshoot")),
+        ((0.10, "holds", "holds"), 0.10, (0.04, "holds"), ("generalises within these worlds", "amplification overshoots")),
+        ((0.05, "holds", "holds"), 0.10, (-0.02, "does not hold"), ("partly", "amplification overshoots")),
+        ((0.10, "holds", "holds"), None, (0.09, "holds"), ("generalises within these worlds", "untestable here")),
+        ((0.10, "holds", "holds"), None, (-0.05, "does not hold"), ("generalises within these worlds",
+                                                                    "amplification overshoots")),
+    ],
+)
+def test_plan2_decisions_are_the_plans_words_from_its_thresholds(spread, original, overshoot, words):
+    rows = [_comparison("spread", "wspo", "cong_s", spread[0], spread[1]),
+            _comparison("spread", "wspo", "wspo_seqmean", 0.0, spread[2]),
+            _comparison("overshoot", "wspo", "cong_s", *overshoot),
+            _comparison("overshoot", "wspo", "wspo_seqmean", 0.0, "holds")]  # fmt: skip
+    accepted = {"spread": {0: 64, 1: 64, 2: 64}, "overshoot": {0: 64, 1: 32, 2: 64}, "original": {}}
+    if original is not None:
+        rows += [_comparison("original", "wspo", "cong_s", original, "holds"),
+                 _comparison("original", "wspo", "wspo_seqmean", 0.0, "holds")]  # fmt: skip
+        accepted["original"] = {0: 32, 1: 32, 2: 32}
+    table = plan2.decisions(pd.DataFrame(rows), accepted).set_index("level")
+    assert (table.decision["spread"], table.decision["overshoot"]) == words
+    assert table.decision["original"] == ("reference" if original is not None else "untestable here")
