@@ -3,6 +3,7 @@ choices reused, comparisons with both intervals, and the plan's decision words c
 
 import pandas as pd
 import pytest
+from transformers import AutoConfig
 
 from congkit.pipeline import plan
 from congkit.pipeline.settings import smoke_pipeline_config
@@ -12,7 +13,7 @@ from congkit.study import plan2
 SMALL = {("world", "weak_widths"): [32, 16], ("study", "levels"): ["spread"], ("study", "accepted_per_level"): 2,
          ("study", "max_draws_per_level"): 3, ("study", "seeds_per_world"): 1,
          ("tuning", "learning_rate_multipliers"): [1.0], ("tuning", "epochs"): [3],
-         ("tuning", "weak_dpo_grid"): [[1.0, 1], [4.0, 1]], ("tuning", "extend_steps"): 0,
+         ("tuning", "weak_dpo_grid"): [[1.0, 2], [4.0, 2]], ("tuning", "extend_steps"): 0,
          ("arms", "methods"): ["wspo", "wspo_seqmean", "cong_s", "gold"],
          ("comparisons", "primary"): [["wspo", "cong_s"], ["wspo", "wspo_seqmean"]],
          ("comparisons", "secondary"): []}  # fmt: skip
@@ -23,10 +24,11 @@ def test_plan2_accepts_worlds_by_its_rule_tunes_once_per_level_and_decides_in_it
     real = plan.value
     monkeypatch.setattr(plan, "value", lambda s, n, plan=1: SMALL[s, n] if plan == 2 and (s, n) in SMALL else real(
         s, n, plan))  # fmt: skip
-    verdicts, real_acceptance = {}, plan2.acceptance
+    verdicts, widths, real_acceptance = {}, [], plan2.acceptance
 
     def accept_all_but_world_1(pipe):  # the real rule runs first on world 0 below; here the draw order is tested
         world = int(pipe.root.name.rsplit("-", 1)[1])
+        widths.append((world, AutoConfig.from_pretrained(pipe.setting.weak_base).hidden_size))  # the model checked
         verdicts[pipe.root.name] = real_acceptance(pipe) if world == 0 else None
         return (world != 1), "" if world != 1 else "attribute probe: format"
 
@@ -39,6 +41,7 @@ def test_plan2_accepts_worlds_by_its_rule_tunes_once_per_level_and_decides_in_it
     # drawn in order until 2 accepted; world 1 failed at the first width, so it was checked at the second (amendment 3)
     assert list(acceptance.world[acceptance.level == "spread"]) == [0, 1, 1, 2]
     assert list(acceptance.weak_width[acceptance.level == "spread"]) == [32, 32, 16, 32]
+    assert widths == [(0, 32), (1, 32), (1, 16), (2, 32)]  # each check's weak model has the width its row names
     assert list(acceptance.accepted[acceptance.level == "spread"]) == [True, False, False, True]
     assert sorted(verdicts) == ["plan2-spread-world-0", "plan2-spread-world-1", "plan2-spread-world-2"]
     probes = [c for c in acceptance.columns if c.startswith("probe_")]  # what the acceptance rule's probes read
@@ -49,7 +52,7 @@ def test_plan2_accepts_worlds_by_its_rule_tunes_once_per_level_and_decides_in_it
     assert set(strong.world) == {0} and set(tuning.level) == {"spread"}  # the arms tuned on the first world only
     assert set(strong.method) == {"wspo", "wspo_seqmean", "cong_s", "gold"}
     weak = tuning[tuning.method == "weak_dpo"]  # amendment 1: every accepted world chose its own weak DPO
-    assert sorted(weak.world) == [0, 0, 2, 2] and list(weak.epochs) == [1, 1, 1, 1]
+    assert sorted(weak.world) == [0, 0, 2, 2] and list(weak.epochs) == [2, 2, 2, 2]
     for world, grid in weak.groupby("world"):
         assert grid.chosen.sum() == 1 and grid.score[grid.chosen].iloc[0] == grid.score.max()
         assert ((0 <= grid.score) & (grid.score <= 1)).all()  # a fraction of probes ranked right

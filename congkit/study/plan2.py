@@ -71,7 +71,7 @@ def plan2_config(base: PipelineConfig | None = None) -> PipelineConfig:
 
 
 def world_pipeline(level: str, world_seed: int, runs: Path, config: PipelineConfig, base: WorldConfig | None = None,
-                   progress: bool = False, weak_width: int | None = None) -> Pipeline:  # fmt: skip
+                   weak_width: int | None = None, *, progress: bool = False) -> Pipeline:  # fmt: skip
     world = build_world(level_world_config(level, world_seed, base, weak_width), root=runs, progress=progress)
     return Pipeline(Setting.from_world(world), config, root=runs / f"plan2-{level}-world-{world_seed}",
                     progress=progress)  # fmt: skip
@@ -104,7 +104,6 @@ def _job(job: tuple):
     first world), or one seed of one accepted world (its evaluations build every model)."""
     kind, runs, level, world, width, item, config, base = job
     start = time.perf_counter()
-    pipe = world_pipeline(level, world, Path(runs), config, base, width)
     result = None
     if kind == "accept":  # amendment 3: the plan's weak widths in order, until one passes
         result = []
@@ -115,9 +114,9 @@ def _job(job: tuple):
             if ok:
                 break
     elif kind == "tune":
-        pipe.tuning_rows(item)
+        world_pipeline(level, world, Path(runs), config, base, width).tuning_rows(item)
     else:
-        pipe.evaluation_rows(item, 0.0)
+        world_pipeline(level, world, Path(runs), config, base, width).evaluation_rows(item, 0.0)
     return kind, level, world, item, result, time.perf_counter() - start
 
 
