@@ -72,7 +72,8 @@ def test_plan2_accepts_worlds_by_its_rule_tunes_once_per_level_and_decides_in_it
                    tables.style_plan2_comparisons(raw["comparisons"]), tables.style_plan2_optima(raw["tuning"])):  # fmt: skip
         assert "nan" not in styled.to_html().lower()
     words = tables.plan2_sentences(out)
-    assert words["plan2_spread_draws"].startswith("3 worlds drawn, 2 accepted (missed: ")
+    assert words["plan2_spread_draws"].startswith("3 worlds drawn, 2 accepted (worlds 0 and 2, weak width 32); the "
+                                                  "failed checks missed: ")  # fmt: skip
     assert words["plan2_spread"].startswith(decisions.set_index("level").loc["spread", "decision"])
     optima = tables.plan2_optima(raw["tuning"])
     assert len(optima) == 4 + 2 and set(optima["where"]) <= {"interior"} | {w for w in optima["where"] if "capped" in w}

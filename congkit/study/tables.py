@@ -533,9 +533,10 @@ def style_plan2_optima(tuning: pd.DataFrame):
                   .map(lambda v: "color: #b71c1c" if str(v).startswith("budget-capped") else "", subset=["where"]))  # fmt: skip
 
 
-def plan2_sentences(folder) -> dict[str, str]:
-    """Plan 2's committed run in words for the book: per level its decision, P1 and P2 with both intervals, and the
-    draws per accepted world; the budget-capped arms. {} when `folder` lacks the tables."""
+def plan2_sentences(folder, prefix: str = "plan2") -> dict[str, str]:
+    """Plan 2's committed run in words for the book, keyed `<prefix>_...`: per level its decision, P1-P4 with both
+    intervals, and the worlds drawn and accepted (with their weak width where the level checked several); the
+    budget-capped arms. {} when `folder` lacks the tables."""
     from pathlib import Path
 
     folder = Path(folder)
@@ -545,22 +546,72 @@ def plan2_sentences(folder) -> dict[str, str]:
     acceptance, tuning = acceptance_summary(pd.read_csv(folder / "acceptance.csv")), pd.read_csv(folder / "tuning.csv")
     out = {}
     for row in decisions.itertuples():
-        out[f"plan2_{row.level}"] = f"{row.decision} ({row.why})"
+        out[f"{prefix}_{row.level}"] = f"{row.decision} ({row.why})"
         for (a, b), key in ((("wspo", "cong_s"), "p1"), (("wspo", "wspo_seqmean"), "p2"), (("bon_implicit", "wspo"), "p3"),
                             (("wspo", "cong"), "p4")):  # fmt: skip
             hit = comparisons[(comparisons.level == row.level) & (comparisons.a == a) & (comparisons.b == b)
                               & (comparisons.metric == "r_pref")]  # fmt: skip
-            out[f"plan2_{row.level}_{key}"] = (f"{_two_intervals(hit.iloc[0])}, {hit.verdict.iloc[0]}" if len(hit)
-                                               else f"{row.decision} ({row.why})")  # fmt: skip
+            out[f"{prefix}_{row.level}_{key}"] = (f"{_two_intervals(hit.iloc[0])}, {hit.verdict.iloc[0]}" if len(hit)
+                                                  else f"{row.decision} ({row.why})")  # fmt: skip
     for row in acceptance.to_dict("records"):
         accepted = len(row["accepted worlds"].split(", ")) if row["accepted worlds"] else 0
-        out[f"plan2_{row['level']}_draws"] = f"{row['drawn']} worlds drawn, {accepted} accepted" + (
-            f" (missed: {row['unmet in the failed checks']})" if row['unmet in the failed checks'] != "none" else "")
+        which = f" ({_worlds(row['accepted worlds'])})" if accepted else ""
+        missed = row["unmet in the failed checks"]
+        out[f"{prefix}_{row['level']}_draws"] = (f"{row['drawn']} worlds drawn, {accepted} accepted{which}"
+                                                 + (f"; the failed checks missed: {missed}" if missed != "none" else ""))
     optima = plan2_optima(tuning)
     capped = optima[optima["where"] != "interior"]
-    out["plan2_capped"] = ("; ".join(f"{r.method} ({r.level}{'' if r.method != 'weak DPO (π_r)' else f' w{r.world}'})"
+    out[f"{prefix}_capped"] = ("; ".join(f"{r.method} ({r.level}{'' if r.method != 'weak DPO (π_r)' else f' w{r.world}'})"
                                      for r in capped.itertuples()) or "none")  # fmt: skip
     return out
+
+
+def checks_by_width(acceptance: pd.DataFrame, level: str) -> str:
+    """One level's acceptance checks per weak width in words: how many worlds were checked at it, how many passed,
+    and how many missed the length probe and the capability gap (the two preconditions the widths trade off)."""
+    part = acceptance[acceptance.level == level]
+    if "weak_width" not in part or part.empty:
+        return "(no checks by weak width)"
+    out = []
+    for width, checks in part.groupby("weak_width", sort=False):
+        unmet = checks.unmet.fillna("").astype(str)
+        length = int(unmet.str.contains("attribute probe: length").sum())
+        gap = int(unmet.str.contains("strong base minus weak base").sum())
+        out.append(f"at weak width {int(width)}, {len(checks)} world(s) checked, {int(checks.accepted.astype(bool).sum())}"
+                   f" accepted, {length} missed the length probe and {gap} the capability gap")  # fmt: skip
+    return "; ".join(out)
+
+
+def length_diagnosis_sentence(path) -> str:
+    """The diagnosis after amendment 1's run (`tools/plan2_length_diagnosis.py`) in one sentence: per level and weak
+    width, the length probe's range over the budgets tried, and the best budget's four probes where all reach 0.9."""
+    from pathlib import Path
+
+    if not Path(path).exists():
+        return "(no length diagnosis in results/plan2)"
+    table = pd.read_csv(path)
+    probes = [c for c in table.columns if c.startswith("probe_")]
+    parts = []
+    for (level, width), part in table.groupby(["level", "weak_width"], sort=False):
+        low, high = part.probe_length.min(), part.probe_length.max()
+        passing = part[(part[probes] >= 0.9).all(axis=1)]
+        span = f"{high:.2f}" if len(part) == 1 else f"{low:.2f}–{high:.2f}"
+        parts.append(f"`{level}` at width {int(width)}: length probe {span} over {len(part)} budget(s)"
+                     + ("" if passing.empty else " (all four probes ≥ 0.9 at "
+                        f"{len(passing)} of them)"))  # fmt: skip
+    return "; ".join(parts)
+
+
+def _worlds(accepted: str) -> str:
+    """"1 (width 32), 2 (width 64)" -> "worlds 1 and 2, weak widths 32 and 64"; "1, 2, 3" -> "worlds 1, 2 and 3"."""
+    items = accepted.split(", ")
+    join = lambda xs: xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]  # noqa: E731
+    worlds = join([i.split(" ")[0] for i in items])
+    widths = [i.split("width ")[1].rstrip(")") for i in items if "width " in i]
+    if not widths:
+        return f"world{'s' if len(items) > 1 else ''} {worlds}"
+    width = f"weak width {widths[0]}" if len(set(widths)) == 1 else f"weak widths {join(widths)}"
+    return f"world{'s' if len(items) > 1 else ''} {worlds}, {width}"
 
 
 def signed(x: float, digits: int = 2) -> str:
