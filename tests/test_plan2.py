@@ -110,3 +110,16 @@ def test_plan2_decisions_are_the_plans_words_from_its_thresholds(spread, origina
     table = plan2.decisions(pd.DataFrame(rows), accepted).set_index("level")
     assert (table.decision["spread"], table.decision["overshoot"]) == words
     assert table.decision["original"] == ("reference" if original is not None else "untestable here")
+
+
+def test_checks_by_width_counts_each_widths_checks_and_the_two_preconditions_they_trade():
+    from congkit.study.tables import checks_by_width
+
+    acceptance = pd.DataFrame({"level": ["spread"] * 4 + ["original"], "world": [0, 0, 1, 1, 0],
+                               "weak_width": [64, 32, 64, 32, 64], "accepted": [False, False, False, True, True],
+                               "unmet": ["attribute probe: length; strong base minus weak base correct rate",
+                                         "attribute probe: length", "strong base minus weak base correct rate", None,
+                                         None]})  # fmt: skip
+    assert checks_by_width(acceptance, "spread") == (
+        "at weak width 64, 2 world(s) checked, 0 accepted, 1 missed the length probe and 2 the capability gap; "
+        "at weak width 32, 2 world(s) checked, 1 accepted, 1 missed the length probe and 0 the capability gap")
