@@ -555,7 +555,7 @@ def plan2_sentences(folder, prefix: str = "plan2") -> dict[str, str]:
                                                   else f"{row.decision} ({row.why})")  # fmt: skip
     for row in acceptance.to_dict("records"):
         accepted = len(row["accepted worlds"].split(", ")) if row["accepted worlds"] else 0
-        which = f" ({_worlds(row['accepted worlds'])})" if accepted else ""
+        which = f" ({_accepted_words(row['accepted worlds'])})" if accepted else ""
         missed = row["unmet in the failed checks"]
         out[f"{prefix}_{row['level']}_draws"] = (f"{row['drawn']} worlds drawn, {accepted} accepted{which}"
                                                  + (f"; the failed checks missed: {missed}" if missed != "none" else ""))
@@ -602,7 +602,7 @@ def length_diagnosis_sentence(path) -> str:
     return "; ".join(parts)
 
 
-def _worlds(accepted: str) -> str:
+def _accepted_words(accepted: str) -> str:
     """"1 (width 32), 2 (width 64)" -> "worlds 1 and 2, weak widths 32 and 64"; "1, 2, 3" -> "worlds 1, 2 and 3"."""
     items = accepted.split(", ")
     join = lambda xs: xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]  # noqa: E731
